@@ -1,0 +1,435 @@
+"""Image folders and labels files -> labeled splits with stable sample ids, plus batched image access.
+
+Layouts (torchvision ``ImageFolder`` order: classes sorted by name, label = position):
+- flat: ``DATA/<class>/<image>``, no test split;
+- split: ``DATA/train/<class>/...`` plus ``DATA/test/<class>/...`` (or ``DATA/val/...``), the test split
+  treated as clean and never relabeled.
+Images are files with an extension in ``IMAGE_EXTENSIONS`` (any case), found recursively inside a class
+folder; names starting with "." are skipped. Symlinks that resolve outside DATA are refused.
+
+A labels file overrides the folder labels of the training split and defines it: its rows are the training
+samples. CSV with the header ``path,label[,clean_label]``, or whitespace-separated ``path label`` lines without
+a header (Clothing1M style). ``path`` is relative to DATA; ``label`` is a class name or else an integer index.
+The classes are the training folder's class folders when there are at least two and every row lies inside
+one of them; otherwise they come from the labels (sorted unique names, or "0".."max" when all are integers).
+
+A sample id is the image's POSIX path relative to DATA; every split lists them sorted. N images of C
+channels and H x W pixels; nothing under DATA is ever modified.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+
+from noisefix.errors import ConfigError, DataError
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+LABELS_FORMATS = ("csv", "lines")
+_TEST_DIRS = ("test", "val")
+_INT = re.compile(r"[0-9]+")
+_CHUNK = 256  # images per decoding task
+
+
+@dataclass
+class LabeledImages:
+    """One split: N images as sample ids (root-relative POSIX paths, sorted) with int64 (N,) labels."""
+
+    root: Path
+    paths: list[str]
+    targets: np.ndarray
+    classes: list[str]
+    clean_targets: np.ndarray | None = None
+
+    @property
+    def class_to_idx(self) -> dict[str, int]:
+        return {c: i for i, c in enumerate(self.classes)}
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+@dataclass
+class DataSplits:
+    """The training split, the clean test split (None for the flat layout) and the labels file's format."""
+
+    train: LabeledImages
+    test: LabeledImages | None
+    labels_format: str | None
+
+
+def _inside(real: str, root: Path) -> bool:
+    return real == str(root) or real.startswith(str(root) + os.sep)
+
+
+def _scan_images(folder: Path, root: Path) -> list[str]:
+    """Root-relative POSIX paths of the images under ``folder`` (recursive, following inside symlinks)."""
+    found, seen = [], set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if not _inside(real, root):
+            raise DataError(f"folder {dirpath} is a symlink to {real}, outside {root}; copy the data into it")
+        if real in seen:  # a symlink loop or a second link to the same folder
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        rel_dir = PurePosixPath(Path(dirpath).relative_to(root).as_posix())
+        for name in filenames:
+            if name.startswith(".") or os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
+                continue
+            full = os.path.join(dirpath, name)
+            if os.path.islink(full) and not _inside(os.path.realpath(full), root):
+                raise DataError(f"image {full} is a symlink to a file outside {root}; copy the file instead")
+            found.append(str(rel_dir / name))
+    return found
+
+
+def _class_dirs(folder: Path) -> list[str]:
+    return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+
+
+def _sorted_split(root, paths, targets, classes, clean=None) -> LabeledImages:
+    order = sorted(range(len(paths)), key=paths.__getitem__)
+    pick = np.asarray(order, dtype=np.int64)
+    return LabeledImages(
+        root=root,
+        paths=[paths[i] for i in order],
+        targets=np.asarray(targets, dtype=np.int64)[pick],
+        classes=list(classes),
+        clean_targets=None if clean is None else np.asarray(clean, dtype=np.int64)[pick],
+    )
+
+
+def _load_folder(folder: Path, root: Path) -> LabeledImages:
+    """A split from ``folder/<class>/...``; labels from the class folders."""
+    classes = _class_dirs(folder)
+    per_class = [_scan_images(folder / c, root) for c in classes]
+    if not any(per_class):
+        exts = " ".join(sorted(IMAGE_EXTENSIONS))
+        raise DataError(f"no images ({exts}) in class folders under {folder}; put them in {folder}/<class>/")
+    for c, found in zip(classes, per_class):
+        if not found:
+            raise DataError(f"class folder {folder / c} has no images; add images or remove the folder")
+    if len(classes) < 2:
+        raise DataError(f"{folder} has only the class folder {classes[0]!r}; a classifier needs at least 2")
+    paths = [p for found in per_class for p in found]
+    targets = [i for i, found in enumerate(per_class) for _ in found]
+    return _sorted_split(root, paths, targets, classes)
+
+
+# ---------------------------------------------------------------- labels files
+
+
+def _read_rows(path: Path) -> tuple[list[tuple[int, str, str, str | None]], str]:
+    """Rows ``(line number, path, label, clean label or None)`` of a labels file, and its format."""
+    if not path.is_file():
+        raise DataError(f"labels file {path} not found; give a CSV (path,label[,clean_label]) or 'path label' file")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8; re-save the labels file as UTF-8") from None
+    lines = text.splitlines()
+    if not any(line.strip() for line in lines):
+        raise DataError(f"labels file {path} is empty; add one 'path,label' row per training image")
+    rows = []
+    if lines[0].lstrip().lower().startswith("path,"):
+        fmt = "csv"
+        reader = csv.reader(lines)
+        header = [h.strip().lower() for h in next(reader)]
+        if header not in (["path", "label"], ["path", "label", "clean_label"]):
+            raise DataError(f"{path}:1: header {','.join(header)!r} is not path,label[,clean_label]; fix it")
+        for fields in reader:
+            n = reader.line_num
+            if not any(f.strip() for f in fields):
+                continue
+            if len(fields) != len(header):
+                raise DataError(f"{path}:{n}: {len(fields)} fields, the header has {len(header)}; fix the row")
+            fields = [f.strip() for f in fields]
+            if len(header) == 3 and not fields[2]:
+                raise DataError(f"{path}:{n}: clean_label is missing; fill it in or drop the column")
+            rows.append((n, fields[0], fields[1], fields[2] if len(header) == 3 else None))
+    elif "," in lines[0]:
+        raise DataError(f"{path}:1: a CSV labels file needs the header path,label[,clean_label]; add it")
+    else:
+        fmt = "lines"
+        for n, line in enumerate(lines, start=1):
+            fields = line.strip().rsplit(None, 1)
+            if not fields:
+                continue
+            if len(fields) != 2:
+                raise DataError(f"{path}:{n}: expected 'path label', got {line.strip()!r}; fix the line")
+            rows.append((n, fields[0], fields[1], None))
+    if not rows:
+        raise DataError(f"labels file {path} has a header but no rows; add one row per training image")
+    return rows, fmt
+
+
+def _classes_from_labels(rows) -> list[str]:
+    tokens = {r[2] for r in rows} | {r[3] for r in rows if r[3] is not None}
+    if all(_INT.fullmatch(t) for t in tokens):
+        return [str(i) for i in range(max(int(t) for t in tokens) + 1)]
+    return sorted(tokens)
+
+
+def _label_index(token: str, lookup: dict[str, int], k: int, where: str) -> int:
+    if token in lookup:
+        return lookup[token]
+    if _INT.fullmatch(token) and int(token) < k:
+        return int(token)
+    names = ", ".join(list(lookup)[:5]) + (", ..." if k > 5 else "")
+    raise DataError(f"{where}: unknown class {token!r}; use a class name ({names}) or an index in [0, {k})")
+
+
+def _check_row_path(rel: str, root: Path, where: str, test_dir: Path | None) -> str:
+    """The normalized root-relative POSIX path of a labels-file row, or DataError."""
+    if not rel:
+        raise DataError(f"{where}: empty path; give the image path relative to {root}")
+    if rel.startswith(("/", "\\")) or PureWindowsPath(rel).drive:
+        raise DataError(f"{where}: absolute path {rel!r}; give it relative to the data folder {root}")
+    norm = PurePosixPath(rel)
+    if ".." in norm.parts:
+        raise DataError(f"{where}: path {rel!r} leaves the data folder; give it relative to {root}")
+    real = os.path.realpath(root / norm)
+    if not _inside(real, root):
+        raise DataError(f"{where}: {rel!r} is a symlink to {real}, outside {root}; copy the file in instead")
+    if not os.path.isfile(real):
+        raise DataError(f"{where}: image {rel!r} not found under {root}; fix the path or add the file")
+    if test_dir is not None and norm.parts[0] == test_dir.name:
+        raise DataError(f"{where}: {rel!r} is in the test split; training rows must not come from {test_dir}")
+    return norm.as_posix()
+
+
+def _rows_to_split(rows, file: Path, root: Path, classes: list[str] | None, test_dir=None) -> LabeledImages:
+    first_line: dict[str, int] = {}
+    for n, rel, _, _ in rows:
+        path = _check_row_path(rel, root, f"{file}:{n}", test_dir)
+        if path in first_line:
+            raise DataError(f"{file}:{n}: duplicate path {path!r} (also on line {first_line[path]}); keep one row")
+        first_line[path] = n
+    classes = _classes_from_labels(rows) if classes is None else classes
+    if len(classes) < 2:
+        raise DataError(f"labels file {file} names only the class {classes[0]!r}; a classifier needs at least 2")
+    lookup = {c: i for i, c in enumerate(classes)}
+    labels = [_label_index(r[2], lookup, len(classes), f"{file}:{r[0]}") for r in rows]
+    clean = None
+    if rows[0][3] is not None:
+        clean = [_label_index(r[3], lookup, len(classes), f"{file}:{r[0]}") for r in rows]
+    return _sorted_split(root, list(first_line), labels, classes, clean)
+
+
+def read_labels_file(path, root, classes: list[str] | None) -> tuple[LabeledImages, str]:
+    """The training split a labels file defines, and its format ("csv" or "lines").
+
+    ``classes`` maps class names to labels; None derives them from the file's labels (module docstring).
+    """
+    root = Path(root).resolve()
+    rows, fmt = _read_rows(Path(path))
+    return _rows_to_split(rows, Path(path), root, classes), fmt
+
+
+def write_labels_file(dest, *, paths, labels, classes, fmt: str, clean=None) -> None:
+    """Write a labels file that ``load_data`` reads back: class names, rows in the given order, atomically.
+
+    ``labels`` and ``clean`` are int (N,) indices into ``classes``; ``clean`` needs the "csv" format.
+    """
+    if fmt not in LABELS_FORMATS:
+        raise ConfigError(f"unknown labels format {fmt!r}; choose one of {', '.join(LABELS_FORMATS)}")
+    if clean is not None and fmt != "csv":
+        raise ConfigError("the 'lines' labels format has no clean_label column; write it with fmt='csv'")
+    labels = np.asarray(labels)
+    columns = [labels] if clean is None else [labels, np.asarray(clean)]
+    if any(len(col) != len(paths) for col in columns):
+        raise DataError(f"{len(paths)} paths but {[len(c) for c in columns]} labels; give one label per path")
+    if fmt == "lines" and any(len(c.split()) != 1 for c in classes):
+        raise DataError("a class name contains whitespace, which the 'lines' format cannot hold; use 'csv'")
+    dest = Path(dest)
+    tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            if fmt == "csv":
+                writer = csv.writer(f, lineterminator="\n")
+                writer.writerow(["path", "label"] + (["clean_label"] if clean is not None else []))
+                writer.writerows(zip(paths, *([classes[i] for i in col] for col in columns)))
+            else:
+                f.writelines(f"{p} {classes[y]}\n" for p, y in zip(paths, labels))
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _layout(root: Path) -> tuple[Path, Path | None]:
+    """(training folder, test folder or None) for the flat or split layout."""
+    if not (root / "train").is_dir():
+        return root, None
+    test = next((root / d for d in _TEST_DIRS if (root / d).is_dir()), None)
+    return root / "train", test
+
+
+def _use_folder_classes(rows, train_dir: Path, root: Path) -> list[str] | None:
+    """The class folders of ``train_dir`` when there are >= 2 and every row lies inside one, else None."""
+    classes = _class_dirs(train_dir)
+    prefix = PurePosixPath(train_dir.relative_to(root).as_posix()).parts
+    names = set(classes)
+    for _, rel, _, _ in rows:
+        parts = PurePosixPath(rel).parts
+        if len(parts) < len(prefix) + 2 or parts[: len(prefix)] != prefix or parts[len(prefix)] not in names:
+            return None
+    return classes if len(classes) >= 2 else None
+
+
+def _align_test(test: LabeledImages, classes: list[str], test_dir: Path) -> LabeledImages:
+    if set(test.classes) != set(classes):
+        extra, missing = sorted(set(test.classes) - set(classes)), sorted(set(classes) - set(test.classes))
+        raise DataError(
+            f"test classes differ from train classes (only in {test_dir.name}: {extra}, only in train: "
+            f"{missing}); give {test_dir} the same class folders"
+        )
+    remap = np.asarray([classes.index(c) for c in test.classes], dtype=np.int64)
+    return LabeledImages(test.root, test.paths, remap[test.targets], list(classes))
+
+
+def load_data(root, labels_file=None) -> DataSplits:
+    """Load DATA (flat or split layout) and the optional labels file; see the module docstring."""
+    given = Path(root)
+    if not given.is_dir():
+        raise DataError(f"data folder {given} not found; give a folder laid out as DATA/<class>/<image>")
+    root = given.resolve()
+    train_dir, test_dir = _layout(root)
+    if labels_file is None:
+        train, fmt = _load_folder(train_dir, root), None
+    else:
+        rows, fmt = _read_rows(Path(labels_file))
+        classes = _use_folder_classes(rows, train_dir, root)
+        train = _rows_to_split(rows, Path(labels_file), root, classes, test_dir)
+    test = None if test_dir is None else _align_test(_load_folder(test_dir, root), train.classes, test_dir)
+    return DataSplits(train=train, test=test, labels_format=fmt)
+
+
+def fingerprint(splits: DataSplits) -> str:
+    """sha256 hex over each split's classes and sorted (path, file size, label); no image is decoded."""
+    h = hashlib.sha256()
+    for name, split in (("train", splits.train), ("test", splits.test)):
+        if split is None:
+            continue
+        h.update(json.dumps([name, split.classes]).encode())
+        for path, label in sorted(zip(split.paths, split.targets.tolist())):
+            h.update(f"{path}\0{os.path.getsize(split.root / path)}\0{label}\n".encode())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------- pixels
+
+
+def _default_threads() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+class ImageSource:
+    """Batched uint8 access to one split's images: decoded once into memory when they fit, else per batch.
+
+    ``shape`` is (C, H, W) from the first image: mode "L" gives C = 1, any other mode is converted to RGB
+    (C = 3); every image is converted to that mode and must have the first image's size. Decoding runs on
+    a thread pool (Pillow releases the GIL while decoding).
+    """
+
+    def __init__(self, split: LabeledImages, *, max_memory_bytes: int = 2**31, num_threads: int | None = None):
+        if len(split) == 0:
+            raise DataError("the split has no images; check the data folder and labels file")
+        self.split = split
+        self.num_threads = num_threads or _default_threads()
+        with self._open(split.paths[0]) as first:
+            self._mode = "L" if first.mode == "L" else "RGB"
+            self._size = first.size  # (W, H)
+        self.shape = (1 if self._mode == "L" else 3, self._size[1], self._size[0])
+        self.in_memory = len(split) * int(np.prod(self.shape)) <= max_memory_bytes
+        self._data = None
+        if self.in_memory:
+            with ThreadPoolExecutor(self.num_threads) as pool:
+                self._data = self._collect(*self._submit(pool, np.arange(len(split))))  # (N, C, H, W)
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def _open(self, rel: str) -> Image.Image:
+        try:
+            return Image.open(self.split.root / rel)
+        except (OSError, ValueError, SyntaxError) as e:
+            raise DataError(f"cannot decode image {rel}: {e}; remove or replace the file") from None
+
+    def _fill(self, buf: np.ndarray, start: int, idx: np.ndarray) -> None:
+        for j, i in enumerate(idx, start=start):
+            rel = self.split.paths[i]
+            with self._open(rel) as img:
+                if img.size != self._size:
+                    (w, h), (w0, h0) = img.size, self._size
+                    raise DataError(
+                        f"image {rel} is {w}x{h} but {self.split.paths[0]} is {w0}x{h0}; "
+                        "resize all images to one size"
+                    )
+                try:
+                    arr = np.asarray(img.convert(self._mode))
+                except (OSError, ValueError, SyntaxError) as e:
+                    raise DataError(f"cannot decode image {rel}: {e}; remove or replace the file") from None
+            buf[j] = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+    def _submit(self, pool: ThreadPoolExecutor, idx: np.ndarray):
+        buf = np.empty((len(idx), *self.shape), dtype=np.uint8)
+        step = max(1, min(_CHUNK, -(-len(idx) // self.num_threads)))
+        futures = [pool.submit(self._fill, buf, s, idx[s : s + step]) for s in range(0, len(idx), step)]
+        return buf, futures
+
+    @staticmethod
+    def _collect(buf: np.ndarray, futures) -> torch.Tensor:
+        for f in futures:
+            f.result()
+        return torch.from_numpy(buf)
+
+    def batches(
+        self, batch_size: int, *, indices=None, shuffle: bool = False, seed: int | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield ``(x, idx)``: uint8 (B, C, H, W) images and int64 (B,) positions into ``split.paths``.
+
+        ``indices`` restricts and orders the samples (default: all, in order); ``shuffle`` permutes them
+        with ``np.random.default_rng(seed)``, so a given seed always gives the same batches.
+        """
+        if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+            raise ConfigError(f"batch_size={batch_size!r} is invalid; give a positive integer")
+        order = np.arange(len(self)) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
+        if order.size and (order.min() < 0 or order.max() >= len(self)):
+            raise ConfigError(f"indices must lie in [0, {len(self)}); got {order.min()}..{order.max()}")
+        if shuffle:
+            order = np.random.default_rng(seed).permutation(order)
+        chunks = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+        if self.in_memory:
+            for idx in chunks:
+                t = torch.from_numpy(idx)
+                yield self._data[t], t
+            return
+        with ThreadPoolExecutor(self.num_threads) as pool:
+            pending = self._submit(pool, chunks[0]) if chunks else None
+            for k, idx in enumerate(chunks):
+                x = self._collect(*pending)
+                pending = self._submit(pool, chunks[k + 1]) if k + 1 < len(chunks) else None  # prefetch
+                yield x, torch.from_numpy(idx)
+
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 (..., C, H, W) -> float32 in [0, 1], same shape and device (no normalization)."""
+    return x.to(torch.float32).div_(255)

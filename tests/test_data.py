@@ -1,0 +1,324 @@
+"""Tests for noisefix.data: layouts, labels files, errors, fingerprints and batched image access."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from noisefix.data import (
+    ImageSource,
+    fingerprint,
+    load_data,
+    read_labels_file,
+    to_float,
+    write_labels_file,
+)
+from noisefix.errors import ConfigError, DataError
+
+
+def _snapshot(root):
+    return sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*"))
+
+
+def _write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------- layouts
+
+
+def test_split_layout(tiny_folder):
+    before = _snapshot(tiny_folder)
+    splits = load_data(tiny_folder)
+    train, test = splits.train, splits.test
+    assert splits.labels_format is None
+    assert train.classes == ["0", "1", "2"] and train.class_to_idx == {"0": 0, "1": 1, "2": 2}
+    assert len(train) == 30 and len(test) == 12
+    assert train.paths == sorted(train.paths) and train.paths[0] == "train/0/000.png"
+    assert test.paths[-1] == "test/2/003.png"
+    assert train.targets.dtype == np.int64
+    np.testing.assert_array_equal(train.targets, np.repeat([0, 1, 2], 10))
+    np.testing.assert_array_equal(test.targets, np.repeat([0, 1, 2], 4))
+    assert train.clean_targets is None
+    assert train.root == tiny_folder.resolve()
+    assert _snapshot(tiny_folder) == before  # loading never touches the data
+
+
+def test_val_folder_is_the_test_split(make_image_folder):
+    splits = load_data(make_image_folder(test_dir="val"))
+    assert splits.test.paths[0] == "val/0/000.png" and len(splits.test) == 12
+
+
+def test_flat_layout_and_extensions(tiny_flat_folder):
+    Image.open(tiny_flat_folder / "1" / "000.png").save(tiny_flat_folder / "1" / "extra.JPEG")
+    (tiny_flat_folder / "1" / "notes.txt").write_text("not an image")
+    (tiny_flat_folder / "1" / ".hidden.png").write_bytes(b"junk")
+    splits = load_data(tiny_flat_folder)
+    assert splits.test is None
+    assert len(splits.train) == 31 and "1/extra.JPEG" in splits.train.paths
+    assert splits.train.paths[0] == "0/000.png"
+
+
+def test_test_classes_are_aligned_by_name(make_image_folder):
+    """Integer labels give classes "0".."10" in numeric order; the test folders sort as "0", "1", "10", ..."""
+    root = make_image_folder(num_classes=10, train_per_class=1, test_per_class=1)
+    shutil.copytree(root / "test" / "9", root / "test" / "10")
+    (root / "train" / "all").mkdir()
+    for c in range(10):
+        (root / "train" / str(c) / "000.png").rename(root / "train" / "all" / f"{c}.png")
+        (root / "train" / str(c)).rmdir()
+    rows = [f"train/all/{c}.png,{c}" for c in range(9)] + ["train/all/9.png,10"]
+    labels = _write(root.parent / "l.csv", "path,label\n" + "\n".join(rows) + "\n")
+    splits = load_data(root, labels)
+    assert splits.train.classes == [str(i) for i in range(11)]
+    assert splits.train.targets[splits.train.paths.index("train/all/9.png")] == 10
+    test = splits.test
+    assert test.classes == splits.train.classes
+    for path, target in zip(test.paths, test.targets):
+        assert path.split("/")[1] == test.classes[target]
+    assert test.targets[test.paths.index("test/10/000.png")] == 10
+
+
+# ---------------------------------------------------------------- labels files
+
+
+def test_csv_with_names_overrides_and_defines_the_training_set(tiny_folder):
+    labels = _write(
+        tiny_folder / "noisy.csv",
+        "path,label,clean_label\ntrain/2/001.png,0,2\ntrain/0/000.png,1,0\n./train/1/005.png,1,1\n",
+    )
+    splits = load_data(tiny_folder, labels)
+    t = splits.train
+    assert splits.labels_format == "csv"
+    assert t.paths == ["train/0/000.png", "train/1/005.png", "train/2/001.png"]
+    np.testing.assert_array_equal(t.targets, [1, 1, 0])
+    np.testing.assert_array_equal(t.clean_targets, [0, 1, 2])
+    assert len(splits.test) == 12
+
+
+def test_csv_with_indices_and_named_class_folders(make_image_folder):
+    root = make_image_folder(layout="flat")
+    for c, name in enumerate(["cat", "dog", "emu"]):
+        (root / str(c)).rename(root / name)
+    labels = _write(root / "l.csv", "path,label\ncat/000.png,2\ndog/001.png,dog\nemu/002.png,0\n")
+    t = load_data(root, labels).train
+    assert t.classes == ["cat", "dog", "emu"]
+    np.testing.assert_array_equal(t.targets, [2, 1, 0])
+
+
+def test_lines_format_without_class_folders(tmp_path, tiny_flat_folder):
+    """Clothing1M style: images under one folder that is not a class, integer labels in 'path label' lines."""
+    root = tmp_path / "c1m"
+    shutil.copytree(tiny_flat_folder / "0", root / "images" / "a")
+    labels = _write(tmp_path / "noisy_label_kv.txt", "images/a/000.png 3\n\nimages/a/001.png   0\n")
+    splits = load_data(root, labels)
+    assert splits.labels_format == "lines" and splits.test is None
+    assert splits.train.classes == ["0", "1", "2", "3"]
+    np.testing.assert_array_equal(splits.train.targets, [3, 0])
+
+
+def test_classes_from_label_names(tmp_path, tiny_flat_folder):
+    shutil.copytree(tiny_flat_folder / "0", tmp_path / "d" / "imgs" / "0")
+    labels = _write(tmp_path / "l.csv", "path,label\nimgs/0/000.png,zebra\nimgs/0/001.png,ant\n")
+    t = load_data(tmp_path / "d", labels).train
+    assert t.classes == ["ant", "zebra"]
+    np.testing.assert_array_equal(t.targets, [1, 0])
+
+
+@pytest.mark.parametrize("fmt, clean", [("csv", [2, 0]), ("csv", None), ("lines", None)])
+def test_write_labels_file_round_trip(tiny_folder, fmt, clean):
+    dest = tiny_folder.parent / f"out.{fmt}"
+    paths = ["train/2/000.png", "train/0/003.png"]
+    write_labels_file(dest, paths=paths, labels=np.array([1, 2]), classes=["0", "1", "2"], fmt=fmt, clean=clean)
+    t, got_fmt = read_labels_file(dest, tiny_folder, ["0", "1", "2"])
+    assert got_fmt == fmt
+    assert t.paths == sorted(paths)
+    np.testing.assert_array_equal(t.targets, [2, 1])
+    if clean is None:
+        assert t.clean_targets is None
+    else:
+        np.testing.assert_array_equal(t.clean_targets, [0, 2])
+    assert not list(tiny_folder.parent.glob("*.tmp-*"))
+
+
+def test_write_labels_file_rejects_bad_requests(tmp_path):
+    kw = dict(paths=["a.png"], labels=[0], classes=["x y", "z"])
+    with pytest.raises(ConfigError, match="no clean_label"):
+        write_labels_file(tmp_path / "f", fmt="lines", clean=[0], **kw)
+    with pytest.raises(ConfigError, match="unknown labels format 'tsv'"):
+        write_labels_file(tmp_path / "f", fmt="tsv", **kw)
+    with pytest.raises(DataError, match="whitespace"):
+        write_labels_file(tmp_path / "f", fmt="lines", **kw)
+    with pytest.raises(DataError, match="one label per path"):
+        write_labels_file(tmp_path / "f", fmt="csv", paths=["a", "b"], labels=[0], classes=["x", "z"])
+
+
+# ---------------------------------------------------------------- bad labels files
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ("path,label\ntrain/0/000.png,0\ntrain/0/000.png,1\n", r"l\.csv:3: duplicate path .* line 2"),
+        ("path,label\ntrain/0/999.png,0\n", r"l\.csv:2: image 'train/0/999.png' not found"),
+        ("path,label\n../data/train/0/000.png,0\n", "leaves the data folder"),
+        ("path,label\n/etc/hostname,0\n", "absolute path '/etc/hostname'"),
+        ("path,label\ntrain/0/000.png,horse\n", r"l\.csv:2: unknown class 'horse'.*\[0, 3\)"),
+        ("path,label\ntrain/0/000.png,3\n", "unknown class '3'"),
+        ("path,label,clean_label\ntrain/0/000.png,0,1\ntrain/0/001.png,0,\n", r"l\.csv:3: clean_label is missing"),
+        ("", "is empty"),
+        ("\n  \n", "is empty"),
+        ("path,label\n", "no rows"),
+        ("train/0/000.png,0\n", "needs the header"),
+        ("path,labels\ntrain/0/000.png,0\n", "header 'path,labels'"),
+        ("path,label\ntrain/0/000.png,0,1\n", r"l\.csv:2: 3 fields"),
+        ("path,label\ntest/0/000.png,0\n", "in the test split"),
+        ("train/0/000.png\n", r"l\.csv:1: expected 'path label'"),
+    ],
+)
+def test_bad_labels_file(tiny_folder, content, match):
+    labels = _write(tiny_folder.parent / "l.csv", content)
+    with pytest.raises(DataError, match=match):
+        load_data(tiny_folder, labels)
+
+
+def test_labels_file_missing_and_not_utf8(tiny_folder):
+    with pytest.raises(DataError, match="labels file .*nope.csv not found"):
+        load_data(tiny_folder, tiny_folder / "nope.csv")
+    bad = tiny_folder.parent / "latin1.csv"
+    bad.write_bytes("path,label\ntrain/0/000.png,0\ntrain/0/caf\xe9.png,0\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1\.csv:3: not valid UTF-8"):
+        load_data(tiny_folder, bad)
+
+
+def test_labels_file_symlink_out_of_root(tiny_folder, tmp_path):
+    outside = tmp_path / "outside.png"
+    shutil.copy(tiny_folder / "train" / "0" / "000.png", outside)
+    (tiny_folder / "train" / "0" / "link.png").symlink_to(outside)
+    labels = _write(tmp_path / "l.csv", "path,label\ntrain/0/link.png,0\n")
+    with pytest.raises(DataError, match="symlink .*outside"):
+        load_data(tiny_folder, labels)
+
+
+# ---------------------------------------------------------------- bad folders
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(DataError, match="data folder .*missing not found"):
+        load_data(tmp_path / "missing")
+
+
+def test_no_images(tmp_path):
+    (tmp_path / "d" / "a").mkdir(parents=True)
+    (tmp_path / "d" / "a" / "readme.txt").write_text("x")
+    with pytest.raises(DataError, match="no images"):
+        load_data(tmp_path / "d")
+
+
+def test_empty_class_folder(tiny_folder):
+    (tiny_folder / "train" / "9").mkdir()
+    with pytest.raises(DataError, match="class folder .*9 has no images"):
+        load_data(tiny_folder)
+
+
+def test_single_class(make_image_folder):
+    with pytest.raises(DataError, match="at least 2"):
+        load_data(make_image_folder(layout="flat", num_classes=1))
+
+
+def test_test_classes_differ(tiny_folder):
+    shutil.rmtree(tiny_folder / "test" / "2")
+    with pytest.raises(DataError, match=r"test classes differ .*only in train: \['2'\]"):
+        load_data(tiny_folder)
+
+
+def test_symlinked_folder_out_of_root(tiny_folder, tmp_path):
+    shutil.copytree(tiny_folder / "train" / "1", tmp_path / "elsewhere")
+    (tiny_folder / "train" / "3").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(DataError, match="outside"):
+        load_data(tiny_folder)
+
+
+def test_symlinks_inside_root_are_followed(tiny_folder):
+    os.symlink(tiny_folder / "train" / "0" / "000.png", tiny_folder / "train" / "1" / "alias.png")
+    assert "train/1/alias.png" in load_data(tiny_folder).train.paths
+
+
+def test_undecodable_and_mis_sized_images(tiny_flat_folder):
+    (tiny_flat_folder / "2" / "broken.png").write_bytes(b"not a png")
+    src = ImageSource(load_data(tiny_flat_folder).train, max_memory_bytes=0)  # lazy: fails when read
+    with pytest.raises(DataError, match=r"cannot decode image 2/broken.png"):
+        list(src.batches(8))
+    with pytest.raises(DataError, match=r"cannot decode image 2/broken.png"):
+        ImageSource(load_data(tiny_flat_folder).train)
+    (tiny_flat_folder / "2" / "broken.png").unlink()
+    Image.new("L", (9, 8)).save(tiny_flat_folder / "2" / "wide.png")
+    with pytest.raises(DataError, match=r"2/wide.png is 9x8 but 0/000.png is 8x8"):
+        ImageSource(load_data(tiny_flat_folder).train)
+
+
+# ---------------------------------------------------------------- fingerprint
+
+
+def test_fingerprint_is_stable_and_sensitive(tiny_folder):
+    fp = fingerprint(load_data(tiny_folder))
+    assert fp == fingerprint(load_data(tiny_folder)) and len(fp) == 64
+    labels = _write(tiny_folder.parent / "l.csv", "path,label\ntrain/0/000.png,0\ntrain/1/000.png,1\n")
+    relabeled = _write(tiny_folder.parent / "m.csv", "path,label\ntrain/0/000.png,1\ntrain/1/000.png,1\n")
+    assert fingerprint(load_data(tiny_folder, labels)) != fingerprint(load_data(tiny_folder, relabeled))
+    Image.new("L", (8, 8), 255).save(tiny_folder / "test" / "0" / "000.png")  # different size on disk
+    assert fingerprint(load_data(tiny_folder)) != fp
+
+
+# ---------------------------------------------------------------- ImageSource
+
+
+def test_image_source_pixels_and_batches(tiny_folder):
+    split = load_data(tiny_folder).train
+    src = ImageSource(split)
+    assert src.in_memory and src.shape == (1, 8, 8) and len(src) == 30
+    x, idx = next(src.batches(7))
+    assert x.dtype == torch.uint8 and x.shape == (7, 1, 8, 8)
+    assert idx.dtype == torch.int64 and idx.tolist() == list(range(7))
+    expected = np.asarray(Image.open(tiny_folder / split.paths[3]))
+    np.testing.assert_array_equal(x[3, 0].numpy(), expected)
+    sizes = [len(b) for b, _ in src.batches(7)]
+    assert sizes == [7, 7, 7, 7, 2]
+    subset = [i for _, i in src.batches(4, indices=[5, 1, 29])]
+    assert torch.cat(subset).tolist() == [5, 1, 29]
+    f = to_float(x)
+    assert f.dtype == torch.float32 and f.shape == x.shape and 0.0 <= f.min() and f.max() <= 1.0
+    assert torch.equal(f * 255, x.float())
+
+
+def test_in_memory_and_lazy_give_identical_batches(tiny_folder):
+    split = load_data(tiny_folder).train
+    eager, lazy = ImageSource(split), ImageSource(split, max_memory_bytes=0, num_threads=3)
+    assert eager.in_memory and not lazy.in_memory
+    a = list(eager.batches(8, shuffle=True, seed=3))
+    b = list(lazy.batches(8, shuffle=True, seed=3))
+    c = list(eager.batches(8, shuffle=True, seed=4))
+    assert len(a) == len(b) == 4
+    for (xa, ia), (xb, ib) in zip(a, b):
+        assert torch.equal(xa, xb) and torch.equal(ia, ib)
+    assert sorted(torch.cat([i for _, i in a]).tolist()) == list(range(30))
+    assert not torch.equal(torch.cat([i for _, i in a]), torch.cat([i for _, i in c]))
+
+
+def test_rgb_images_give_three_channels(make_image_folder):
+    src = ImageSource(load_data(make_image_folder(rgb=True)).test)
+    x, _ = next(src.batches(12))
+    assert src.shape == (3, 8, 8) and x.shape == (12, 3, 8, 8)
+    assert torch.equal(x[:, 0], x[:, 2])
+
+
+def test_bad_batch_requests(tiny_folder):
+    src = ImageSource(load_data(tiny_folder).test)
+    with pytest.raises(ConfigError, match="batch_size=0"):
+        next(src.batches(0))
+    with pytest.raises(ConfigError, match="indices"):
+        next(src.batches(4, indices=[0, 12]))
