@@ -1,0 +1,184 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from noisefix.errors import ConfigError, ProbeError
+from noisefix.extract import (
+    ActivationExtractor,
+    LayerInfo,
+    graph_nodes,
+    list_layers,
+    parse_pool,
+    plan_pooling,
+    resolve_layers,
+)
+from noisefix.models import PAPER_MODELS, build_model
+
+
+def test_mlp_activations_equal_a_manual_forward():
+    torch.manual_seed(0)
+    model = build_model("mlp", in_shape=(1, 8, 8), num_classes=3)
+    x = torch.rand(5, 1, 8, 8)
+    out = ActivationExtractor(model, ["x", "relu1", "fc2", "relu2", "fc5"])(x)
+    flat = x.reshape(5, 64)
+    h1 = torch.relu(flat @ model.fc1.weight.T + model.fc1.bias)
+    z2 = h1 @ model.fc2.weight.T + model.fc2.bias
+    assert list(out) == ["x", "relu1", "fc2", "relu2", "fc5"]
+    assert torch.equal(out["x"], flat)
+    torch.testing.assert_close(out["relu1"], h1)
+    torch.testing.assert_close(out["fc2"], z2)
+    torch.testing.assert_close(out["relu2"], torch.relu(z2))
+    with torch.no_grad():
+        torch.testing.assert_close(out["fc5"], model(x))
+    for act in out.values():
+        assert act.dtype == torch.float32 and act.is_contiguous() and not act.requires_grad
+
+
+def test_in_place_ops_do_not_overwrite_requested_nodes():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.ReLU(inplace=True), nn.Linear(6, 2))
+    x = torch.randn(8, 1, 3, 4)
+    out = ActivationExtractor(model, ["1", "2"])(x)
+    with torch.no_grad():
+        linear = model[1](x.reshape(8, 12))
+    assert (linear < 0).any()
+    torch.testing.assert_close(out["1"], linear)
+    torch.testing.assert_close(out["2"], torch.relu(linear))
+    assert model[2].inplace  # the user's model is left as it was
+
+
+def test_eval_mode_batchnorm_makes_images_independent():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(144, 2))
+    model[1].running_mean.uniform_(-1, 1)
+    model[1].running_var.uniform_(0.5, 2)
+    model.train()
+    extractor = ActivationExtractor(model, ["1", "4"])
+    x = torch.rand(6, 1, 8, 8)
+    batch = extractor(x)
+    alone = extractor(x[:1])
+    torch.testing.assert_close(batch["1"][:1], alone["1"])
+    torch.testing.assert_close(batch["4"][:1], alone["4"])
+    with torch.no_grad():
+        torch.testing.assert_close(batch["4"], model.eval()(x))
+
+
+def test_pooling_shapes_and_values():
+    model = build_model("cnn", in_shape=(1, 28, 28), num_classes=3)
+    x = torch.rand(3, 1, 28, 28)
+    extractor = ActivationExtractor(model, ["x", "block1.pool", "relu1"], pools={"x": 4, "block1.pool": 2})
+    out = extractor(x)
+    raw = extractor.raw(x)
+    assert raw["block1.pool"].shape == (3, 16, 14, 14)
+    assert out["x"].shape == (3, 16)
+    assert out["block1.pool"].shape == (3, 16 * 2 * 2)
+    assert out["relu1"].shape == (3, 250)
+    torch.testing.assert_close(out["x"], F.adaptive_avg_pool2d(x, 4).reshape(3, 16))
+    torch.testing.assert_close(out["block1.pool"], F.adaptive_avg_pool2d(raw["block1.pool"], 2).reshape(3, 64))
+
+
+def test_module_name_selects_its_last_node():
+    model = build_model("resnet18", in_shape=(3, 8, 8), num_classes=3)
+    out = ActivationExtractor(model, ["layer1", "layer1.1.relu_1", "layer1.1.bn2"])(torch.rand(2, 3, 8, 8))
+    torch.testing.assert_close(out["layer1"], out["layer1.1.relu_1"])
+    assert (out["layer1.1.bn2"] < 0).any()
+
+
+def test_autocast_request_is_ignored_on_cpu():
+    model = build_model("mlp", in_shape=(1, 8, 8), num_classes=3)
+    out = ActivationExtractor(model, ["relu1"], autocast_dtype=torch.bfloat16)(torch.rand(2, 1, 8, 8))
+    assert out["relu1"].dtype == torch.float32
+
+
+def test_unknown_layer_lists_valid_names():
+    model = build_model("mlp", in_shape=(1, 8, 8), num_classes=3)
+    with pytest.raises(ProbeError, match=r"unknown layer 'relu9'.*x, flatten, fc1, relu1"):
+        resolve_layers(model, "relu1, relu9")
+    with pytest.raises(ProbeError, match="unknown layer 'conv1'"):
+        ActivationExtractor(model, ["conv1"])
+    with pytest.raises(ProbeError, match="names no layer"):
+        resolve_layers(model, " , ")
+
+
+def test_long_valid_name_lists_are_shortened():
+    model = build_model("resnet18", in_shape=(3, 8, 8), num_classes=3)
+    with pytest.raises(ProbeError, match=r"\(\+\d+ more\)") as info:
+        resolve_layers(model, "nope")
+    assert len(str(info.value)) < 1200
+
+
+def test_resolve_names_keeps_order_and_drops_duplicates():
+    model = build_model("cnn", in_shape=(1, 8, 8), num_classes=3)
+    assert resolve_layers(model, "relu2, x,block1.pool,relu2") == ["relu2", "x", "block1.pool"]
+    default = ["x", "block1.pool", "block2.pool", "block3.pool", "relu1", "relu2", "relu3", "fc4"]
+    assert resolve_layers(model, "default") == default
+
+
+@pytest.mark.parametrize("name", PAPER_MODELS)
+def test_all_layers_of_paper_models(name):
+    model = build_model(name, in_shape=(1, 8, 8), num_classes=3)
+    layers = resolve_layers(model, "all")
+    assert layers[0] == "x" and "flatten" not in layers
+    assert set(layers) - {"x"} <= set(graph_nodes(model))
+    infos = list_layers(model, (1, 8, 8), layers)
+    assert [i.name for i in infos] == layers
+    assert infos[-1].shape == (3,)
+
+
+def test_all_skips_parameters_and_list_layers_rejects_them():
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(4))
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1) * self.scale)
+
+    model = Scaled()
+    assert resolve_layers(model, "all") == ["x", "mul", "fc"]
+    with pytest.raises(ProbeError, match="'scale' does not produce one tensor per image"):
+        list_layers(model, (1, 2, 2), ["scale"])
+
+
+def test_list_layers_shapes_and_dims():
+    model = build_model("cnn", in_shape=(1, 28, 28), num_classes=10)
+    infos = {i.name: i for i in list_layers(model, (1, 28, 28))}
+    assert infos["x"] == LayerInfo("x", (1, 28, 28), 784)
+    assert infos["block3.pool"] == LayerInfo("block3.pool", (64, 3, 3), 576)
+    assert infos["relu1"] == LayerInfo("relu1", (250,), 250)
+    pooled = {i.name: i for i in list_layers(model, (1, 28, 28), ["block1.pool", "fc4"], pools={"block1.pool": 2})}
+    assert pooled["block1.pool"] == LayerInfo("block1.pool", (16, 14, 14), 64)
+    assert pooled["fc4"].dim == 10
+
+
+def test_list_layers_reports_a_wrong_input_shape():
+    model = build_model("mlp", in_shape=(1, 8, 8), num_classes=3)
+    with pytest.raises(ConfigError, match=r"cannot run on images of shape \(1, 28, 28\)"):
+        list_layers(model, (1, 28, 28))
+
+
+@pytest.mark.parametrize("spec, expected", [("none", None), ("auto", "auto"), ("avg:4", 4), (" AVG:1 ", 1)])
+def test_parse_pool(spec, expected):
+    assert parse_pool(spec) == expected
+
+
+@pytest.mark.parametrize("spec", ["avg", "avg:0", "max:2", "avg:-1", "4"])
+def test_parse_pool_rejects_bad_specs(spec):
+    with pytest.raises(ConfigError, match="bad pool spec"):
+        parse_pool(spec)
+
+
+def test_plan_pooling():
+    infos = [
+        LayerInfo("big", (64, 32, 32), 65536),
+        LayerInfo("small", (16, 4, 4), 256),
+        LayerInfo("wide", (8, 2, 64), 1024),
+        LayerInfo("flat", (40000,), 40000),
+    ]
+    assert plan_pooling(infos, None) == dict.fromkeys(["big", "small", "wide", "flat"])
+    assert plan_pooling(infos, "auto") == {"big": 16, "small": None, "wide": None, "flat": None}
+    assert plan_pooling(infos, "auto", max_dim=512) == {"big": 2, "small": None, "wide": 2, "flat": None}
+    assert plan_pooling(infos, 4) == {"big": 4, "small": None, "wide": 4, "flat": None}
+    with pytest.raises(ConfigError, match="bad pool value"):
+        plan_pooling(infos, 0)
