@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -194,29 +195,42 @@ def _label_index(token: str, lookup: dict[str, int], k: int, where: str) -> int:
     raise DataError(f"{where}: unknown class {token!r}; use a class name ({names}) or an index in [0, {k})")
 
 
-def _check_row_path(rel: str, root: Path, where: str, test_dir: Path | None) -> str:
-    """The normalized root-relative POSIX path of a labels-file row, or DataError."""
-    if not rel:
-        raise DataError(f"{where}: empty path; give the image path relative to {root}")
+def _check_row_path(rel: str, root: Path, where: str, test_dir: Path | None, real_dirs: dict) -> str:
+    """The normalized root-relative POSIX path of a labels-file row, or DataError.
+
+    ``real_dirs`` caches the resolved parent folders, so a million rows cost one lstat each.
+    """
     if rel.startswith(("/", "\\")) or PureWindowsPath(rel).drive:
         raise DataError(f"{where}: absolute path {rel!r}; give it relative to the data folder {root}")
-    norm = PurePosixPath(rel)
-    if ".." in norm.parts:
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    if not parts:
+        raise DataError(f"{where}: empty path {rel!r}; give the image path relative to {root}")
+    if ".." in parts:
         raise DataError(f"{where}: path {rel!r} leaves the data folder; give it relative to {root}")
-    real = os.path.realpath(root / norm)
+    norm = "/".join(parts)
+    parent = "/".join(parts[:-1])
+    if parent not in real_dirs:
+        real_dirs[parent] = os.path.realpath(os.path.join(root, parent))
+    real = os.path.join(real_dirs[parent], parts[-1])
+    try:
+        if stat.S_ISLNK(os.lstat(real).st_mode):
+            real = os.path.realpath(real)
+    except OSError:
+        pass  # reported as not found below
     if not _inside(real, root):
         raise DataError(f"{where}: {rel!r} is a symlink to {real}, outside {root}; copy the file in instead")
     if not os.path.isfile(real):
         raise DataError(f"{where}: image {rel!r} not found under {root}; fix the path or add the file")
-    if test_dir is not None and norm.parts[0] == test_dir.name:
+    if test_dir is not None and parts[0] == test_dir.name:
         raise DataError(f"{where}: {rel!r} is in the test split; training rows must not come from {test_dir}")
-    return norm.as_posix()
+    return norm
 
 
 def _rows_to_split(rows, file: Path, root: Path, classes: list[str] | None, test_dir=None) -> LabeledImages:
     first_line: dict[str, int] = {}
+    real_dirs: dict[str, str] = {}
     for n, rel, _, _ in rows:
-        path = _check_row_path(rel, root, f"{file}:{n}", test_dir)
+        path = _check_row_path(rel, root, f"{file}:{n}", test_dir, real_dirs)
         if path in first_line:
             raise DataError(f"{file}:{n}: duplicate path {path!r} (also on line {first_line[path]}); keep one row")
         first_line[path] = n
@@ -384,7 +398,7 @@ class ImageSource:
                         "resize all images to one size"
                     )
                 try:
-                    arr = np.asarray(img.convert(self._mode))
+                    arr = np.asarray(img if img.mode == self._mode else img.convert(self._mode))
                 except (OSError, ValueError, SyntaxError) as e:
                     raise DataError(f"cannot decode image {rel}: {e}; remove or replace the file") from None
             buf[j] = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)

@@ -167,6 +167,7 @@ def test_write_labels_file_rejects_bad_requests(tmp_path):
         ("path,label\ntrain/0/999.png,0\n", r"l\.csv:2: image 'train/0/999.png' not found"),
         ("path,label\n../data/train/0/000.png,0\n", "leaves the data folder"),
         ("path,label\n/etc/hostname,0\n", "absolute path '/etc/hostname'"),
+        ("path,label\n./,0\n", r"l\.csv:2: empty path"),
         ("path,label\ntrain/0/000.png,horse\n", r"l\.csv:2: unknown class 'horse'.*\[0, 3\)"),
         ("path,label\ntrain/0/000.png,3\n", "unknown class '3'"),
         ("path,label,clean_label\ntrain/0/000.png,0,1\ntrain/0/001.png,0,\n", r"l\.csv:3: clean_label is missing"),
