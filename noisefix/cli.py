@@ -1,0 +1,315 @@
+"""The noisefix command line: options -> config dataclass -> one stage function -> report.
+
+The only module that imports typer. Library errors (NoisefixError) become one red line and exit code 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import signal
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from noisefix.config import TrainConfig
+from noisefix.errors import NoisefixError
+from noisefix.report import RichReporter, pct
+
+app = typer.Typer(
+    name="noisefix",
+    help="Find and fix wrong labels in image-classification datasets with MASC subspace probes.\n\n"
+         "Stages: train -> probe -> relabel -> retrain (or `clean` for all of it); `demo` runs them on "
+         "scikit-learn's digits with synthetic noise.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Built-in datasets: export them as image folders, optionally with noisy labels.",
+                       no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def handle_errors(fn):
+    """Turn a NoisefixError into one red line on stderr and exit code 1; Ctrl-C into exit 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except NoisefixError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err_console.print("[bold red]interrupted[/]: nothing half-written was kept; re-run the command")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def next_step(text: str) -> None:
+    console.print(f"next: [bold cyan]{text}[/]", highlight=False)
+
+
+DataArg = Annotated[Path, typer.Argument(help="Image folder: DATA/<class>/<img> or DATA/train|test/<class>/<img>.")]
+LabelsOpt = Annotated[Optional[Path], typer.Option(
+    "--labels", help="Labels file overriding folder labels: CSV `path,label[,clean_label]` or `path label` lines.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace existing outputs.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")]
+
+
+@app.command()
+@handle_errors
+def train(
+    data: DataArg,
+    model: Annotated[str, typer.Option("--model", help="mlp, cnn, alexnet, resnet18 (paper variants) or any "
+                                       "torchvision classifier name.")] = "mlp",
+    labels: LabelsOpt = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Run directory (default runs/<data>-<model>-<time>).")] = None,
+    epochs: Annotated[int, typer.Option("--epochs", help="Epoch cap.")] = 500,
+    target_acc: Annotated[float, typer.Option("--target-acc", help="Stop when the running train accuracy on the "
+                                              "given labels reaches this.")] = 1.0,
+    optimizer: Annotated[Optional[str], typer.Option("--optimizer", help="sgd or adam (default: the paper's for the model).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default: the paper's).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Batch size (default: the paper's).")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    device: DeviceOpt = "auto",
+    save_every: Annotated[int, typer.Option("--save-every", help="Also keep a checkpoint every E epochs (epoch 0 "
+                                            "is always kept).")] = 0,
+    weights: Annotated[Optional[Path], typer.Option("--weights", help="Initial weights from a local .safetensors "
+                                                    "(or .pt state dict, loaded weights_only).")] = None,
+    force: ForceOpt = False,
+) -> None:
+    """Train a model on a (possibly noisy) labeled image folder until it memorizes the labels."""
+    from noisefix.stages import run_train
+
+    cfg = TrainConfig.for_model(model, epochs=epochs, target_acc=target_acc, optimizer=optimizer, lr=lr,
+                                batch_size=batch_size, seed=seed, device=device, save_every=save_every)
+    result = run_train(data, cfg, labels_file=labels, out=out, weights=weights, force=force,
+                       reporter=RichReporter(console))
+    console.print(f"trained {result.epochs} epochs in {result.seconds:.0f}s: train acc {pct(result.train_acc)}, "
+                  f"test acc {pct(result.test_acc)} (best {pct(result.best_test_acc)} at epoch "
+                  f"{result.best_epoch})" if result.test_acc is not None else
+                  f"trained {result.epochs} epochs in {result.seconds:.0f}s: train acc {pct(result.train_acc)}")
+    console.print(f"run: [bold]{result.run.path}[/]")
+    next_step(f"noisefix probe {data} --run {result.run.path}")
+
+
+@data_app.command("export")
+@handle_errors
+def data_export(
+    name: Annotated[str, typer.Argument(help="digits, mnist, fashion-mnist, cifar10 or cifar100.")],
+    dest: Annotated[Path, typer.Argument(help="Folder to write (DEST/train/<class>/..., DEST/test/<class>/...).")],
+    data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Where the raw files are (else "
+                                                      "$NOISEFIX_DATA, system places, download).")] = None,
+    corrupt: Annotated[Optional[float], typer.Option("--corrupt", help="Write noisy_labels.csv with this "
+                                                     "corruption probability.")] = None,
+    noise: Annotated[str, typer.Option("--noise", help="symmetric (paper) or pairflip.")] = "symmetric",
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    train_subset: Annotated[Optional[int], typer.Option("--train-subset", help="Keep N training images.")] = None,
+    test_subset: Annotated[Optional[int], typer.Option("--test-subset", help="Keep N test images.")] = None,
+    force: ForceOpt = False,
+) -> None:
+    """Write a built-in dataset as an image folder (and noisy labels with --corrupt)."""
+    from noisefix.datasets import export_dataset, load_builtin
+
+    ds = load_builtin(name, data_root=data_root)
+    path = export_dataset(ds, dest, corrupt=corrupt, noise=noise, seed=seed, train_subset=train_subset,
+                          test_subset=test_subset, force=force)
+    console.print(f"wrote {name} to [bold]{path}[/]")
+    if corrupt is not None:
+        next_step(f"noisefix train {path} --labels {path / 'noisy_labels.csv'} --model mlp")
+    else:
+        next_step(f"noisefix train {path} --model mlp")
+
+
+RunOpt = Annotated[Optional[Path], typer.Option("--run", help="Run directory (default: the newest under runs/).")]
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+@app.command()
+@handle_errors
+def layers(
+    run: RunOpt = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Pick the newest run of this model.")] = None,
+    all_nodes: Annotated[bool, typer.Option("--all", help="List every graph node, not only the default layers.")] = False,
+) -> None:
+    """List the probe-able layers of a run's model (FX node names, output shapes, flattened dims)."""
+    from noisefix.extract import list_layers, resolve_layers
+    from noisefix.stages import load_run_model, open_run
+
+    loaded = open_run(run, model=model, reporter=RichReporter(console))
+    net, _ = load_run_model(loaded)
+    names = resolve_layers(net, "all" if all_nodes else "default")
+    infos = list_layers(net, tuple(loaded.model_info["in_shape"]), names)
+    RichReporter(console).table(f"layers of {loaded.model_info['arch']} ({loaded.run.path})",
+                                ["layer", "shape", "dim"], [[i.name, "x".join(map(str, i.shape)), i.dim] for i in infos])
+    next_step(f"noisefix probe --run {loaded.run.path} --layers {','.join(names[:3])},...")
+
+
+@app.command()
+@handle_errors
+def probe(
+    data: Annotated[Optional[Path], typer.Argument(help="The run's image folder (default: the one it was trained on).")] = None,
+    run: RunOpt = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Pick the newest run of this model.")] = None,
+    layers: Annotated[str, typer.Option("--layers", help="default, all, or comma-separated node names (see `noisefix layers`).")] = "default",
+    probes: Annotated[str, typer.Option("--probes", help="Comma-separated: masc, ncm, logreg, velpic.")] = "masc,ncm,logreg,velpic",
+    folds: Annotated[int, typer.Option("--folds", help="Cross-fitting folds.")] = 5,
+    variance: Annotated[float, typer.Option("--variance", help="MASC explained-variance threshold (>= 1: fixed component count).")] = 0.99,
+    pool: Annotated[str, typer.Option("--pool", help="none, avg:S (pool conv maps to SxS) or auto (pool only layers over 16,384 dims).")] = "auto",
+    checkpoint: Annotated[str, typer.Option("--checkpoint", "--checkpoints", help="final, best, init, an epoch, a comma list, or all.")] = "final",
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 256,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    device: DeviceOpt = "auto",
+    force: ForceOpt = False,
+) -> None:
+    """Score every layer x probe with cross-fitted predictions; pick the best layer from the labels alone."""
+    from noisefix.config import ProbeConfig
+    from noisefix.stage_probe import run_probe
+    from noisefix.stages import open_run
+
+    cfg = ProbeConfig(layers=layers, probes=_split(probes), folds=folds, variance=variance, pool=pool,
+                      checkpoints=_split(checkpoint), batch_size=batch_size, seed=seed, device=device)
+    reporter = RichReporter(console)
+    loaded = open_run(run, data_root=data, model=model, reporter=reporter)
+    result = run_probe(loaded, cfg, force=force, reporter=reporter)
+    show_scores(reporter, result)
+    console.print(f"probe results: [bold]{result.out}[/] (scores.csv, scores.json, layers.png) in {result.seconds:.0f}s")
+    next_step(f"noisefix relabel --run {loaded.run.path}")
+
+
+def show_scores(reporter: RichReporter, result) -> None:
+    multi = len({r["checkpoint"] for r in result.rows}) > 1
+    cols = (["checkpoint"] if multi else []) + ["layer", "probe", "dim", "mean k", "agree (given)", "clean acc", "test acc", "pick"]
+    rows, marks = [], []
+    for ckpt, acc in result.model.items():
+        rows.append(([ckpt] if multi else []) + ["(model output)", "model", None, None, pct(acc["agreement"]),
+                                                 pct(acc["clean_acc"]), pct(acc["test_acc"]), ""])
+    for r in result.rows:
+        if r["pick"]:
+            marks.append(len(rows))
+        rows.append(([r["checkpoint"]] if multi else []) + [r["layer"], r["probe"], r["dim"],
+                    None if r["mean_k"] is None else round(r["mean_k"], 1), pct(r["agreement"]), pct(r["clean_acc"]),
+                    pct(r["test_acc"]), r["pick"]])
+    reporter.table("out-of-fold probe scores (agree = agreement with the given labels; best = label-only pick)",
+                   cols, rows, highlight=marks)
+    b, o = result.best, result.oracle
+    line = f"label-only pick: [bold]{b['layer']} / {b['probe']}[/]"
+    if o is not None:
+        metric = "test_acc" if o["test_acc"] is not None else "clean_acc"
+        line += (f" ({metric.replace('_', ' ')} {pct(b[metric])}); oracle pick: {o['layer']} / {o['probe']} "
+                 f"({pct(o[metric])}), {100 * (o[metric] - b[metric]):.1f} points apart")
+    console.print(line, highlight=False)
+
+
+@app.command()
+@handle_errors
+def relabel(
+    run: RunOpt = None,
+    layer: Annotated[str, typer.Option("--layer", help="best (label-only pick) or a probed layer name.")] = "best",
+    probe: Annotated[Optional[str], typer.Option("--probe", help="masc, ncm, logreg or velpic (default: the best by agreement).")] = None,
+    checkpoint: Annotated[Optional[str], typer.Option("--checkpoint", help="Restrict to one probed checkpoint.")] = None,
+    min_margin: Annotated[float, typer.Option("--min-margin", help="Flag only when the suggested class beats the given one by this score margin.")] = 0.0,
+    mode: Annotated[str, typer.Option("--mode", help="relabel (replace flagged labels) or prune (drop flagged images).")] = "relabel",
+    ensemble: Annotated[int, typer.Option("--ensemble", help="Combine the N best layer x probe scores by agreement.")] = 1,
+    force: ForceOpt = False,
+) -> None:
+    """Write MASC-corrected labels and a ranked list of label issues from the cross-fitted probe scores."""
+    from noisefix.config import RelabelConfig
+    from noisefix.stage_relabel import run_relabel
+    from noisefix.stages import open_run
+
+    cfg = RelabelConfig(layer=layer, probe=probe, checkpoint=checkpoint, min_margin=min_margin, mode=mode,
+                        ensemble=ensemble)
+    reporter = RichReporter(console)
+    loaded = open_run(run, stage="probe", reporter=reporter)
+    result = run_relabel(loaded, cfg, force=force, reporter=reporter)
+    show_relabel(result.summary)
+    console.print(f"issues: [bold]{result.out / 'labels.csv'}[/]  cleaned labels: [bold]{result.cleaned}[/]")
+    next_step(f"noisefix retrain --run {loaded.run.path}")
+
+
+def show_relabel(s: dict) -> None:
+    src = ", ".join(f"{r['layer']}/{r['probe']}" + (f"@{r['checkpoint']}" if r["checkpoint"] != "final" else "")
+                    for r in s["sources"])
+    console.print(f"relabel from {src}: {s['n_issues']} of {s['n_images']} labels flagged ({pct(s['issue_rate'])})",
+                  highlight=False)
+    if "issue_detection" in s:
+        d = s["issue_detection"]
+        console.print(f"against the clean labels: precision {pct(d['precision'])}, recall {pct(d['recall'])}, "
+                      f"F1 {pct(d['f1'])}; label accuracy {pct(s['label_accuracy_before'])} -> "
+                      f"{pct(s['label_accuracy_after'])}", highlight=False)
+
+
+@app.command()
+@handle_errors
+def retrain(
+    run: RunOpt = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epoch cap (default: the run's).")] = None,
+    start: Annotated[str, typer.Option("--from", help="scratch or memorized (start from the run's final weights).")] = "scratch",
+    patience: Annotated[int, typer.Option("--patience", help="Stop after this many epochs without held-out improvement.")] = 10,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    device: DeviceOpt = "auto",
+    force: ForceOpt = False,
+) -> None:
+    """Retrain the run's architecture on the cleaned labels and measure the test-accuracy gain."""
+    from noisefix.config import RetrainConfig
+    from noisefix.stage_retrain import run_retrain
+    from noisefix.stages import open_run
+
+    cfg = RetrainConfig(epochs=epochs, start=start, patience=patience, seed=seed, device=device)
+    reporter = RichReporter(console)
+    loaded = open_run(run, stage="relabel", reporter=reporter)
+    result = run_retrain(loaded, cfg, force=force, reporter=reporter)
+    show_retrain(result.metrics)
+    console.print(f"retrain results: [bold]{result.out / 'metrics.json'}[/]")
+
+
+def show_retrain(m: dict) -> None:
+    if m["test_acc_retrained"] is None:
+        console.print("retrained; no test split to measure the gain on")
+        return
+    console.print(f"test accuracy: memorized model {pct(m['test_acc_memorized'])} (its best epoch, an oracle: "
+                  f"{pct(m['test_acc_best_epoch'])}) -> retrained on cleaned labels {pct(m['test_acc_retrained'])} "
+                  f"({100 * m['gain_vs_memorized']:+.1f} points)", highlight=False)
+
+
+@app.command()
+@handle_errors
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Where the demo writes its data and run.")] = Path("demo-out"),
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    force: ForceOpt = False,
+) -> None:
+    """train -> probe -> relabel -> retrain on scikit-learn's digits with 40 % symmetric label noise."""
+    from noisefix.pipeline import run_demo
+
+    reporter = RichReporter(console)
+    result = run_demo(out, force=force, seed=seed, reporter=reporter)
+    show_scores(reporter, result.probe)
+    show_relabel(result.relabel.summary)
+    if result.retrain is not None:
+        show_retrain(result.retrain.metrics)
+    console.print(f"demo outputs: [bold]{out}[/] (run in {out / 'run'})")
+    next_step(f"noisefix relabel --run {out / 'run'} --ensemble 3 --force")
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)  # `kill` cleans up like Ctrl-C: no half-written outputs
+    app()
+
+
+if __name__ == "__main__":
+    main()

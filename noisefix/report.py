@@ -1,0 +1,126 @@
+"""What users see: progress, tables, summaries and plots. With cli.py the only module that prints.
+
+Stages talk to a `Reporter`: `RichReporter` draws on the terminal, `NullReporter` (the default in library
+calls and tests) stays silent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+
+class NullReporter:
+    """Swallows every message; stages use it when no reporter is given."""
+
+    def info(self, message: str) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
+        pass
+
+    @contextlib.contextmanager
+    def progress(self, description: str, total: int | None) -> Iterator[Callable[..., None]]:
+        yield lambda advance=1, **fields: None
+
+    def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+              highlight: Sequence[int] = ()) -> None:
+        pass
+
+
+class RichReporter(NullReporter):
+    """Progress bars and tables on a rich console (stderr for progress, stdout for results)."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console()
+
+    def info(self, message: str) -> None:
+        self.console.print(message, highlight=False)
+
+    def warn(self, message: str) -> None:
+        self.console.print(f"[yellow]warning:[/] {message}", highlight=False)
+
+    @contextlib.contextmanager
+    def progress(self, description: str, total: int | None) -> Iterator[Callable[..., None]]:
+        columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TextColumn("{task.fields[status]}")]
+        with Progress(*columns, console=self.console, transient=False) as bar:
+            task = bar.add_task(description, total=total, status="")
+
+            def update(advance: int = 1, **fields: Any) -> None:
+                status = "  ".join(f"{k} {_fmt(v)}" for k, v in fields.items())
+                bar.update(task, advance=advance, status=status)
+
+            yield update
+
+    def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+              highlight: Sequence[int] = ()) -> None:
+        table = Table(title=title, title_justify="left")
+        for col in columns:
+            table.add_column(col, justify="left" if col in ("layer", "probe", "checkpoint", "pick") else "right")
+        for i, row in enumerate(rows):
+            table.add_row(*(_fmt(v) for v in row), style="bold green" if i in highlight else None)
+        self.console.print(table)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def plot_layers(path: Path, rows: list[dict[str, Any]], *, model_acc: dict[str, float | None],
+                title: str) -> None:
+    """probe/layers.png: accuracy per layer, one line per probe, the model's accuracy as reference lines.
+
+    Uses test accuracy when the rows have it, else accuracy against clean labels, else label agreement.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from noisefix.artifacts import write_bytes
+
+    metric = next((m for m in ("test_acc", "clean_acc", "agreement") if all(r.get(m) is not None for r in rows)),
+                  "agreement")
+    layers = list(dict.fromkeys(r["layer"] for r in rows))
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(layers) + 2), 4.2))
+    for probe in dict.fromkeys(r["probe"] for r in rows):
+        ys = {r["layer"]: r[metric] for r in rows if r["probe"] == probe}
+        ax.plot(range(len(layers)), [100 * ys.get(layer, float("nan")) for layer in layers], marker="o",
+                label=probe)
+        if metric != "agreement":
+            agree = {r["layer"]: r["agreement"] for r in rows if r["probe"] == probe}
+            ax.plot(range(len(layers)), [100 * agree.get(layer, float("nan")) for layer in layers],
+                    linestyle=":", alpha=0.5, color=ax.lines[-1].get_color())
+    styles = {"test_acc": "--", "clean_acc": "-.", "agreement": ":"}
+    for name, acc in model_acc.items():
+        if acc is not None:
+            ax.axhline(100 * acc, color="black", linestyle=styles.get(name, "--"), linewidth=1,
+                       label=f"model {name.replace('_', ' ')} ({100 * acc:.1f}%)")
+    ax.set_xticks(range(len(layers)), layers, rotation=30, ha="right")
+    ax.set_ylabel({"test_acc": "test accuracy (%)", "clean_acc": "out-of-fold accuracy vs clean labels (%)",
+                   "agreement": "out-of-fold agreement with given labels (%)"}[metric])
+    ax.set_title(title + ("" if metric == "agreement" else "\n(dotted: agreement with the given labels)"),
+                 fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    write_bytes(path, buf.getvalue())

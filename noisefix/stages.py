@@ -1,0 +1,175 @@
+"""Stage functions behind the CLI: run_train, run_probe, run_relabel, run_retrain.
+
+Each takes dataclass configs and paths, writes its outputs atomically into the run directory, reports
+through a `Reporter`, and returns a small result the CLI summarizes. No typer here.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from noisefix import artifacts
+from noisefix.artifacts import RunDir
+from noisefix.config import TrainConfig, dump_yaml
+from noisefix.data import DataSplits, ImageSource, load_data, fingerprint
+from noisefix.errors import RunError
+from noisefix.models import build_model, load_weights
+from noisefix.report import NullReporter
+from noisefix.train import EpochResult, EvalSet, seed_everything, train_model
+
+
+@dataclass
+class TrainOutcome:
+    run: RunDir
+    epochs: int
+    train_acc: float
+    test_acc: float | None
+    best_epoch: int | None
+    best_test_acc: float | None
+    seconds: float
+
+
+def default_run_path(data_root: Path, model: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return artifacts.RUNS_DIR / f"{Path(data_root).resolve().name}-{model}-{stamp}"
+
+
+def write_run_labels(path: Path, splits: DataSplits) -> None:
+    """labels.csv: the labels the model is trained on (class names), with clean ones when known."""
+    train = splits.train
+    header = ["path", "label"] + (["clean_label"] if train.clean_targets is not None else [])
+    rows = []
+    for i, p in enumerate(train.paths):
+        row = [p, train.classes[train.targets[i]]]
+        if train.clean_targets is not None:
+            row.append(train.classes[train.clean_targets[i]])
+        rows.append(row)
+    artifacts.write_csv(path, header, rows)
+
+
+def run_train(data_root: Path, cfg: TrainConfig, *, labels_file: Path | None = None, out: Path | None = None,
+              weights: Path | None = None, force: bool = False, reporter=None) -> TrainOutcome:
+    """Train `cfg.model` on the image folder until it memorizes the given labels; write a run directory."""
+    reporter = reporter or NullReporter()
+    splits = load_data(Path(data_root), labels_file)
+    train = splits.train
+    source = ImageSource(train)
+    in_shape = source.shape
+    seed_everything(cfg.seed)
+    model = build_model(cfg.model, in_shape=in_shape, num_classes=len(train.classes), weights=weights)
+    out = Path(out) if out else default_run_path(data_root, cfg.model)
+    eval_sets = {}
+    if splits.test is not None:
+        eval_sets["test"] = EvalSet(ImageSource(splits.test), splits.test.targets)
+    n_params = sum(p.numel() for p in model.parameters())
+    reporter.info(f"training [bold]{cfg.model}[/] ({n_params:,} parameters) on {len(train)} images, "
+                  f"{len(train.classes)} classes, input {in_shape}; {cfg.optimizer} lr {cfg.lr:g}, "
+                  f"batch {cfg.batch_size}, until train acc >= {cfg.target_acc:g} or {cfg.epochs} epochs")
+    t0 = time.perf_counter()
+    with artifacts.staged_dir(out, force=force, what="run directory") as tmp:
+        run = RunDir(tmp)
+        artifacts.write_json(run.manifest, artifacts.make_manifest(
+            argv=sys.argv, seed=cfg.seed, data_root=data_root, labels_file=labels_file,
+            fingerprint=fingerprint(splits), extra={"model": cfg.model, "stage": "train"}))
+        artifacts.write_text(run.config, dump_yaml({"train": cfg}))
+        write_run_labels(run.labels, splits)
+        saved: list[int] = []
+        best = {"epoch": None, "acc": -1.0}
+
+        def save(epoch: int, m: torch.nn.Module) -> None:
+            artifacts.save_tensors(run.checkpoint(epoch), m.state_dict(), {"epoch": str(epoch)})
+            saved.append(epoch)
+
+        with reporter.progress("train", cfg.epochs) as advance:
+            def on_epoch(r: EpochResult) -> None:
+                artifacts.append_jsonl(run.metrics, r.as_dict())
+                test = r.eval_acc.get("test")
+                if test is not None and test > best["acc"]:
+                    best.update(epoch=r.epoch, acc=test)
+                    artifacts.save_tensors(run.checkpoints / "best.safetensors", model.state_dict(),
+                                           {"epoch": str(r.epoch)})
+                fields = {"loss": r.loss, "train": r.train_acc}
+                if r.train_clean_acc is not None:
+                    fields["train(clean)"] = r.train_clean_acc
+                if test is not None:
+                    fields["test"] = test
+                advance(1, **fields)
+
+            history = train_model(model, source, train.targets, cfg, clean_labels=train.clean_targets,
+                                  eval_sets=eval_sets, on_epoch=on_epoch, save=save)
+        last = history[-1]
+        artifacts.save_tensors(run.weights, model.state_dict(), {"epoch": str(last.epoch)})
+        artifacts.write_json(run.model_json, {
+            "arch": cfg.model, "in_shape": list(in_shape), "num_classes": len(train.classes),
+            "classes": train.classes, "checkpoints": sorted(set(saved)), "final_epoch": last.epoch,
+            "best_epoch": best["epoch"], "best_test_acc": best["acc"] if best["epoch"] is not None else None,
+            "final_train_acc": last.train_acc, "final_test_acc": last.eval_acc.get("test"),
+        })
+    return TrainOutcome(run=RunDir(out), epochs=last.epoch, train_acc=last.train_acc,
+                        test_acc=last.eval_acc.get("test"), best_epoch=best["epoch"],
+                        best_test_acc=best["acc"] if best["epoch"] is not None else None,
+                        seconds=time.perf_counter() - t0)
+
+
+@dataclass
+class LoadedRun:
+    run: RunDir
+    manifest: dict
+    model_info: dict
+    splits: DataSplits
+
+
+def open_run(run_path: Path | None, *, data_root: Path | None = None, model: str | None = None,
+             stage: str | None = None, reporter=None) -> LoadedRun:
+    """Resolve a run (the newest matching one under ./runs/ when not given), reload and verify its data."""
+    reporter = reporter or NullReporter()
+    if run_path is None:
+        run_path = artifacts.find_latest_run(data_root=data_root, model=model, stage=stage)
+        reporter.info(f"using run [bold]{run_path}[/] (newest under {artifacts.RUNS_DIR}/; pass --run to choose)")
+    run = RunDir(Path(run_path)).require()
+    manifest = artifacts.read_json(run.manifest)
+    info = artifacts.read_json(run.model_json)
+    root = Path(data_root) if data_root is not None else Path(manifest["data_root"])
+    labels_file = manifest.get("labels_file")
+    splits = load_data(root, Path(labels_file) if labels_file else None)
+    if splits.train.classes != info["classes"]:
+        raise RunError(f"the data at {root} has classes {splits.train.classes[:6]}... but run {run.path} was "
+                       f"trained on {info['classes'][:6]}...; pass the data the run was trained on")
+    if fingerprint(splits) != manifest["data_fingerprint"]:
+        raise RunError(f"the data at {root} differs from the data run {run.path} was trained on (fingerprint "
+                       "mismatch: images or labels changed); retrain, or pass the original data")
+    return LoadedRun(run=run, manifest=manifest, model_info=info, splits=splits)
+
+
+def load_run_model(loaded: LoadedRun, checkpoint: str = "final") -> tuple[torch.nn.Module, str]:
+    """Rebuild the run's model with the weights of `checkpoint` (final | best | init | EPOCH)."""
+    info = loaded.model_info
+    model = build_model(info["arch"], in_shape=tuple(info["in_shape"]), num_classes=info["num_classes"])
+    run = loaded.run
+    if checkpoint == "final":
+        path, label = run.weights, f"final (epoch {info['final_epoch']})"
+    elif checkpoint == "best":
+        path, label = run.checkpoints / "best.safetensors", f"best (epoch {info.get('best_epoch')})"
+    else:
+        epoch = 0 if checkpoint == "init" else _parse_epoch(checkpoint)
+        path, label = run.checkpoint(epoch), f"epoch {epoch}"
+    if not path.exists():
+        have = ", ".join(["final", "best"] + [str(e) for e in info.get("checkpoints", [])])
+        raise RunError(f"checkpoint {checkpoint!r} not saved in {run.path}; available: {have} "
+                       "(train with --save-every to keep more)")
+    load_weights(model, path)
+    model.eval()
+    return model, label
+
+
+def _parse_epoch(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise RunError(f"checkpoint must be final, best, init or an epoch number, got {text!r}") from None

@@ -1,0 +1,171 @@
+"""One plain training loop: fit a model on (possibly noisy) labels until it memorizes them.
+
+Knows nothing of the CLI, YAML or run directories: batches come from a `data.ImageSource`, progress goes to
+an `on_epoch` callback, checkpoints to a `save` callback. The paper's stopping rule: stop when the running
+training accuracy on the given labels reaches `target_acc`, or at the epoch cap.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from noisefix.config import TrainConfig
+from noisefix.data import ImageSource, to_float
+
+
+@dataclass
+class EvalSet:
+    """Images scored after each epoch: `labels` int64 (M,) (clean test labels, or held-out labels)."""
+
+    source: ImageSource
+    labels: np.ndarray
+    indices: np.ndarray | None = None
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    loss: float
+    train_acc: float                      # running accuracy on the labels trained on
+    train_clean_acc: float | None         # running accuracy on the clean labels, when known
+    eval_acc: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        out = {"epoch": self.epoch, "loss": self.loss, "train_acc": self.train_acc}
+        if self.train_clean_acc is not None:
+            out["train_clean_acc"] = self.train_clean_acc
+        out.update({f"{name}_acc": acc for name, acc in self.eval_acc.items()})
+        out["seconds"] = self.seconds
+        return out
+
+
+def resolve_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        from noisefix.errors import ConfigError
+
+        raise ConfigError(f"--device {spec} asked for, but no CUDA device is available; use --device cpu or auto")
+    return torch.device(spec)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed torch once per stage; returns a CPU generator for shuffling."""
+    torch.manual_seed(seed)
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    return gen
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, ev: EvalSet, *, device: torch.device, batch_size: int = 512,
+             autocast: bool = False) -> float:
+    """Accuracy of `model` on an evaluation set (eval mode; restores the previous mode)."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    labels = torch.as_tensor(ev.labels)
+    for x, idx in ev.source.batches(batch_size, indices=ev.indices):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            logits = model(_to_device(x, device))
+        correct += int((logits.argmax(1).cpu() == labels[idx]).sum())
+    model.train(was_training)
+    n = len(ev.labels) if ev.indices is None else len(ev.indices)
+    return correct / max(1, n)
+
+
+def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    x = to_float(x.to(device, non_blocking=True))
+    if device.type == "cuda" and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def train_model(
+    model: nn.Module,
+    source: ImageSource,
+    labels: np.ndarray,
+    cfg: TrainConfig,
+    *,
+    indices: np.ndarray | None = None,
+    clean_labels: np.ndarray | None = None,
+    eval_sets: dict[str, EvalSet] | None = None,
+    on_epoch: Callable[[EpochResult], None] | None = None,
+    save: Callable[[int, nn.Module], None] | None = None,
+    stop: Callable[[list[EpochResult]], bool] | None = None,
+    start_epoch: int = 0,
+) -> list[EpochResult]:
+    """Train `model` in place on `labels` (int64 (N,) indexed like `source`), restricted to `indices` if given.
+
+    `save(epoch, model)` is called for epoch 0 (initial weights), for every epoch in `cfg.save_epochs`, every
+    `cfg.save_every` epochs, and for the last epoch. `stop(history)` may end training early (e.g. patience
+    on a held-out set). Returns the per-epoch history.
+    """
+    device = resolve_device(cfg.device)
+    gen = seed_everything(cfg.seed)
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    autocast = cfg.bf16 and device.type == "cuda"
+    opt = make_optimizer(model, cfg)
+    loss_fn = nn.CrossEntropyLoss()
+    y_all = torch.as_tensor(labels, dtype=torch.long)
+    y_clean = torch.as_tensor(clean_labels, dtype=torch.long) if clean_labels is not None else None
+    if save is not None and start_epoch == 0:
+        save(0, model)
+    history: list[EpochResult] = []
+    for epoch in range(start_epoch + 1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        total_loss = torch.zeros((), device=device)
+        correct = torch.zeros((), dtype=torch.long, device=device)
+        correct_clean = torch.zeros((), dtype=torch.long, device=device)
+        seen = 0
+        for x, idx in source.batches(cfg.batch_size, indices=indices, shuffle=True,
+                                     seed=int(torch.randint(0, 2**31 - 1, (1,), generator=gen))):
+            xb = _to_device(x, device)
+            yb = y_all[idx].to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                logits = model(xb)
+                loss = loss_fn(logits.float(), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            pred = logits.detach().argmax(1)
+            total_loss += loss.detach() * len(idx)
+            correct += (pred == yb).sum()
+            if y_clean is not None:
+                correct_clean += (pred == y_clean[idx].to(device)).sum()
+            seen += len(idx)
+        result = EpochResult(
+            epoch=epoch,
+            loss=float(total_loss) / seen,
+            train_acc=int(correct) / seen,
+            train_clean_acc=int(correct_clean) / seen if y_clean is not None else None,
+            eval_acc={name: evaluate(model, ev, device=device, autocast=autocast)
+                      for name, ev in (eval_sets or {}).items()},
+        )
+        result.seconds = time.perf_counter() - t0
+        history.append(result)
+        done = result.train_acc >= cfg.target_acc or epoch == cfg.epochs or (stop is not None and stop(history))
+        if save is not None and (done or epoch in cfg.save_epochs
+                                 or (cfg.save_every and epoch % cfg.save_every == 0)):
+            save(epoch, model)
+        if on_epoch is not None:
+            on_epoch(result)
+        if done:
+            break
+    return history

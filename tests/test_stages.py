@@ -1,0 +1,86 @@
+import json
+
+import numpy as np
+import pytest
+
+from noisefix import artifacts
+from noisefix.config import TrainConfig
+from noisefix.errors import DataError, RunError
+from noisefix.stages import load_run_model, open_run, run_train
+
+FAST = dict(optimizer="adam", lr=1e-3, epochs=3, batch_size=8)
+
+
+@pytest.fixture
+def tiny_run(tiny_folder, tmp_path):
+    out = tmp_path / "run"
+    run_train(tiny_folder, TrainConfig.for_model("mlp", **FAST), out=out)
+    return tiny_folder, out
+
+
+def test_train_writes_a_complete_run_dir(tiny_run):
+    data, out = tiny_run
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["checkpoints", "config.yaml", "labels.csv", "manifest.json", "metrics.jsonl", "model.json",
+                     "model.safetensors"]
+    info = json.loads((out / "model.json").read_text())
+    assert info["classes"] == ["0", "1", "2"] and info["in_shape"] == [1, 8, 8]
+    assert info["checkpoints"][0] == 0 and (out / "checkpoints" / "epoch_0000.safetensors").exists()
+    lines = artifacts.read_jsonl(out / "metrics.jsonl")
+    assert [m["epoch"] for m in lines] == list(range(1, info["final_epoch"] + 1)) and "test_acc" in lines[0]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["versions"]) >= {"torch", "torchvision", "noisefix"} and manifest["seed"] == 0
+    assert not list(out.parent.glob("*.partial"))
+
+
+def test_train_refuses_to_overwrite_without_force(tiny_run):
+    data, out = tiny_run
+    before = (out / "model.safetensors").read_bytes()
+    with pytest.raises(RunError, match="--force"):
+        run_train(data, TrainConfig.for_model("mlp", **FAST), out=out)
+    assert (out / "model.safetensors").read_bytes() == before
+    run_train(data, TrainConfig.for_model("mlp", **{**FAST, "seed": 3}), out=out, force=True)
+    assert (out / "model.safetensors").read_bytes() != before
+
+
+def test_bad_data_writes_nothing(tmp_path):
+    with pytest.raises(DataError):
+        run_train(tmp_path / "missing", TrainConfig.for_model("mlp", **FAST), out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_same_seed_same_weights(tiny_folder, tmp_path):
+    a = run_train(tiny_folder, TrainConfig.for_model("mlp", **FAST), out=tmp_path / "a")
+    b = run_train(tiny_folder, TrainConfig.for_model("mlp", **FAST), out=tmp_path / "b")
+    ta = artifacts.load_tensors(a.run.weights)
+    tb = artifacts.load_tensors(b.run.weights)
+    assert all(np.array_equal(ta[k].numpy(), tb[k].numpy()) for k in ta)
+
+
+def test_open_run_refuses_changed_data(tiny_run):
+    data, out = tiny_run
+    loaded = open_run(out)
+    assert loaded.splits.train.classes == ["0", "1", "2"]
+    victim = sorted((data / "train" / "0").iterdir())[0]
+    victim.write_bytes(victim.read_bytes() + b"\0")  # same image count, different file
+    with pytest.raises(RunError, match="differs"):
+        open_run(out)
+
+
+def test_load_run_model_checkpoints(tiny_run):
+    _, out = tiny_run
+    loaded = open_run(out)
+    _, label = load_run_model(loaded, "init")
+    assert label == "epoch 0"
+    with pytest.raises(RunError, match="available"):
+        load_run_model(loaded, "17")
+    with pytest.raises(RunError, match="epoch number"):
+        load_run_model(loaded, "latest")
+
+
+def test_open_run_missing_and_incomplete(tmp_path):
+    with pytest.raises(RunError, match="not found"):
+        open_run(tmp_path / "nope")
+    (tmp_path / "half").mkdir()
+    with pytest.raises(RunError, match="not a complete run"):
+        open_run(tmp_path / "half")
