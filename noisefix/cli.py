@@ -302,6 +302,27 @@ def demo(
     next_step(f"noisefix relabel --run {out / 'run'} --ensemble 3 --force")
 
 
+@app.command()
+@handle_errors
+def reproduce(
+    recipe: Annotated[Path, typer.Argument(help="A recipe YAML, e.g. recipes/mlp_mnist.yaml.")],
+    corruption: Annotated[Optional[list[float]], typer.Option("--corruption", help="Only these degrees (repeatable).")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Use the recipe's quick: block (subset, epoch cap).")] = False,
+    seeds: Annotated[Optional[int], typer.Option("--seeds", help="Seeds per degree (default: the recipe's).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default reproduce/<recipe>[-quick]).")] = None,
+    data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Where the dataset's raw files are.")] = None,
+) -> None:
+    """Run a paper benchmark (train -> probe -> relabel -> retrain per degree) and report it beside the paper."""
+    from noisefix.config import load_recipe
+    from noisefix.reproduce import run_reproduce
+
+    spec = load_recipe(recipe)
+    out = out or Path("reproduce") / (spec.name + ("-quick" if quick else ""))
+    result = run_reproduce(spec, out, corruptions=tuple(corruption) if corruption else None, seeds=seeds,
+                           data_root=data_root, quick=quick, reporter=RichReporter(console))
+    console.print(f"report: [bold]{result.report}[/] (+ report.json, report.png); finished runs are reused on re-run")
+
+
 def _terminate(signum, frame):
     raise KeyboardInterrupt
 

@@ -156,9 +156,12 @@ def from_dict(cls: type[T], data: dict[str, Any], *, where: str = "config") -> T
         if isinstance(value, list):
             value = tuple(value)
         kwargs[key] = value
+    for key in ("name", "dataset", "model"):
+        if key in names and key not in kwargs and names[key].default is dataclasses.MISSING:
+            raise ConfigError(f"{where}: missing required key {key!r}")
     try:
         return cls(**kwargs)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
 
 
@@ -184,3 +187,82 @@ def load_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a YAML mapping at the top level")
     return data
+
+
+@dataclass(frozen=True)
+class QuickConfig:
+    """A recipe's `quick:` block: a data subset and an epoch cap that finish on a 2-core CPU in minutes."""
+
+    train_subset: int | None = None
+    test_subset: int | None = None
+    epochs: int | None = None
+    corruptions: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One paper benchmark: dataset x model x corruption degrees, the stage configs and the paper's numbers.
+
+    `expected` holds the paper's figures in percent: `model_test_acc` and `masc_best`, each a mapping from
+    corruption degree to accuracy, plus `source` (where they come from).
+    """
+
+    name: str
+    dataset: str
+    model: str
+    corruptions: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    noise: str = "symmetric"
+    seeds: int = 1
+    train_subset: int | None = None
+    test_subset: int | None = None
+    description: str = ""
+    train: TrainConfig = TrainConfig()
+    probe: ProbeConfig = ProbeConfig()
+    relabel: RelabelConfig = RelabelConfig()
+    retrain: RetrainConfig = RetrainConfig()
+    quick: QuickConfig = QuickConfig()
+    expected: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check(all(0.0 <= p <= 1.0 for p in self.corruptions),
+               f"recipe {self.name}: corruption degrees must be in [0, 1], got {list(self.corruptions)}")
+        _check(self.seeds >= 1, f"recipe {self.name}: seeds must be >= 1, got {self.seeds}")
+        _check(self.noise in ("symmetric", "pairflip"), f"recipe {self.name}: noise must be symmetric or pairflip")
+        _check(self.train.model == self.model,
+               f"recipe {self.name}: train.model {self.train.model!r} differs from model {self.model!r}")
+        for key in self.expected:
+            _check(key in ("source", "model_test_acc", "masc_best"),
+                   f"recipe {self.name}: unknown key expected.{key}; valid: source, model_test_acc, masc_best")
+        for key in ("model_test_acc", "masc_best"):
+            for degree, acc in dict(self.expected.get(key, {})).items():
+                _check(0.0 <= float(degree) <= 1.0 and 0.0 <= float(acc) <= 100.0,
+                       f"recipe {self.name}: expected.{key} needs degree -> percent, got {degree}: {acc}")
+
+    def quick_variant(self) -> "Recipe":
+        """This recipe with its `quick:` block applied."""
+        q = self.quick
+        train = dataclasses.replace(self.train, epochs=q.epochs) if q.epochs else self.train
+        return dataclasses.replace(
+            self, train=train, train_subset=q.train_subset or self.train_subset,
+            test_subset=q.test_subset or self.test_subset, corruptions=q.corruptions or self.corruptions)
+
+
+_SECTIONS = {"train": TrainConfig, "probe": ProbeConfig, "relabel": RelabelConfig, "retrain": RetrainConfig,
+             "quick": QuickConfig}
+
+
+def load_recipe(path: Path) -> Recipe:
+    """Read and validate a recipe YAML; unknown keys and impossible values are ConfigErrors naming the file."""
+    data = load_yaml(path)
+    data.pop("schema_version", None)
+    where = str(path)
+    sections = {}
+    for key, cls in _SECTIONS.items():
+        raw = data.pop(key, {}) or {}
+        if key == "train":
+            raw = {**PAPER_TRAINING.get(data.get("model", ""), DEFAULT_TRAINING), "model": data.get("model"), **raw}
+        sections[key] = from_dict(cls, raw, where=f"{where}: {key}")
+    if isinstance(data.get("expected"), dict):
+        data["expected"] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data["expected"].items()}
+    recipe = from_dict(Recipe, {**data, **sections}, where=where)
+    return recipe

@@ -5,6 +5,9 @@
 - ``mnist``, ``fashion-mnist``: the four standard gzipped IDX files (parsed here with numpy + gzip;
   uncompressed copies work too).
 - ``cifar10``, ``cifar100``: torchvision's ``cifar-10-batches-py`` / ``cifar-100-python`` folders.
+- ``tiny-imagenet``: the standard ``tiny-imagenet-200`` folder (``wnids.txt``, ``train/<wnid>/images/``,
+  ``val/images/`` + ``val/val_annotations.txt``; 200 classes, 64x64 RGB); the validation split is the test
+  split. Never downloaded here (no torchvision loader): fetch and unzip it yourself, then ``--data-root``.
 
 Sources are searched in ``data_root``, then ``$NOISEFIX_DATA``, then the standard places (the Debian
 ``/usr/share/datasets/fashion-mnist``, ``~/.cache/noisefix``, torchvision's usual ``./data``); below each
@@ -33,7 +36,7 @@ from noisefix.corruption import corrupt_labels
 from noisefix.data import write_labels_file
 from noisefix.errors import ConfigError, DataError
 
-BUILTIN = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100")
+BUILTIN = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "tiny-imagenet")
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )  # fmt: skip
@@ -43,8 +46,10 @@ _SUBDIRS = {
     "fashion-mnist": ("", "fashion-mnist", "FashionMNIST/raw"),
     "cifar10": ("",),
     "cifar100": ("",),
+    "tiny-imagenet": ("",),
 }
 _CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+_TINY_FOLDER = "tiny-imagenet-200"
 _SYSTEM_PLACES = {"fashion-mnist": ("/usr/share/datasets/fashion-mnist",)}
 _DIGITS_TEST_FRACTION = 1 / 3
 
@@ -122,6 +127,8 @@ def _places(name: str, data_root) -> list[Path]:
 
 
 def _found(name: str, place: Path) -> bool:
+    if name == "tiny-imagenet":
+        return (place / _TINY_FOLDER / "wnids.txt").is_file()
     if name in _CIFAR_FOLDERS:
         return (place / _CIFAR_FOLDERS[name]).is_dir()
     return all((place / f"{f}.gz").is_file() or (place / f).is_file() for f in _IDX_FILES)
@@ -142,13 +149,14 @@ def _locate(name: str, data_root, download: bool) -> Path:
         if _found(name, place):
             return place
     looked = "; ".join(str(p) for p in places)
-    if not download:
+    if not download or name == "tiny-imagenet":
         raise DataError(f"{name} not found (looked in: {looked}); pass --data-root with its files")
     try:
         _download(name, _cache_dir())
     except Exception as e:  # noqa: BLE001 - any failure of the downloader means "not available here"
         raise DataError(
-            f"{name} not found (looked in: {looked}) and the download failed ({type(e).__name__}: {e}); "
+            f"{name} not found (looked in: {looked}) and the download failed "
+            f"({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
             "pass --data-root with its files or set NOISEFIX_DATA"
         ) from None
     return next(p for p in _places(name, data_root) if _found(name, p))
@@ -181,6 +189,29 @@ def _load_cifar(name: str, place: Path) -> ArrayDataset:
     )
 
 
+def _load_tiny_imagenet(place: Path) -> ArrayDataset:
+    root = place / _TINY_FOLDER
+    wnids = sorted((root / "wnids.txt").read_text().split())
+    index = {w: i for i, w in enumerate(wnids)}
+
+    def read(paths: list[Path]) -> np.ndarray:
+        try:
+            return np.stack([np.asarray(Image.open(p).convert("RGB"), dtype=np.uint8) for p in paths])
+        except (OSError, ValueError) as e:
+            raise DataError(f"tiny-imagenet in {root} has an unreadable image ({e}); unzip it again") from None
+
+    train = [(p, index[w]) for w in wnids for p in sorted((root / "train" / w / "images").glob("*.JPEG"))]
+    val = []
+    for line in (root / "val" / "val_annotations.txt").read_text().splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 2 and parts[1] in index:
+            val.append((root / "val" / "images" / parts[0], index[parts[1]]))
+    if not train or not val:
+        raise DataError(f"tiny-imagenet in {root} is incomplete (train {len(train)}, val {len(val)} images)")
+    return ArrayDataset("tiny-imagenet", read([p for p, _ in train]), np.array([y for _, y in train], np.int64),
+                        read([p for p, _ in val]), np.array([y for _, y in val], np.int64), _folder_names(wnids))
+
+
 def load_builtin(name: str, *, data_root=None, download: bool = True) -> ArrayDataset:
     """Load a built-in dataset (one of ``BUILTIN``) from the places in the module docstring."""
     if name not in BUILTIN:
@@ -188,6 +219,8 @@ def load_builtin(name: str, *, data_root=None, download: bool = True) -> ArrayDa
     if name == "digits":
         return _load_digits()
     place = _locate(name, data_root, download)
+    if name == "tiny-imagenet":
+        return _load_tiny_imagenet(place)
     if name in _CIFAR_FOLDERS:
         return _load_cifar(name, place)
     classes = [str(i) for i in range(10)] if name == "mnist" else _folder_names(FASHION_MNIST_CLASSES)

@@ -253,3 +253,35 @@ def test_export_bad_arrays(tmp_path):
     ds.y_test = ds.y_test + 1
     with pytest.raises(DataError, match=r"test labels must be .* in \[0, 3\)"):
         export_dataset(ds, tmp_path / "x")
+
+
+def test_tiny_imagenet_from_its_standard_folder(tmp_path):
+    from noisefix.datasets import load_builtin
+
+    root = tmp_path / "tiny-imagenet-200"
+    wnids = ["n02", "n01"]
+    (root).mkdir()
+    (root / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    rng = np.random.default_rng(0)
+    for w in wnids:
+        (root / "train" / w / "images").mkdir(parents=True)
+        for j in range(3):
+            Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(root / "train" / w / "images" / f"{w}_{j}.JPEG")
+    (root / "val" / "images").mkdir(parents=True)
+    lines = []
+    for j, w in enumerate(["n01", "n02", "n01"]):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(root / "val" / "images" / f"val_{j}.JPEG")
+        lines.append(f"val_{j}.JPEG\t{w}\t0\t0\t63\t63")
+    (root / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    ds = load_builtin("tiny-imagenet", data_root=tmp_path, download=False)
+    assert ds.x_train.shape == (6, 64, 64, 3) and ds.x_test.shape == (3, 64, 64, 3)
+    assert ds.classes == ["0_n01", "1_n02"]  # sorted wnids, index-prefixed
+    assert list(ds.y_test) == [0, 1, 0] and list(ds.y_train) == [0, 0, 0, 1, 1, 1]
+
+
+def test_tiny_imagenet_missing_lists_places(tmp_path):
+    from noisefix.datasets import load_builtin
+    from noisefix.errors import DataError
+
+    with pytest.raises(DataError, match="tiny-imagenet not found"):
+        load_builtin("tiny-imagenet", data_root=tmp_path)
