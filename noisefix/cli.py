@@ -82,6 +82,8 @@ def train(
                                             "is always kept).")] = 0,
     weights: Annotated[Optional[Path], typer.Option("--weights", help="Initial weights from a local .safetensors "
                                                     "(or .pt state dict, loaded weights_only).")] = None,
+    on_bad_image: Annotated[str, typer.Option("--on-bad-image", help="fail (default) or skip unreadable / "
+                                              "odd-sized images (skipped ones are listed in the run).")] = "fail",
     force: ForceOpt = False,
 ) -> None:
     """Train a model on a (possibly noisy) labeled image folder until it memorizes the labels."""
@@ -90,7 +92,7 @@ def train(
     cfg = TrainConfig.for_model(model, epochs=epochs, target_acc=target_acc, optimizer=optimizer, lr=lr,
                                 batch_size=batch_size, seed=seed, device=device, save_every=save_every)
     result = run_train(data, cfg, labels_file=labels, out=out, weights=weights, force=force,
-                       reporter=RichReporter(console))
+                       on_bad_image=on_bad_image, reporter=RichReporter(console))
     console.print(f"trained {result.epochs} epochs in {result.seconds:.0f}s: train acc {pct(result.train_acc)}, "
                   f"test acc {pct(result.test_acc)} (best {pct(result.best_test_acc)} at epoch "
                   f"{result.best_epoch})" if result.test_acc is not None else

@@ -351,6 +351,42 @@ def fingerprint(splits: DataSplits) -> str:
 # ---------------------------------------------------------------- pixels
 
 
+def _check_image(path: Path) -> tuple[tuple[int, int] | None, str | None]:
+    """(size, None) for an image that decodes fully, else (None, reason)."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.size, None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        return None, f"cannot decode: {' '.join(str(e).split())[:120]}"
+
+
+def scan_images(split: LabeledImages, *, num_threads: int | None = None) -> list[tuple[str, str]]:
+    """Decode every image of `split` once; returns (path, reason) for each unreadable one and each whose size
+    differs from the first readable image. Empty when all are fine."""
+    with ThreadPoolExecutor(num_threads or _default_threads()) as pool:
+        results = list(pool.map(_check_image, (split.root / p for p in split.paths), chunksize=256))
+    sizes = [size for size, _ in results if size is not None]
+    if not sizes:
+        return [(p, reason) for p, (_, reason) in zip(split.paths, results)]
+    ref = sizes[0]
+    bad = []
+    for p, (size, reason) in zip(split.paths, results):
+        if reason is not None:
+            bad.append((p, reason))
+        elif size != ref:
+            bad.append((p, f"size {size[0]}x{size[1]} differs from {ref[0]}x{ref[1]}"))
+    return bad
+
+
+def drop_paths(split: LabeledImages, paths: set[str]) -> LabeledImages:
+    """`split` without the samples whose path is in `paths`."""
+    keep = np.array([p not in paths for p in split.paths], dtype=bool)
+    return LabeledImages(root=split.root, paths=[p for p, k in zip(split.paths, keep) if k],
+                         targets=split.targets[keep], classes=split.classes,
+                         clean_targets=None if split.clean_targets is None else split.clean_targets[keep])
+
+
 def _default_threads() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 

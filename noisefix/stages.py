@@ -17,11 +17,14 @@ import torch
 from noisefix import artifacts
 from noisefix.artifacts import RunDir
 from noisefix.config import TrainConfig, dump_yaml
-from noisefix.data import DataSplits, ImageSource, load_data, fingerprint
-from noisefix.errors import RunError
+from noisefix.data import DataSplits, ImageSource, drop_paths, fingerprint, load_data, scan_images
+from noisefix.errors import ConfigError, DataError, RunError
 from noisefix.models import build_model, load_weights
 from noisefix.report import NullReporter
 from noisefix.train import EpochResult, EvalSet, seed_everything, train_model
+
+
+SKIPPED = "skipped_images.csv"
 
 
 @dataclass
@@ -53,17 +56,40 @@ def write_run_labels(path: Path, splits: DataSplits) -> None:
     artifacts.write_csv(path, header, rows)
 
 
+def check_images(splits: DataSplits, on_bad_image: str, reporter) -> tuple[DataSplits, list[tuple[str, str]]]:
+    """Decode every image once. `fail`: a DataError naming the bad files; `skip`: drop them (and say so)."""
+    if on_bad_image not in ("fail", "skip"):
+        raise ConfigError(f"--on-bad-image must be fail or skip, got {on_bad_image!r}")
+    bad = scan_images(splits.train) + (scan_images(splits.test) if splits.test is not None else [])
+    if not bad:
+        return splits, []
+    shown = "; ".join(f"{p} ({why})" for p, why in bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
+    if on_bad_image == "fail":
+        raise DataError(f"{len(bad)} bad image(s): {shown}; fix or remove them, or pass --on-bad-image skip")
+    reporter.warn(f"skipping {len(bad)} bad image(s): {shown} (listed in the run's skipped_images.csv)")
+    return apply_skips(splits, {p for p, _ in bad}), bad
+
+
+def apply_skips(splits: DataSplits, paths: set[str]) -> DataSplits:
+    test = drop_paths(splits.test, paths) if splits.test is not None else None
+    return DataSplits(train=drop_paths(splits.train, paths), test=test, labels_format=splits.labels_format)
+
+
 def run_train(data_root: Path, cfg: TrainConfig, *, labels_file: Path | None = None, out: Path | None = None,
-              weights: Path | None = None, force: bool = False, reporter=None) -> TrainOutcome:
+              weights: Path | None = None, force: bool = False, on_bad_image: str = "fail",
+              reporter=None) -> TrainOutcome:
     """Train `cfg.model` on the image folder until it memorizes the given labels; write a run directory."""
     reporter = reporter or NullReporter()
+    out = Path(out) if out else default_run_path(data_root, cfg.model)
+    artifacts.check_writable(out, force=force, what="run directory")
     splits = load_data(Path(data_root), labels_file)
+    data_fingerprint = fingerprint(splits)
+    splits, skipped = check_images(splits, on_bad_image, reporter)
     train = splits.train
     source = ImageSource(train)
     in_shape = source.shape
     seed_everything(cfg.seed)
     model = build_model(cfg.model, in_shape=in_shape, num_classes=len(train.classes), weights=weights)
-    out = Path(out) if out else default_run_path(data_root, cfg.model)
     eval_sets = {}
     if splits.test is not None:
         eval_sets["test"] = EvalSet(ImageSource(splits.test), splits.test.targets)
@@ -76,7 +102,9 @@ def run_train(data_root: Path, cfg: TrainConfig, *, labels_file: Path | None = N
         run = RunDir(tmp)
         artifacts.write_json(run.manifest, artifacts.make_manifest(
             argv=sys.argv, seed=cfg.seed, data_root=data_root, labels_file=labels_file,
-            fingerprint=fingerprint(splits), extra={"model": cfg.model, "stage": "train"}))
+            fingerprint=data_fingerprint, extra={"model": cfg.model, "stage": "train"}))
+        if skipped:
+            artifacts.write_csv(tmp / SKIPPED, ["path", "reason"], skipped)
         artifacts.write_text(run.config, dump_yaml({"train": cfg}))
         write_run_labels(run.labels, splits)
         saved: list[int] = []
@@ -144,6 +172,8 @@ def open_run(run_path: Path | None, *, data_root: Path | None = None, model: str
     if fingerprint(splits) != manifest["data_fingerprint"]:
         raise RunError(f"the data at {root} differs from the data run {run.path} was trained on (fingerprint "
                        "mismatch: images or labels changed); retrain, or pass the original data")
+    if (run.path / SKIPPED).exists():
+        splits = apply_skips(splits, {r["path"] for r in artifacts.read_csv(run.path / SKIPPED)})
     return LoadedRun(run=run, manifest=manifest, model_info=info, splits=splits)
 
 

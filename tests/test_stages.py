@@ -84,3 +84,28 @@ def test_open_run_missing_and_incomplete(tmp_path):
     (tmp_path / "half").mkdir()
     with pytest.raises(RunError, match="not a complete run"):
         open_run(tmp_path / "half")
+
+
+def _break_images(data):
+    good = sorted((data / "train" / "1").iterdir())[0]
+    good.write_bytes(good.read_bytes()[:40])  # truncated PNG
+    (data / "train" / "2" / "fake.jpg").write_text("not an image at all")  # text file named .jpg
+    return {f"train/1/{good.name}", "train/2/fake.jpg"}
+
+
+def test_bad_images_fail_by_default_naming_them(tiny_folder, tmp_path):
+    bad = _break_images(tiny_folder)
+    with pytest.raises(DataError, match="2 bad image") as err:
+        run_train(tiny_folder, TrainConfig.for_model("mlp", **FAST), out=tmp_path / "run")
+    assert all(p in str(err.value) for p in bad) and "--on-bad-image skip" in str(err.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_images_skipped_and_listed(tiny_folder, tmp_path):
+    bad = _break_images(tiny_folder)
+    out = run_train(tiny_folder, TrainConfig.for_model("mlp", **FAST), out=tmp_path / "run",
+                    on_bad_image="skip").run.path
+    listed = {r["path"] for r in artifacts.read_csv(out / "skipped_images.csv")}
+    assert listed == bad
+    loaded = open_run(out)
+    assert not bad & set(loaded.splits.train.paths) and len(loaded.splits.train) == 30 - 1
