@@ -1,0 +1,261 @@
+"""MASC, the Minimum Angle Subspace Classifier (Ketha & Ramaswamy, arXiv 2501.14687).
+
+One layer's activations: N vectors x of length d, labels in [0, K). For each class c with training matrix
+X_c (rows = the n_c vectors labeled c) MASC takes the **uncentered** PCA of X_c, i.e. the eigenvectors of
+the second-moment matrix S_c = X_c^T X_c (the paper stacks X_c with -X_c, which is the same thing). It
+keeps k_c = (number of components whose cumulative explained-variance ratio is <= tau) + 1 components,
+tau = `variance`; tau >= 1 means exactly int(tau) components. U_c (d, k_c) are the top-k_c eigenvectors
+and a vector is assigned to the class whose subspace makes the smallest angle with it:
+argmax_c ||U_c^T x||^2 / ||x||^2 (the squared cosine of that angle).
+
+k_c is also capped at the numerical rank of X_c (eigenvalues above RANK_RTOL times the largest): a
+zero-variance direction is arbitrary and cannot be recovered from the Gram matrix. With tau < 1 the
+cap only matters for tau within about 1e-9 * d of 1.
+
+Speed: S_c is eigendecomposed in float64. On CPU only the top eigenpairs are computed (LAPACK's
+MRRR driver through scipy, on one BLAS thread) when few are needed; the number needed comes from the
+eigenvalues alone or, given `k_hint` (e.g. the k_c of an all-data fit when fitting cross-validation
+folds), from a single partial decomposition. Coordinates that are zero for every vector of a class (dead ReLU units) are
+dropped before the decomposition; their eigenvector entries are exactly zero. With n_c < d, `fit`
+decomposes the n_c x n_c Gram matrix X_c X_c^T instead and maps the eigenvectors back.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from scipy import linalg as sla
+from threadpoolctl import threadpool_limits
+
+from noisefix.errors import ProbeError
+from noisefix.probes.stats import ClassMoments, as_features, as_labels
+
+#: Eigenvalues at or below RANK_RTOL times the largest one count as zero.
+RANK_RTOL = 1e-9
+#: Above this fraction of eigenpairs a full divide-and-conquer decomposition beats a partial one.
+_PARTIAL_FRACTION = 0.25
+#: Score this many vector-component products at a time (bounds the (rows, sum k_c) temporary).
+_SCORE_BLOCK = 2**24
+
+
+class _ClassFit(NamedTuple):
+    """One class's subspace: eigenvalues (k,) float64 descending, basis (d, k) float64, trace of S_c."""
+
+    vals: np.ndarray
+    basis: torch.Tensor
+    total: float
+
+
+def _eigh_fallback(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """All eigenpairs of symmetric PSD A (n, n), ascending, by numpy's eigh or, failing that, an SVD."""
+    try:
+        return np.linalg.eigh(A)
+    except np.linalg.LinAlgError:
+        U, s, _ = sla.svd(A, lapack_driver="gesvd")                 # PSD: singular pairs = eigenpairs
+        return s[::-1].copy(), U[:, ::-1].copy()
+
+
+def _eigh_desc(M: torch.Tensor, m: int, *, vectors: bool = True) -> tuple[np.ndarray, torch.Tensor | None]:
+    """Top-m eigenpairs of symmetric PSD float64 M (n, n): values (m,) descending, vectors (n, m) on M's device.
+
+    GPU: torch.linalg.eigh. CPU: scipy's LAPACK drivers (partial MRRR when m is small) on one BLAS thread:
+    a second BLAS thread pool beside torch's oversubscribes the cores and was measured 10-25x slower. Either
+    falls back to numpy's eigh, then to an SVD, with a warning, when the first choice raises (`eigh` can fail
+    to converge on matrices with many zero eigenvalues).
+    """
+    n = M.shape[0]
+    try:
+        if M.device.type != "cpu":
+            if not vectors:
+                return torch.linalg.eigvalsh(M).flip(0)[:m].cpu().numpy(), None
+            vals, vecs = torch.linalg.eigh(M)
+            return vals.flip(0)[:m].cpu().numpy(), vecs.flip(1)[:, :m]
+        partial = m <= _PARTIAL_FRACTION * n
+        with threadpool_limits(1, user_api="blas"):
+            if not vectors:
+                return sla.eigh(M.numpy(), eigvals_only=True, driver="ev", check_finite=False)[::-1][:m].copy(), None
+            vals, vecs = sla.eigh(M.numpy(), subset_by_index=[n - m, n - 1] if partial else None,
+                                  driver="evr" if partial else "evd", check_finite=False)
+    except (np.linalg.LinAlgError, RuntimeError, ValueError) as err:
+        warnings.warn(f"eigendecomposition of a {n}x{n} second-moment matrix failed ({err}); "
+                      "falling back to numpy eigh / SVD", RuntimeWarning, stacklevel=3)
+        with threadpool_limits(1, user_api="blas"):
+            vals, vecs = _eigh_fallback(M.cpu().numpy())
+    return vals[::-1][:m].copy(), torch.from_numpy(vecs[:, ::-1][:, :m].copy()).to(M.device)
+
+
+def _n_keep(vals: np.ndarray, total: float, variance: float, *, complete: bool) -> int | None:
+    """k from the leading eigenvalues `vals` (descending) of a matrix with trace `total`.
+
+    Returns None when `vals` is not `complete` and every listed ratio is still <= variance (k unknown).
+    """
+    vals = np.clip(vals, 0.0, None)
+    if variance >= 1:
+        k = min(int(variance), len(vals))
+    else:
+        k = int(np.searchsorted(np.cumsum(vals) / total, variance, side="right")) + 1
+        if k > len(vals):
+            if not complete:
+                return None
+            k = len(vals)
+    return min(k, int(np.count_nonzero(vals[:k] > RANK_RTOL * vals[0])))
+
+
+def _subspace(M: torch.Tensor, variance: float, hint: int | None) -> tuple[np.ndarray, torch.Tensor]:
+    """Kept eigenpairs of symmetric PSD float64 M (n, n): eigenvalues (k,) and eigenvectors (n, k)."""
+    n = M.shape[0]
+    total = float(M.diagonal().sum())
+    if n == 0 or total <= 0:
+        return np.zeros(0), M.new_zeros((n, 0))
+    if variance >= 1:
+        m = min(int(variance), n)
+    else:
+        guess = None if hint is None else hint + hint // 4 + 8
+        if guess is not None and guess < _PARTIAL_FRACTION * n:
+            vals, vecs = _eigh_desc(M, guess)
+            k = _n_keep(vals, total, variance, complete=False)
+            if k is not None:
+                return vals[:k], vecs[:, :k]
+        m = _n_keep(_eigh_desc(M, n, vectors=False)[0], total, variance, complete=True)
+    vals, vecs = _eigh_desc(M, m)
+    k = _n_keep(vals, total, variance, complete=True)
+    return vals[:k], vecs[:, :k]
+
+
+def _second_moment_subspace(S: torch.Tensor, variance: float, hint: int | None) -> _ClassFit:
+    """Subspace from S_c (d, d) float64; coordinates that are zero for every vector are dropped first."""
+    S = (S + S.T) / 2
+    total = float(S.diagonal().sum())
+    active = torch.nonzero(S.diagonal() > 0).flatten()
+    if len(active) == len(S):
+        return _ClassFit(*_subspace(S, variance, hint), total)
+    vals, vecs = _subspace(S[active][:, active], variance, hint)
+    basis = S.new_zeros((len(S), vecs.shape[1]))
+    basis[active] = vecs
+    return _ClassFit(vals, basis, total)
+
+
+def _gram_subspace(Xc: torch.Tensor, variance: float) -> _ClassFit:
+    """Subspace from the rows of Xc (n_c, d) float64 with n_c < d, through the Gram matrix Xc Xc^T (n_c, n_c).
+
+    If Xc Xc^T v = lam v then u = Xc^T v / sqrt(lam) is a unit eigenvector of Xc^T Xc with eigenvalue lam.
+    """
+    G = Xc @ Xc.T
+    vals, V = _subspace(G, variance, None)
+    return _ClassFit(vals, (Xc.T @ V) / torch.from_numpy(np.sqrt(vals)).to(Xc.device), float(G.diagonal().sum()))
+
+
+class MASC:
+    """Minimum Angle Subspace Classifier on one layer's activations (uncentered PCA per class).
+
+    Args:
+        variance: tau. Keep the components up to the first whose cumulative explained-variance ratio
+            exceeds tau (0.99: 99 %); tau >= 1 keeps exactly int(tau) components.
+        device: where the decompositions and the scoring run; None: where the data or statistics are.
+
+    Attributes (K classes, d features):
+        classes_: int64 (K,), the class indices 0..K-1.
+        n_features_in_: d.
+        class_counts_: int64 (K,), training vectors per class (0: empty class, never predicted).
+        components_: list of K float32 torch tensors (d, k_c), orthonormal bases U_c.
+        n_components_: int64 (K,), k_c (0 for an empty class or one whose vectors are all zero).
+        explained_variance_: list of K float64 (k_c,) arrays, eigenvalues of S_c divided by n_c.
+        explained_variance_ratio_: list of K float64 (k_c,) arrays, eigenvalues of S_c divided by trace(S_c).
+
+    Ties in `predict` go to the lowest class index; an all-zero input vector scores 0 for every non-empty
+    class and is therefore predicted as the lowest non-empty class.
+    """
+
+    def __init__(self, variance: float = 0.99, device=None):
+        self.variance = variance
+        self.device = device
+
+    def _check_params(self) -> None:
+        if not (isinstance(self.variance, (int, float)) and self.variance > 0):
+            raise ProbeError(f"variance must be a fraction in (0, 1) or a number of components >= 1, "
+                             f"got {self.variance!r}")
+
+    def fit(self, X, y, *, num_classes: int | None = None) -> MASC:
+        """Fit from in-memory activations X (N, d) and labels y (N,); the Gram route for classes with n_c < d."""
+        self._check_params()
+        X = as_features(X, device=self.device)
+        y, K = as_labels(y, len(X), num_classes)
+        d = X.shape[1]
+        fits = []
+        for c in range(K):
+            Xc = X[torch.from_numpy(np.flatnonzero(y == c)).to(X.device)]                # (n_c, d)
+            fits.append(_gram_subspace(Xc.double(), self.variance) if len(Xc) < d       # as ClassStats does:
+                        else _second_moment_subspace((Xc.T @ Xc).double(), self.variance, None))  # float32 GEMM
+        return self._set_fitted(fits, np.bincount(y, minlength=K), d, X.device)
+
+    def fit_moments(self, moments: ClassMoments, *, k_hint=None) -> MASC:
+        """Fit from per-class statistics (same answer as `fit` on the vectors they summarize).
+
+        k_hint: optional (K,) guesses of k_c, e.g. the `n_components_` of an all-data fit when fitting
+        one cross-validation fold; they only make the eigendecomposition faster, never change the result.
+        """
+        self._check_params()
+        second = moments.second.to(self.device if self.device is not None else moments.second.device)
+        if not bool(torch.isfinite(second).all()):
+            raise ProbeError("class statistics contain NaN or inf; the activations were not finite")
+        K = moments.num_classes
+        hints = [None] * K if k_hint is None else [int(k) for k in k_hint]
+        fits = [_second_moment_subspace(second[c], self.variance, hints[c]) for c in range(K)]
+        return self._set_fitted(fits, moments.counts.cpu().numpy(), moments.dim, second.device)
+
+    def _set_fitted(self, fits, counts: np.ndarray, d: int, device: torch.device) -> MASC:
+        K = len(fits)
+        self.classes_ = np.arange(K)
+        self.n_features_in_ = d
+        self.class_counts_ = np.asarray(counts, dtype=np.int64)
+        self.components_ = [f.basis.float() for f in fits]
+        self.n_components_ = np.array([U.shape[1] for U in self.components_], dtype=np.int64)
+        self.explained_variance_ = [f.vals / max(n, 1) for f, n in zip(fits, self.class_counts_)]
+        self.explained_variance_ratio_ = [f.vals / f.total if f.total > 0 else f.vals for f in fits]
+        self._warn_degenerate()
+        self._basis = torch.cat(self.components_, dim=1)                                  # (d, sum k_c)
+        owner = torch.repeat_interleave(torch.arange(K), torch.from_numpy(self.n_components_))
+        self._owner = torch.nn.functional.one_hot(owner, K).float().to(device)           # (sum k_c, K)
+        self._empty = torch.from_numpy(self.class_counts_ == 0).to(device)                # (K,)
+        return self
+
+    def _warn_degenerate(self) -> None:
+        for what, mask in (("no training vectors (never predicted)", self.class_counts_ == 0),
+                           ("a single training vector (a 1-D subspace through it)", self.class_counts_ == 1),
+                           ("only all-zero training vectors (scored 0)",
+                            (self.class_counts_ > 0) & (self.n_components_ == 0))):
+            if mask.any():
+                warnings.warn(f"class subspaces: classes {np.flatnonzero(mask).tolist()} have {what}", RuntimeWarning,
+                              stacklevel=3)
+
+    def decision_function(self, X) -> np.ndarray:
+        """Squared cosine of the angle between each row of X (N, d) and each class subspace: float32 (N, K).
+
+        Empty classes score -inf; all-zero rows score 0 for every other class (warned once per call).
+        """
+        X = as_features(X)
+        if X.shape[1] != self.n_features_in_:
+            raise ProbeError(f"MASC was fitted on {self.n_features_in_} features, got {X.shape[1]}")
+        device = self._basis.device
+        out = torch.empty((len(X), len(self.classes_)), dtype=torch.float32)
+        step = max(1, _SCORE_BLOCK // max(1, self._basis.shape[1]))
+        n_zero = 0
+        for i in range(0, len(X), step):
+            x = X[i:i + step].to(device)                                                 # (b, d)
+            proj = (x @ self._basis).square_() @ self._owner                             # (b, K) ||U_c^T x||^2
+            sq = x.square().sum(dim=1, keepdim=True)                                     # (b, 1) ||x||^2
+            s = torch.where(sq > 0, proj / sq.clamp_min(torch.finfo(torch.float32).tiny), 0.0)
+            out[i:i + step] = s.masked_fill(self._empty, float("-inf")).cpu()
+            n_zero += int((sq == 0).sum())
+        if n_zero:
+            warnings.warn(f"MASC: {n_zero} of {len(X)} activation vectors are all zero; they score 0 for "
+                          "every class and are predicted as the lowest non-empty class", RuntimeWarning,
+                          stacklevel=2)
+        return out.numpy()
+
+    def predict(self, X) -> np.ndarray:
+        """int64 (N,) class of the nearest subspace by angle; ties go to the lowest class index."""
+        return self.classes_[np.argmax(self.decision_function(X), axis=1)]

@@ -1,0 +1,161 @@
+"""MASC against a direct implementation of the paper's algorithm, fit == fit_moments, degenerate inputs,
+and the reason for cross-fitting (in-sample MASC memorizes noisy labels)."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from noisefix.errors import ProbeError
+from noisefix.probes import MASC
+from noisefix.probes import masc as masc_module
+from noisefix.probes.stats import ClassStats
+from noisefix.scoring import cross_fit, make_folds
+
+
+def make_subspace_data(n, K, d, rank, noise, seed):
+    """Each class lives near its own random rank-`rank` subspace of R^d; returns float32 X (n, d), y (n,)."""
+    rng = np.random.default_rng(seed)
+    bases = np.stack([np.linalg.qr(rng.standard_normal((d, rank)))[0] for _ in range(K)])   # (K, d, r)
+    y = rng.integers(0, K, n)
+    coef = rng.standard_normal((n, rank)) * np.linspace(2, 1, rank)
+    X = np.einsum("ndr,nr->nd", bases[y], coef) + noise * rng.standard_normal((n, d))
+    return X.astype(np.float32), y
+
+
+def reference_masc(X, y, Xtest, K, variance=0.99):
+    """The paper's recipe, written plainly: PCA of [X_c; -X_c], 99 % rule, smallest angle wins."""
+    ks, angles = [], []
+    for c in range(K):
+        Xc = X[y == c].astype(np.float64)
+        w, V = np.linalg.eigh(np.cov(np.vstack([Xc, -Xc]).T))
+        w, V = w[::-1], V[:, ::-1]
+        k = int(np.sum(np.cumsum(w / w.sum()) <= variance)) + 1
+        ks.append(k)
+        cos = np.linalg.norm(Xtest @ V[:, :k], axis=1) / np.linalg.norm(Xtest, axis=1)
+        angles.append(np.arccos(np.clip(cos, -1, 1)))
+    return np.array(ks), np.argmin(np.stack(angles, axis=1), axis=1)
+
+
+@pytest.mark.parametrize("d, n", [(24, 900), (80, 240)])     # n_c > d: second-moment route; n_c < d: Gram route
+def test_matches_reference_implementation(d, n):
+    X, y = make_subspace_data(n, 4, d, 4, 0.3, seed=0)
+    Xt, _ = make_subspace_data(500, 4, d, 4, 0.3, seed=1)
+    ks, pred = reference_masc(X, y, Xt, 4)
+    model = MASC().fit(X, y)
+    np.testing.assert_array_equal(model.n_components_, ks)
+    assert np.mean(model.predict(Xt) == pred) >= 0.999
+    for U in model.components_:                                  # orthonormal bases
+        np.testing.assert_allclose((U.T @ U).numpy(), np.eye(U.shape[1]), atol=1e-4)
+
+
+@pytest.mark.parametrize("d, n", [(24, 900), (80, 240)])
+def test_fit_equals_fit_moments(d, n):
+    X, y = make_subspace_data(n, 4, d, 4, 0.3, seed=2)
+    stats = ClassStats(d, 4, 3)
+    for i in range(0, n, 64):                                    # streamed in batches, spread over folds
+        stats.update(X[i:i + 64], y[i:i + 64], np.arange(i, min(i + 64, n)) % 3)
+    a, b = MASC().fit(X, y), MASC().fit_moments(stats.total())
+    np.testing.assert_array_equal(a.n_components_, b.n_components_)
+    assert np.mean(a.predict(X) == b.predict(X)) >= 0.999
+    np.testing.assert_allclose(a.decision_function(X), b.decision_function(X), atol=1e-4)
+
+
+def test_k_hint_changes_speed_not_result():
+    X, y = make_subspace_data(2000, 3, 200, 4, 0.3, seed=3)
+    stats = ClassStats(200, 3)
+    stats.update(X, y)
+    ref = MASC().fit_moments(stats.total())
+    for hint in ([1, 1, 1], ref.n_components_, [150, 150, 150]):     # too small, exact, too large
+        other = MASC().fit_moments(stats.total(), k_hint=hint)
+        np.testing.assert_array_equal(other.n_components_, ref.n_components_)
+        np.testing.assert_allclose(other.decision_function(X), ref.decision_function(X), atol=1e-5)
+
+
+def test_integer_variance_keeps_exactly_that_many_components():
+    X, y = make_subspace_data(600, 3, 30, 4, 0.3, seed=4)
+    assert MASC(variance=5).fit(X, y).n_components_.tolist() == [5, 5, 5]
+    assert MASC(variance=100).fit(X, y).n_components_.tolist() == [30, 30, 30]      # capped at d
+    assert MASC(variance=0.5).fit(X, y).n_components_.max() < 4
+
+
+def test_scores_are_squared_cosines():
+    X = np.array([[1, 0, 0], [2, 0, 0], [0, 1, 0], [0, 3, 0]], dtype=np.float32)
+    model = MASC().fit(X, np.array([0, 0, 1, 1]))
+    s = model.decision_function(np.array([[1, 1, 0], [0, 0, 5]], dtype=np.float32))
+    np.testing.assert_allclose(s, [[0.5, 0.5], [0, 0]], atol=1e-6)
+    assert model.predict(np.array([[1, 1, 0]], dtype=np.float32)).tolist() == [0]   # tie -> lowest index
+
+
+def test_degenerate_classes_and_vectors():
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((60, 6)).astype(np.float32)
+    y = np.repeat([0, 1, 3], 20)
+    y[-1] = 4                                                        # class 4: one image; class 2: empty
+    X[:20, 4:] = 0                                                   # dead units of class 0
+    X[20:40] = 0                                                     # class 1: only zero vectors
+    with pytest.warns(RuntimeWarning, match="classes"):
+        model = MASC().fit(X, y, num_classes=5)
+    assert model.n_components_[1] == 0 and model.n_components_[2] == 0 and model.n_components_[4] == 1
+    assert np.all(model.components_[0][4:].numpy() == 0)             # dead coordinates stay out of U_0
+    s = model.decision_function(X[-1:])
+    assert s[0, 2] == -np.inf and s[0, 4] == pytest.approx(1.0, abs=1e-5)  # the lone image lies in its subspace
+    assert model.predict(X[:20]).max() != 2
+    with pytest.warns(RuntimeWarning, match="all zero"):
+        zs = model.decision_function(np.zeros((2, 6), dtype=np.float32))
+        assert model.predict(np.zeros((1, 6), np.float32)).tolist() == [0]
+    assert np.all(zs[:, [0, 1, 3, 4]] == 0)
+
+
+def test_non_finite_input_is_a_probe_error():
+    X = np.ones((4, 3), dtype=np.float32)
+    X[1, 2] = np.nan
+    with pytest.raises(ProbeError, match="NaN"):
+        MASC().fit(X, np.array([0, 0, 1, 1]))
+    with pytest.raises(ProbeError, match="variance"):
+        MASC(variance=0).fit(np.ones((4, 3)), np.array([0, 0, 1, 1]))
+
+
+@pytest.mark.parametrize("also_numpy_fails", [False, True])
+def test_eigh_failure_falls_back(monkeypatch, also_numpy_fails):
+    X, y = make_subspace_data(600, 3, 20, 3, 0.2, seed=6)
+    ref = MASC().fit(X, y)
+
+    def fail(*args, **kwargs):
+        raise np.linalg.LinAlgError("did not converge")
+
+    monkeypatch.setattr(masc_module.sla, "eigh", fail)
+    if also_numpy_fails:
+        monkeypatch.setattr(np.linalg, "eigh", fail)                 # leaves the SVD
+    with pytest.warns(RuntimeWarning, match="falling back"):
+        model = MASC().fit(X, y)
+    np.testing.assert_array_equal(model.n_components_, ref.n_components_)
+    np.testing.assert_allclose(model.decision_function(X), ref.decision_function(X), atol=1e-5)
+
+
+def test_cross_fitting_does_not_memorize_noisy_labels():
+    """In-sample MASC puts every training image in its (noisy) class's subspace; cross-fitted MASC cannot."""
+    n, K, rank = 300, 3, 3
+    X, clean = make_subspace_data(n, K, 128, rank, 0.05, seed=0)
+    rng = np.random.default_rng(1)
+    noisy = np.where(rng.random(n) < 0.4, rng.integers(0, K, n), clean)          # 40 % symmetric noise
+    folds = make_folds(noisy, 5, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        in_sample = MASC().fit(X, noisy).predict(X)
+        oof = cross_fit("masc", stats=None, X=X, labels=noisy, folds=folds).oof_scores.argmax(1)
+        oof_rank = cross_fit("masc", stats=None, X=X, labels=noisy, folds=folds, variance=rank).oof_scores.argmax(1)
+    assert np.mean(in_sample == noisy) >= 0.97                       # memorized
+    assert np.mean(oof == noisy) <= np.mean(in_sample == noisy) - 0.25
+    assert np.mean(oof == clean) > np.mean(oof == noisy) + 0.1       # leans to the true labels
+    # 40 % noise adds the other classes' directions to each class's 99 % subspace; with the true rank the
+    # cross-fitted subspaces recover the clean labels almost perfectly.
+    assert np.mean(oof_rank == clean) >= 0.95
+
+
+def test_torch_and_numpy_inputs_agree():
+    X, y = make_subspace_data(300, 3, 10, 2, 0.1, seed=7)
+    a = MASC().fit(X, y).decision_function(X)
+    b = MASC().fit(torch.from_numpy(X), torch.from_numpy(y)).decision_function(torch.from_numpy(X))
+    np.testing.assert_array_equal(a, b)

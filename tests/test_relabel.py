@@ -1,0 +1,71 @@
+"""relabel / ensemble / metrics on synthetic scores with known noise (precision and recall floors)."""
+
+import numpy as np
+import pytest
+
+from noisefix.errors import ConfigError, DataError
+from noisefix.relabel import ensemble, issue_metrics, label_accuracy, normalize_scores, relabel
+
+
+def make_data(n=2000, K=5, noise=0.3, signal=0.6, seed=0, views=1):
+    """Clean labels, symmetric-noise given labels (each flip is wrong), and `views` independent probe-like
+    (N, K) score arrays that favour the clean class by `signal`."""
+    rng = np.random.default_rng(seed)
+    clean = rng.integers(0, K, n)
+    given = np.where(rng.random(n) < noise, (clean + rng.integers(1, K, n)) % K, clean)
+    scores = [rng.random((n, K)) * 0.5 for _ in range(views)]
+    for s in scores:
+        s[np.arange(n), clean] += signal
+    return (scores[0] if views == 1 else scores), given, clean
+
+
+def test_precision_and_recall_floors():
+    scores, given, clean = make_data()
+    r = relabel(scores, given)
+    m = issue_metrics(r.is_issue, given, clean)
+    assert m["precision"] >= 0.9 and m["recall"] >= 0.9 and m["n_true"] == np.sum(given != clean)
+    assert label_accuracy(r.suggested, clean) >= 0.95 > label_accuracy(given, clean)
+    assert np.all(r.suggested[~r.is_issue] == given[~r.is_issue])
+    strict = relabel(scores, given, min_margin=0.5)
+    assert strict.is_issue.sum() < r.is_issue.sum()
+    assert issue_metrics(strict.is_issue, given, clean)["precision"] >= m["precision"]
+
+
+def test_margin_score_and_order():
+    scores = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5], [0.4, 0.8]])
+    r = relabel(scores, np.array([0, 0, 1, 0]))
+    np.testing.assert_allclose(r.score, [0, 0.75, 0, 0.5])              # margins on max-normalized rows
+    assert r.is_issue.tolist() == [False, True, False, True]            # the tie in row 2 is no issue
+    assert r.order.tolist() == [1, 3, 0, 2] and r.suggested.tolist() == [0, 1, 1, 1]
+
+
+def test_normalization_handles_scale_sign_and_missing_classes():
+    s = np.array([[10.0, -5.0, -np.inf], [0.0, 0.0, 0.0], [-1.0, -2.0, -4.0]])
+    np.testing.assert_allclose(normalize_scores(s), [[1, -0.5, -1], [0, 0, 0], [-0.25, -0.5, -1]])
+    np.testing.assert_allclose(normalize_scores(s * 7), normalize_scores(s))
+
+
+def test_ensemble_averages_normalized_scores():
+    scores, given, clean = make_data(seed=1)
+    scaled = scores * 100                                               # a probe on another scale
+    np.testing.assert_allclose(ensemble([scores, scaled]), normalize_scores(scores))
+    views, given, clean = make_data(signal=0.15, seed=2, views=3)        # three weak, independent views
+    single = [label_accuracy(relabel(v, given).suggested, clean) for v in views]
+    assert label_accuracy(relabel(ensemble(views), given).suggested, clean) > max(single) + 0.03
+    weak = views[0]
+    with pytest.raises(ConfigError, match="weights"):
+        ensemble([scores, weak], weights=[1])
+    with pytest.raises(DataError, match="shape"):
+        ensemble([scores, scores[:10]])
+
+
+def test_metrics_edge_cases_and_bad_input():
+    given = np.array([0, 1, 2])
+    m = issue_metrics(np.zeros(3, bool), given, given)
+    assert m == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "n_issues": 0, "n_true": 0}
+    m = issue_metrics(np.array([True, False, False]), given, np.array([0, 0, 2]))
+    assert (m["precision"], m["recall"], m["f1"]) == (0.0, 0.0, 0.0)
+    with pytest.raises(DataError, match="given labels"):
+        relabel(np.ones((3, 2)), np.array([0, 1, 2]))
+    with pytest.raises(ConfigError, match="min_margin"):
+        relabel(np.ones((3, 2)), np.array([0, 1, 1]), min_margin=-1)

@@ -1,0 +1,114 @@
+"""Folds, cross-fitted scores for every probe, score rows, layer choice, noise-rate estimate."""
+
+import numpy as np
+import pytest
+
+from noisefix.errors import ConfigError, ProbeError
+from noisefix.probes.stats import ClassStats
+from noisefix.scoring import ScoreRow, choose, cross_fit, estimate_noise_rate, make_folds, score_rows
+
+
+def test_folds_are_stratified_balanced_and_seeded():
+    labels = np.repeat([0, 1, 2], [50, 31, 7])
+    folds = make_folds(labels, 5, seed=3)
+    assert folds.shape == labels.shape and set(folds) == set(range(5))
+    for c in range(3):
+        per_fold = np.bincount(folds[labels == c], minlength=5)
+        assert per_fold.max() - per_fold.min() <= 1
+    sizes = np.bincount(folds)
+    assert sizes.max() - sizes.min() <= 1
+    np.testing.assert_array_equal(folds, make_folds(labels, 5, seed=3))
+    assert not np.array_equal(folds, make_folds(labels, 5, seed=4))
+    with pytest.raises(ConfigError, match="folds"):
+        make_folds(labels, 1, seed=0)
+
+
+def _layer(n=400, K=3, d=8, seed=0):
+    rng = np.random.default_rng(seed)
+    means = 4 * rng.standard_normal((K, d))
+    y = rng.integers(0, K, n)
+    return (means[y] + rng.standard_normal((n, d))).astype(np.float32), y
+
+
+@pytest.mark.parametrize("probe", ["masc", "ncm", "velpic", "logreg"])
+def test_cross_fit_scores_each_image_without_its_fold(probe):
+    X, y = _layer()
+    folds = make_folds(y, 4, seed=0)
+    stats = ClassStats(8, 3, 4)
+    stats.update(X, y, folds)
+    r = cross_fit(probe, stats=stats, X=X, labels=y, folds=folds, X_test=X[:30], layer="fc", variance=2)
+    assert r.oof_scores.shape == (400, 3) and r.oof_scores.dtype == np.float32
+    assert r.test_scores.shape == (30, 3) and (r.layer, r.probe) == ("fc", probe)
+    assert np.mean(r.oof_scores.argmax(1) == y) >= 0.95
+    assert (r.n_components is not None) == (probe == "masc")
+
+
+def test_moment_probes_use_leave_fold_out_statistics():
+    """A fold whose only class-2 images are in that fold gets -inf for class 2: it never saw them."""
+    X, y = _layer(seed=1)
+    folds = make_folds(y, 2, seed=0)
+    y = y.copy()
+    y[(y == 2) & (folds == 1)] = 0                                   # class 2 only in fold 0
+    r = cross_fit("ncm", stats=None, X=X, labels=y, folds=folds)
+    assert np.all(r.oof_scores[folds == 0, 2] == -np.inf)
+    assert np.all(np.isfinite(r.oof_scores[folds == 1]))
+
+
+def test_cross_fit_rejects_mismatched_statistics_and_unknown_probes():
+    X, y = _layer()
+    folds = make_folds(y, 4, seed=0)
+    with pytest.raises(ProbeError, match="folds"):
+        cross_fit("masc", stats=ClassStats(8, 3, 5), X=X, labels=y, folds=folds)
+    with pytest.raises(ConfigError, match="masc, ncm, logreg, velpic"):
+        cross_fit("svm", stats=None, X=X, labels=y, folds=folds)
+
+
+def test_score_rows_and_choice():
+    X, y = _layer()
+    folds = make_folds(y, 4, seed=0)
+    noisy = np.where(np.arange(400) % 4 == 0, (y + 1) % 3, y)
+    good = cross_fit("ncm", stats=None, X=X, labels=noisy, folds=folds, X_test=X, layer="good")
+    bad = cross_fit("ncm", stats=None, X=np.random.default_rng(0).standard_normal((400, 8)), labels=noisy,
+                    folds=folds, X_test=X, layer="bad")
+    rows = score_rows([bad, good], labels=noisy, clean_labels=y, test_labels=y, dims={"good": 8, "bad": 8})
+    assert rows[1].agreement == pytest.approx(0.75, abs=0.05) and rows[1].clean_acc >= 0.95
+    assert rows[1].dim == 8 and rows[1].mean_k is None
+    assert choose(rows).layer == "good" and choose(rows, by="clean_acc").layer == "good"
+    assert choose(rows, by="test_acc").layer == "good"
+
+
+def _row(layer, agreement, test_acc):
+    return ScoreRow(layer, "masc", agreement, None, test_acc, None, None)
+
+
+def test_choose_label_only_vs_oracle_and_ties():
+    rows = [_row("a", 0.7, 0.9), _row("b", 0.8, 0.85), _row("c", 0.8, 0.95)]
+    assert choose(rows).layer == "b"                                   # label-only; tie -> first row
+    assert choose(rows, by="test_acc").layer == "c"                    # oracle
+    with pytest.raises(ConfigError, match="clean_acc"):
+        choose(rows, by="clean_acc")
+    with pytest.raises(ConfigError, match="choose by"):
+        choose(rows, by="loss")
+
+
+@pytest.mark.parametrize("p", [0.0, 0.2, 0.6, 0.9])
+def test_noise_rate_round_trip(p):
+    K, acc = 10, 0.93
+    agreement = (1 - p) * acc + p / K
+    assert estimate_noise_rate(agreement, acc, K) == pytest.approx(p)
+    assert estimate_noise_rate(1.0, 0.9, K) == 0.0                      # clipped
+    assert np.isnan(estimate_noise_rate(0.1, 0.1, K))
+
+
+def test_agreement_ranks_like_accuracy_under_symmetric_noise():
+    """Simulated probes of increasing accuracy: agreement with noisy labels keeps their order."""
+    rng = np.random.default_rng(0)
+    K, n = 10, 20000
+    clean = rng.integers(0, K, n)
+    noisy = np.where(rng.random(n) < 0.6, rng.integers(0, K, n), clean)
+    agreements = []
+    for acc in (0.5, 0.7, 0.9):
+        pred = np.where(rng.random(n) < acc, clean, (clean + rng.integers(1, K, n)) % K)
+        agreements.append(np.mean(pred == noisy))
+        assert estimate_noise_rate(agreements[-1], np.mean(pred == clean), K) == pytest.approx(0.6, abs=0.03)
+    assert agreements == sorted(agreements)
