@@ -44,6 +44,7 @@ class TrainConfig:
     save_every: int = 0
     save_epochs: tuple[int, ...] = ()
     bf16: bool = True
+    holdout: float = 0.1
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
@@ -52,6 +53,7 @@ class TrainConfig:
         _check(self.lr > 0, f"learning rate must be > 0, got {self.lr}")
         _check(self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}")
         _check(self.save_every >= 0, f"save-every must be >= 0, got {self.save_every}")
+        _check(0.0 <= self.holdout < 0.5, f"holdout must be in [0, 0.5), got {self.holdout}")
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
                f"device must be auto, cpu or cuda, got {self.device!r}")
         object.__setattr__(self, "save_epochs", tuple(sorted(set(int(e) for e in self.save_epochs))))
@@ -112,6 +114,7 @@ class RetrainConfig:
     holdout: float = 0.1
     seed: int = 0
     device: str = "auto"
+    baseline: bool = True
 
     def __post_init__(self) -> None:
         _check(self.start in ("scratch", "memorized"), f"--from must be scratch or memorized, got {self.start!r}")

@@ -47,6 +47,20 @@ def make_folds(labels, num_folds: int, *, seed: int) -> np.ndarray:
     return folds
 
 
+def stratified_holdout(labels, fraction: float, *, seed: int) -> np.ndarray:
+    """bool (N,) mask of a stratified, seeded `fraction` of the samples (at least one per class with >= 2)."""
+    labels = np.asarray(labels)
+    mask = np.zeros(len(labels), dtype=bool)
+    if fraction <= 0:
+        return mask
+    rng = np.random.default_rng(seed)
+    for k in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == k))
+        take = int(round(fraction * len(idx))) if len(idx) >= 2 else 0
+        mask[idx[: max(take, 1 if len(idx) >= 2 else 0)]] = True
+    return mask
+
+
 @dataclass
 class ProbeScores:
     """Scores of one probe on one layer.
@@ -63,12 +77,14 @@ class ProbeScores:
     oof_scores: np.ndarray
     test_scores: np.ndarray | None
     n_components: np.ndarray | None
+    holdout_scores: np.ndarray | None = None
 
 
-def cross_fit(probe_name: str, *, stats: ClassStats | None, X, labels, folds, X_test=None,
+def cross_fit(probe_name: str, *, stats: ClassStats | None, X, labels, folds, X_test=None, X_holdout=None,
               variance: float = 0.99, seed: int = 0, layer: str = "", num_classes: int | None = None
               ) -> ProbeScores:
-    """Out-of-fold scores of one probe on one layer's activations X (N, d) (+ test scores on X_test (M, d)).
+    """Out-of-fold scores of one probe on one layer's activations X (N, d) (+ test scores on X_test (M, d)
+    and held-out scores on X_holdout (H, d): images the network was not trained on, scored like the test set).
 
     masc, ncm, velpic: fold f's probe comes from stats.excluding(f) (no refit over the data), the test
     probe from stats.total(); `stats` must have been accumulated with these labels and folds (None:
@@ -102,11 +118,11 @@ def cross_fit(probe_name: str, *, stats: ClassStats | None, X, labels, folds, X_
             rows, train = np.flatnonzero(folds == f), np.flatnonzero(folds != f)
             probe = make().fit(X[torch.from_numpy(train)], labels[train], num_classes=K)
             oof[rows] = probe.decision_function(X[torch.from_numpy(rows)])
-        full = make().fit(X, labels, num_classes=K) if X_test is not None else None
-    test = None if X_test is None else full.decision_function(as_features(X_test, what=f"layer {layer!r} test "
-                                                                          "activations"))
+        full = make().fit(X, labels, num_classes=K) if X_test is not None or X_holdout is not None else None
+    test, held = (None if A is None else full.decision_function(as_features(A, what=f"layer {layer!r} {what}"))
+                  for A, what in ((X_test, "test activations"), (X_holdout, "held-out activations")))
     return ProbeScores(layer=layer, probe=probe_name, oof_scores=oof, test_scores=test,
-                       n_components=getattr(full, "n_components_", None))
+                       n_components=getattr(full, "n_components_", None), holdout_scores=held)
 
 
 @dataclass
@@ -121,6 +137,7 @@ class ScoreRow:
     test_acc: float | None
     mean_k: float | None
     dim: int | None
+    holdout_agreement: float | None = None
 
 
 def _accuracy(scores: np.ndarray, labels) -> float:
@@ -128,26 +145,31 @@ def _accuracy(scores: np.ndarray, labels) -> float:
 
 
 def score_rows(results: list[ProbeScores], *, labels, clean_labels=None, test_labels=None,
-               dims: dict[str, int] | None = None) -> list[ScoreRow]:
-    """One ScoreRow per ProbeScores, in order; dims maps layer name -> feature dimension."""
+               holdout_labels=None, dims: dict[str, int] | None = None) -> list[ScoreRow]:
+    """One ScoreRow per ProbeScores, in order; dims maps layer name -> feature dimension.
+
+    `agreement` is out-of-fold agreement with the given labels on the images the network trained on;
+    `holdout_agreement` the agreement with the given labels on held-out images it never saw.
+    """
     return [ScoreRow(layer=r.layer, probe=r.probe,
                      agreement=_accuracy(r.oof_scores, labels),
                      clean_acc=None if clean_labels is None else _accuracy(r.oof_scores, clean_labels),
                      test_acc=(None if test_labels is None or r.test_scores is None
                                else _accuracy(r.test_scores, test_labels)),
                      mean_k=None if r.n_components is None else float(np.mean(r.n_components)),
-                     dim=None if dims is None else dims.get(r.layer))
+                     dim=None if dims is None else dims.get(r.layer),
+                     holdout_agreement=(None if holdout_labels is None or r.holdout_scores is None
+                                        else _accuracy(r.holdout_scores, holdout_labels)))
             for r in results]
 
 
-def choose(rows: list[ScoreRow], *, by: str = "agreement") -> ScoreRow:
-    """The row with the highest `by`: "agreement" (labels only) or the oracles "test_acc" / "clean_acc".
-
-    Ties go to the earliest row in `rows`.
+def choose(rows: list, *, by: str = "agreement"):
+    """The row with the highest `by`: "holdout_agreement" or "agreement" (labels only) or the oracles
+    "test_acc" / "clean_acc". Rows are ScoreRows or dicts with those keys. Ties go to the earliest row.
     """
-    if by not in ("agreement", "test_acc", "clean_acc"):
-        raise ConfigError(f"choose by agreement, test_acc or clean_acc, not {by!r}")
-    values = [getattr(r, by) for r in rows]
+    if by not in ("agreement", "holdout_agreement", "test_acc", "clean_acc"):
+        raise ConfigError(f"choose by agreement, holdout_agreement, test_acc or clean_acc, not {by!r}")
+    values = [r[by] if isinstance(r, dict) else getattr(r, by) for r in rows]
     if not rows or any(v is None for v in values):
         raise ConfigError(f"cannot choose by {by}: it is unknown for some rows (no test set or clean labels?); "
                           "use by='agreement'")

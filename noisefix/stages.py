@@ -21,6 +21,7 @@ from noisefix.data import DataSplits, ImageSource, drop_paths, fingerprint, load
 from noisefix.errors import ConfigError, DataError, RunError
 from noisefix.models import build_model, load_weights
 from noisefix.report import NullReporter
+from noisefix.scoring import stratified_holdout
 from noisefix.train import EpochResult, EvalSet, seed_everything, train_model
 
 
@@ -43,13 +44,14 @@ def default_run_path(data_root: Path, model: str) -> Path:
     return artifacts.RUNS_DIR / f"{Path(data_root).resolve().name}-{model}-{stamp}"
 
 
-def write_run_labels(path: Path, splits: DataSplits) -> None:
-    """labels.csv: the labels the model is trained on (class names), with clean ones when known."""
+def write_run_labels(path: Path, splits: DataSplits, holdout: np.ndarray) -> None:
+    """labels.csv: the given labels (class names), `split` = train | holdout (never trained on), clean labels
+    when known."""
     train = splits.train
-    header = ["path", "label"] + (["clean_label"] if train.clean_targets is not None else [])
+    header = ["path", "label", "split"] + (["clean_label"] if train.clean_targets is not None else [])
     rows = []
     for i, p in enumerate(train.paths):
-        row = [p, train.classes[train.targets[i]]]
+        row = [p, train.classes[train.targets[i]], "holdout" if holdout[i] else "train"]
         if train.clean_targets is not None:
             row.append(train.classes[train.clean_targets[i]])
         rows.append(row)
@@ -90,11 +92,15 @@ def run_train(data_root: Path, cfg: TrainConfig, *, labels_file: Path | None = N
     in_shape = source.shape
     seed_everything(cfg.seed)
     model = build_model(cfg.model, in_shape=in_shape, num_classes=len(train.classes), weights=weights)
+    holdout = stratified_holdout(train.targets, cfg.holdout, seed=cfg.seed)
     eval_sets = {}
+    if holdout.any():
+        eval_sets["holdout"] = EvalSet(source, train.targets, indices=np.flatnonzero(holdout))
     if splits.test is not None:
         eval_sets["test"] = EvalSet(ImageSource(splits.test), splits.test.targets)
     n_params = sum(p.numel() for p in model.parameters())
-    reporter.info(f"training [bold]{cfg.model}[/] ({n_params:,} parameters) on {len(train)} images, "
+    reporter.info(f"training [bold]{cfg.model}[/] ({n_params:,} parameters) on {int((~holdout).sum())} images "
+                  f"({int(holdout.sum())} held out for label-only model selection), "
                   f"{len(train.classes)} classes, input {in_shape}; {cfg.optimizer} lr {cfg.lr:g}, "
                   f"batch {cfg.batch_size}, until train acc >= {cfg.target_acc:g} or {cfg.epochs} epochs")
     t0 = time.perf_counter()
@@ -106,9 +112,10 @@ def run_train(data_root: Path, cfg: TrainConfig, *, labels_file: Path | None = N
         if skipped:
             artifacts.write_csv(tmp / SKIPPED, ["path", "reason"], skipped)
         artifacts.write_text(run.config, dump_yaml({"train": cfg}))
-        write_run_labels(run.labels, splits)
+        write_run_labels(run.labels, splits, holdout)
         saved: list[int] = []
-        best = {"epoch": None, "acc": -1.0}
+        best = {"epoch": None, "acc": -1.0, "by": "holdout" if holdout.any() else "test", "test_acc": None}
+        oracle = {"epoch": None, "acc": -1.0}
 
         def save(epoch: int, m: torch.nn.Module) -> None:
             artifacts.save_tensors(run.checkpoint(epoch), m.state_dict(), {"epoch": str(epoch)})
@@ -118,30 +125,38 @@ def run_train(data_root: Path, cfg: TrainConfig, *, labels_file: Path | None = N
             def on_epoch(r: EpochResult) -> None:
                 artifacts.append_jsonl(run.metrics, r.as_dict())
                 test = r.eval_acc.get("test")
-                if test is not None and test > best["acc"]:
-                    best.update(epoch=r.epoch, acc=test)
+                if test is not None and test > oracle["acc"]:
+                    oracle.update(epoch=r.epoch, acc=test)
+                score = r.eval_acc.get(best["by"])
+                if score is not None and score > best["acc"]:
+                    best.update(epoch=r.epoch, acc=score, test_acc=test)
                     artifacts.save_tensors(run.checkpoints / "best.safetensors", model.state_dict(),
                                            {"epoch": str(r.epoch)})
                 fields = {"loss": r.loss, "train": r.train_acc}
                 if r.train_clean_acc is not None:
                     fields["train(clean)"] = r.train_clean_acc
-                if test is not None:
-                    fields["test"] = test
+                fields.update(r.eval_acc)
                 advance(1, **fields)
 
-            history = train_model(model, source, train.targets, cfg, clean_labels=train.clean_targets,
-                                  eval_sets=eval_sets, on_epoch=on_epoch, save=save)
+            history = train_model(model, source, train.targets, cfg, indices=np.flatnonzero(~holdout),
+                                  clean_labels=train.clean_targets, eval_sets=eval_sets, on_epoch=on_epoch,
+                                  save=save)
         last = history[-1]
         artifacts.save_tensors(run.weights, model.state_dict(), {"epoch": str(last.epoch)})
         artifacts.write_json(run.model_json, {
             "arch": cfg.model, "in_shape": list(in_shape), "num_classes": len(train.classes),
             "classes": train.classes, "checkpoints": sorted(set(saved)), "final_epoch": last.epoch,
-            "best_epoch": best["epoch"], "best_test_acc": best["acc"] if best["epoch"] is not None else None,
+            "holdout": int(holdout.sum()),
+            # "best" checkpoint: label-only early stopping on held-out agreement (else on the test set, an oracle)
+            "best_by": best["by"], "best_epoch": best["epoch"], "best_test_acc": best["test_acc"] if
+            best["by"] == "holdout" else (oracle["acc"] if oracle["epoch"] is not None else None),
+            # the oracle early stop (epoch of the highest test accuracy), reported only as a reference
+            "oracle_epoch": oracle["epoch"], "oracle_test_acc": oracle["acc"] if oracle["epoch"] is not None else None,
             "final_train_acc": last.train_acc, "final_test_acc": last.eval_acc.get("test"),
         })
     return TrainOutcome(run=RunDir(out), epochs=last.epoch, train_acc=last.train_acc,
                         test_acc=last.eval_acc.get("test"), best_epoch=best["epoch"],
-                        best_test_acc=best["acc"] if best["epoch"] is not None else None,
+                        best_test_acc=best["test_acc"] if best["by"] == "holdout" else oracle["acc"],
                         seconds=time.perf_counter() - t0)
 
 
@@ -151,6 +166,7 @@ class LoadedRun:
     manifest: dict
     model_info: dict
     splits: DataSplits
+    holdout: np.ndarray  # bool (N,) over splits.train: images the network was not trained on
 
 
 def open_run(run_path: Path | None, *, data_root: Path | None = None, model: str | None = None,
@@ -174,7 +190,9 @@ def open_run(run_path: Path | None, *, data_root: Path | None = None, model: str
                        "mismatch: images or labels changed); retrain, or pass the original data")
     if (run.path / SKIPPED).exists():
         splits = apply_skips(splits, {r["path"] for r in artifacts.read_csv(run.path / SKIPPED)})
-    return LoadedRun(run=run, manifest=manifest, model_info=info, splits=splits)
+    held = {r["path"] for r in artifacts.read_csv(run.labels) if r.get("split") == "holdout"}
+    holdout = np.array([p in held for p in splits.train.paths], dtype=bool)
+    return LoadedRun(run=run, manifest=manifest, model_info=info, splits=splits, holdout=holdout)
 
 
 def load_run_model(loaded: LoadedRun, checkpoint: str = "final") -> tuple[torch.nn.Module, str]:

@@ -1,0 +1,103 @@
+"""`noisefix reproduce RECIPE`: a paper benchmark per corruption degree and seed, next to the paper's numbers.
+
+The dataset is exported once as an image folder (clean labels); each degree x seed gets its own seeded noisy
+labels file and run directory, and goes through train -> probe -> relabel -> retrain. A finished stage is
+never redone, so an interrupted reproduction resumes where it stopped. The report compares, per degree: the
+memorized model, its best epoch (an oracle: chosen on the test set), MASC per layer (the label-only pick and
+the oracle pick), the baselines (raw input, untrained network, NCM, linear probe, VeLPIC), MASC with
+true-label subspaces, relabel and retrain, each beside the paper's figure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from noisefix import artifacts
+from noisefix.config import ProbeConfig, Recipe
+from noisefix.corruption import corrupt_labels
+from noisefix.data import load_data, write_labels_file
+from noisefix.datasets import export_dataset, load_builtin
+from noisefix.report import NullReporter
+from noisefix.stage_probe import run_probe
+from noisefix.stage_relabel import run_relabel
+from noisefix.stage_retrain import run_retrain
+from noisefix.stages import open_run, run_train
+from noisefix.reproduce_report import summarize_run, write_report
+
+
+@dataclass
+class ReproduceOutcome:
+    out: Path
+    results: list[dict[str, Any]]
+    report: Path
+
+
+def degree_name(p: float, seed: int) -> str:
+    return f"p{p:.2f}-s{seed}"
+
+
+def prepare_data(recipe: Recipe, out: Path, *, data_root: Path | None, reporter) -> Path:
+    """Export the recipe's dataset (clean labels, subsets applied) once under OUT/data."""
+    data = out / "data"
+    if (data / "train").is_dir():
+        return data
+    reporter.info(f"exporting {recipe.dataset} to {data}")
+    export_dataset(load_builtin(recipe.dataset, data_root=data_root), data, train_subset=recipe.train_subset,
+                   test_subset=recipe.test_subset, seed=0)
+    return data
+
+
+def noisy_labels_file(data: Path, recipe: Recipe, p: float, seed: int, out: Path) -> Path:
+    """OUT/labels/<degree>.csv: the training labels corrupted with probability p (seeded), clean ones beside."""
+    path = out / "labels" / f"{degree_name(p, seed)}.csv"
+    if not path.exists():
+        train = load_data(data).train
+        noisy, _ = corrupt_labels(train.targets, num_classes=len(train.classes), rate=p, noise=recipe.noise,
+                                  seed=seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_labels_file(path, paths=train.paths, labels=noisy, classes=train.classes, fmt="csv",
+                          clean=train.targets)
+    return path
+
+
+def run_one(recipe: Recipe, data: Path, labels: Path, run: Path, *, seed: int, reporter) -> None:
+    """train -> probe (+ true-label MASC) -> relabel -> retrain for one degree x seed, skipping finished stages."""
+    if not (run / "model.json").exists():
+        run_train(data, dataclasses.replace(recipe.train, seed=seed), labels_file=labels, out=run, force=True,
+                  reporter=reporter)
+    loaded = open_run(run)
+    if not (run / "probe" / "scores.json").exists():
+        run_probe(loaded, dataclasses.replace(recipe.probe, seed=seed), force=True, reporter=reporter)
+    if not (run / "probe_clean" / "scores.json").exists():
+        clean_cfg = dataclasses.replace(recipe.probe, probes=("masc",), checkpoints=("final",), seed=seed)
+        run_probe(loaded, clean_cfg, force=True, reporter=reporter, fit_on="clean", subdir="probe_clean")
+    if not (run / "relabel" / "summary.json").exists():
+        run_relabel(loaded, recipe.relabel, force=True, reporter=reporter)
+    if not (run / "retrain" / "metrics.json").exists():
+        run_retrain(loaded, dataclasses.replace(recipe.retrain, seed=seed), force=True, reporter=reporter)
+
+
+def run_reproduce(recipe: Recipe, out: Path, *, corruptions: tuple[float, ...] | None = None,
+                  seeds: int | None = None, data_root: Path | None = None, quick: bool = False,
+                  reporter=None) -> ReproduceOutcome:
+    reporter = reporter or NullReporter()
+    if quick:
+        recipe = recipe.quick_variant()
+    degrees = tuple(corruptions) if corruptions else recipe.corruptions
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = prepare_data(recipe, out, data_root=data_root, reporter=reporter)
+    results = []
+    for p in degrees:
+        for seed in range(seeds or recipe.seeds):
+            name = degree_name(p, seed)
+            reporter.info(f"[bold]{recipe.name}[/]: corruption {p:g}, seed {seed}")
+            labels = noisy_labels_file(data, recipe, p, seed, out)
+            run = out / "runs" / name
+            run_one(recipe, data, labels, run, seed=seed, reporter=reporter)
+            results.append({"degree": p, "seed": seed, "run": str(run), **summarize_run(run)})
+    report = write_report(out, recipe, results, quick=quick)
+    return ReproduceOutcome(out=out, results=results, report=report)

@@ -1,0 +1,243 @@
+"""`noisefix probe`: stream a run's activations once per layer group, cross-fit every probe, score layers.
+
+For each checkpoint: the training images go through the model in eval mode; each requested layer's
+activations feed per-class, per-fold statistics (probes/stats.py) and, when they fit the memory budget, an
+in-RAM float32 copy used for out-of-fold predictions; layers that do not fit together are processed in
+groups, one data pass per group. Every training image is scored by probes fitted without its fold, the test
+split (clean) by probes fitted on all training images. Outputs under RUN/probe/.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from noisefix import artifacts
+from noisefix.config import ProbeConfig, dump_yaml
+from noisefix.data import ImageSource, LabeledImages, to_float
+from noisefix.errors import ProbeError
+from noisefix.extract import ActivationExtractor, LayerInfo, list_layers, parse_pool, plan_pooling, resolve_layers
+from noisefix.probes.stats import ClassStats
+from noisefix.report import NullReporter, plot_layers
+from noisefix.scoring import ProbeScores, ScoreRow, choose, cross_fit, make_folds, score_rows
+from noisefix.stages import LoadedRun, load_run_model
+from noisefix.train import resolve_device, seed_everything
+
+MEMORY_BUDGET = 6 * 2**30  # bytes of activations + statistics held at once per layer group
+
+
+@dataclass
+class ProbeOutcome:
+    out: Path
+    rows: list[dict[str, Any]]
+    best: dict[str, Any]
+    oracle: dict[str, Any] | None
+    model: dict[str, dict[str, float | None]]
+    criterion: str
+    seconds: float
+
+
+def expand_checkpoints(spec: tuple[str, ...], model_info: dict) -> list[str]:
+    """`all` -> init, every saved epoch, final; otherwise the names as given (deduplicated, in order)."""
+    out: list[str] = []
+    for item in spec:
+        if item == "all":
+            out += ["init"] + [str(e) for e in model_info.get("checkpoints", []) if e not in (0, model_info["final_epoch"])]
+            out.append("final")
+        else:
+            out.append(item)
+    return list(dict.fromkeys(out))
+
+
+def group_layers(infos: list[LayerInfo], *, n_train: int, n_test: int, num_classes: int, folds: int,
+                 budget: int = MEMORY_BUDGET) -> list[list[LayerInfo]]:
+    """Split layers into groups whose activations + statistics fit `budget` bytes (one data pass per group)."""
+    groups: list[list[LayerInfo]] = [[]]
+    used = 0
+    for info in infos:
+        need = 4 * info.dim * (n_train + n_test) + ClassStats.nbytes(info.dim, num_classes, folds)
+        if need > budget:
+            raise ProbeError(f"layer {info.name} (dim {info.dim}) needs {need / 2**30:.1f} GiB for {n_train} images, "
+                             f"over the {budget / 2**30:.0f} GiB budget; pool it (--pool avg:2) or drop it with --layers")
+        if used + need > budget and groups[-1]:
+            groups.append([])
+            used = 0
+        groups[-1].append(info)
+        used += need
+    return groups
+
+
+def _extract(model, extractor: ActivationExtractor, source: ImageSource, infos: list[LayerInfo], *,
+             device: torch.device, batch_size: int, labels: np.ndarray | None = None,
+             folds: np.ndarray | None = None, stats: dict[str, ClassStats] | None = None,
+             logits_out: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+    """One pass over `source`: store activations per layer, update statistics, optionally keep model logits."""
+    n = len(source)
+    store = {i.name: torch.empty((n, i.dim), dtype=torch.float32) for i in infos}
+    for x, idx in source.batches(batch_size):
+        xb = to_float(x.to(device))
+        acts = extractor(xb)
+        fit = None if folds is None else torch.from_numpy(folds[idx.numpy()] >= 0)  # held-out images: fold -1
+        for info in infos:
+            a = acts[info.name]
+            if stats is not None and bool(fit.any()):
+                sel = idx[fit].numpy()
+                stats[info.name].update(a[fit.to(a.device)], torch.as_tensor(labels[sel]).to(a.device),
+                                        torch.as_tensor(folds[sel]).to(a.device))
+            store[info.name][idx] = a.float().cpu()
+        if logits_out is not None:
+            with torch.no_grad():
+                logits_out[idx.numpy()] = model(xb).float().cpu().numpy()
+    return store
+
+
+def probe_checkpoint(loaded: LoadedRun, checkpoint: str, cfg: ProbeConfig, *, train: LabeledImages,
+                     folds: np.ndarray,
+                     train_source: ImageSource, test_source: ImageSource | None, reporter) -> tuple[
+                         list[ProbeScores], list[LayerInfo], dict[str, Any], str]:
+    """Score every requested layer x probe of one checkpoint; returns the scores, layers and model accuracies."""
+    device = resolve_device(cfg.device)
+    model, label = load_run_model(loaded, checkpoint)
+    model.to(device)
+    test = loaded.splits.test
+    in_shape = tuple(loaded.model_info["in_shape"])
+    names = resolve_layers(model, cfg.layers)
+    infos = list_layers(model, in_shape, names)
+    pools = plan_pooling(infos, parse_pool(cfg.pool))
+    pooled = [name for name, s in pools.items() if s]
+    if pooled:
+        reporter.info(f"pooling {', '.join(f'{n} to {pools[n]}x{pools[n]}' for n in pooled)} (--pool)")
+    infos = list_layers(model, in_shape, names, pools=pools)
+    K = len(train.classes)
+    groups = group_layers(infos, n_train=len(train), n_test=len(test) if test else 0, num_classes=K,
+                          folds=cfg.folds)
+    train_logits = np.zeros((len(train), K), dtype=np.float32)
+    test_logits = np.zeros((len(test), K), dtype=np.float32) if test is not None else None
+    results: list[ProbeScores] = []
+    for g, group in enumerate(groups):
+        extractor = ActivationExtractor(model, [i.name for i in group], pools=pools, device=device)
+        stats = {i.name: ClassStats(i.dim, K, cfg.folds, device=device, name=i.name) for i in group}
+        t0 = time.perf_counter()
+        X = _extract(model, extractor, train_source, group, device=device, batch_size=cfg.batch_size,
+                     labels=train.targets, folds=folds, stats=stats, logits_out=train_logits if g == 0 else None)
+        Xt = (_extract(model, extractor, test_source, group, device=device, batch_size=cfg.batch_size,
+                       logits_out=test_logits if g == 0 else None) if test_source is not None else {})
+        reporter.info(f"{label}: extracted {', '.join(i.name for i in group)} in {time.perf_counter() - t0:.1f}s")
+        fit = torch.from_numpy(np.flatnonzero(folds >= 0))
+        held = torch.from_numpy(np.flatnonzero(folds < 0))
+        with reporter.progress(f"{label}: probes", len(group) * len(cfg.probes)) as advance:
+            for info in group:
+                zeros = int(stats[info.name].zero_counts.sum())
+                if zeros:
+                    reporter.warn(f"{info.name}: {zeros} all-zero activation vectors (dead units); "
+                                  "MASC and NCM score them 0 for every class")
+                for probe in cfg.probes:
+                    results.append(cross_fit(
+                        probe, stats=stats[info.name], X=X[info.name][fit], labels=train.targets[fit.numpy()],
+                        folds=folds[fit.numpy()], X_test=Xt.get(info.name),
+                        X_holdout=X[info.name][held] if len(held) else None, variance=cfg.variance,
+                        seed=cfg.seed, layer=info.name))
+                    advance(1, layer=info.name, probe=probe)
+        del X, Xt, stats
+    pred, fit_mask = train_logits.argmax(1), folds >= 0
+    model_acc = {
+        "agreement": float((pred == train.targets)[fit_mask].mean()),
+        "holdout_agreement": float((pred == train.targets)[~fit_mask].mean()) if (~fit_mask).any() else None,
+        "clean_acc": (float((pred == train.clean_targets)[fit_mask].mean())
+                      if train.clean_targets is not None else None),
+        "test_acc": float((test_logits.argmax(1) == test.targets).mean()) if test is not None else None,
+    }
+    return results, infos, model_acc, label
+
+
+ROW_FIELDS = ("layer", "probe", "dim", "mean_k", "agreement", "holdout_agreement", "clean_acc", "test_acc")
+
+
+def _row_dict(row: ScoreRow, checkpoint: str) -> dict[str, Any]:
+    return {"checkpoint": checkpoint, **{k: getattr(row, k) for k in ROW_FIELDS}}
+
+
+def run_probe(loaded: LoadedRun, cfg: ProbeConfig, *, force: bool = False, reporter=None, fit_on: str = "given",
+              subdir: str = "probe") -> ProbeOutcome:
+    """Probe the run's checkpoints; write RUN/<subdir>/ scores.csv, scores.json, oof.safetensors, layers.png.
+
+    `fit_on="clean"` fits the probes on the clean labels instead of the given ones (the paper's true-label
+    subspaces; research only, needs a clean_label column); agreement is then measured against those labels.
+    """
+    reporter = reporter or NullReporter()
+    t0 = time.perf_counter()
+    seed_everything(cfg.seed)
+    run = loaded.run
+    out_dir = run.path / subdir
+    artifacts.check_writable(out_dir, force=force, what="probe results")
+    train, test = loaded.splits.train, loaded.splits.test
+    if fit_on == "clean":
+        if train.clean_targets is None:
+            raise ProbeError("probing with clean-label subspaces needs a labels file with a clean_label column")
+        train = dataclasses.replace(train, targets=train.clean_targets)
+    holdout = loaded.holdout
+    folds = np.full(len(train), -1, dtype=np.int64)
+    folds[~holdout] = make_folds(train.targets[~holdout], cfg.folds, seed=cfg.seed)
+    train_source = ImageSource(train)
+    test_source = ImageSource(test) if test is not None else None
+    rows: list[dict[str, Any]] = []
+    tensors: dict[str, torch.Tensor] = {"folds": torch.as_tensor(folds), "labels": torch.as_tensor(train.targets)}
+    fit_mask = folds >= 0
+    n_components: dict[str, list[int]] = {}
+    model_rows: dict[str, dict[str, float | None]] = {}
+    layer_meta: dict[str, dict[str, Any]] = {}
+    for checkpoint in expand_checkpoints(cfg.checkpoints, loaded.model_info):
+        results, infos, model_acc, label = probe_checkpoint(
+            loaded, checkpoint, cfg, train=train, folds=folds, train_source=train_source, test_source=test_source,
+            reporter=reporter)
+        model_rows[checkpoint] = model_acc
+        layer_meta.update({i.name: {"shape": list(i.shape), "dim": i.dim} for i in infos})
+        dims = {i.name: i.dim for i in infos}
+        clean = train.clean_targets[fit_mask] if train.clean_targets is not None else None
+        for row in score_rows(results, labels=train.targets[fit_mask], clean_labels=clean,
+                              test_labels=test.targets if test is not None else None,
+                              holdout_labels=train.targets[~fit_mask] if (~fit_mask).any() else None, dims=dims):
+            rows.append(_row_dict(row, checkpoint))
+        for r in results:
+            key = f"{checkpoint}|{r.layer}|{r.probe}"
+            scores = np.zeros((len(train), r.oof_scores.shape[1]), dtype=np.float32)
+            scores[fit_mask] = r.oof_scores  # out-of-fold for trained-on images
+            if r.holdout_scores is not None:
+                scores[~fit_mask] = r.holdout_scores  # held-out images: never seen by network or probe
+            tensors[key + "|oof"] = torch.as_tensor(scores)
+            if r.test_scores is not None:
+                tensors[key + "|test"] = torch.as_tensor(r.test_scores)
+            if r.n_components is not None:
+                n_components[key] = [int(k) for k in r.n_components]
+    criterion = "holdout_agreement" if holdout.any() else "agreement"
+    if criterion == "agreement":
+        reporter.warn("this run has no held-out images (train --holdout 0): the label-only pick uses out-of-fold "
+                      "agreement, which memorized late layers inflate; prefer runs trained with --holdout")
+    best = choose(rows, by=criterion)
+    oracle_metric = "test_acc" if rows[0]["test_acc"] is not None else (
+        "clean_acc" if rows[0]["clean_acc"] is not None else None)
+    oracle = choose(rows, by=oracle_metric) if oracle_metric else None
+    for r in rows:
+        r["pick"] = ",".join(p for p, sel in (("best", best), ("oracle", oracle)) if sel is r)
+    summary = {
+        "run": str(run.path), "fit_on": fit_on, "config": dump_yaml({"probe": cfg}), "folds": cfg.folds, "variance": cfg.variance,
+        "rows": rows, "criterion": criterion, "best": best, "oracle": oracle, "oracle_metric": oracle_metric, "model": model_rows,
+        "layers": layer_meta, "n_components": n_components, "classes": train.classes,
+    }
+    with artifacts.staged_dir(out_dir, force=force, what="probe results") as tmp:
+        cols = ["checkpoint", *ROW_FIELDS, "pick"]
+        artifacts.write_csv(tmp / "scores.csv", cols, ([r[c] for c in cols] for r in rows))
+        artifacts.write_json(tmp / "scores.json", summary)
+        artifacts.save_tensors(tmp / "oof.safetensors", tensors)
+        last = list(model_rows)[-1]
+        plot_layers(tmp / "layers.png", [r for r in rows if r["checkpoint"] == last],
+                    model_acc={"test_acc": model_rows[last]["test_acc"], "clean_acc": model_rows[last]["clean_acc"]},
+                    title=f"{run.path.name}: {last} checkpoint, out-of-fold probes")
+    return ProbeOutcome(out=out_dir, rows=rows, best=best, oracle=oracle, model=model_rows, criterion=criterion,
+                        seconds=time.perf_counter() - t0)
