@@ -87,7 +87,8 @@ def cross_fit(probe_name: str, *, stats: ClassStats | None, X, labels, folds, X_
     and held-out scores on X_holdout (H, d): images the network was not trained on, scored like the test set).
 
     masc, ncm, velpic: fold f's probe comes from stats.excluding(f) (no refit over the data), the test
-    probe from stats.total(); `stats` must have been accumulated with these labels and folds (None:
+    probe from stats.total() (MASC when every class has fewer than d images: refitted per fold on X through
+    the cheaper Gram route instead); `stats` must have been accumulated with these labels and folds (None:
     computed here from X). logreg: refitted on X[folds != f] per fold and on all of X for the test set.
     K is stats.num_classes, else num_classes, else max label + 1.
     """
@@ -101,7 +102,9 @@ def cross_fit(probe_name: str, *, stats: ClassStats | None, X, labels, folds, X_
     params = {"masc": {"variance": variance}, "logreg": {"seed": seed}}.get(probe_name, {})
     make = partial(make_probe, probe_name, **params)
     oof = np.zeros((len(X), K), dtype=np.float32)
-    if probe_name in MOMENT_PROBES:
+    # MASC with every class smaller than d: refitting through the n_c x n_c Gram matrices beats d x d eigh
+    gram = probe_name == "masc" and stats is not None and int(stats.counts.sum(0).max()) < X.shape[1]
+    if probe_name in MOMENT_PROBES and not gram:
         if stats is None:
             stats = ClassStats(X.shape[1], K, F, name=layer)
             stats.update(X, labels, folds)

@@ -1,0 +1,113 @@
+"""The stages chained on tiny real runs, and one end-to-end run on the embedded digits set."""
+
+import json
+
+import numpy as np
+import pytest
+
+from noisefix import artifacts
+from noisefix.config import ProbeConfig, RelabelConfig, RetrainConfig, TrainConfig
+from noisefix.data import load_data
+from noisefix.datasets import export_dataset, load_builtin
+from noisefix.errors import ProbeError, RunError
+from noisefix.pipeline import run_pipeline
+from noisefix.stage_probe import run_probe
+from noisefix.stage_relabel import run_relabel
+from noisefix.stage_retrain import run_retrain
+from noisefix.stages import open_run, run_train
+
+FAST = dict(optimizer="adam", lr=1e-3, epochs=3, batch_size=8, holdout=0.2)
+PROBE = ProbeConfig(layers="x,relu1,fc5", folds=3)
+
+
+@pytest.fixture
+def tiny_run(make_image_folder, tmp_path):
+    data = make_image_folder(train_per_class=15)
+    out = tmp_path / "run"
+    run_train(data, TrainConfig.for_model("mlp", **FAST), out=out)
+    return open_run(out)
+
+
+def test_probe_writes_scores_for_every_layer_and_probe(tiny_run):
+    result = run_probe(tiny_run, PROBE)
+    probe_dir = tiny_run.run.probe
+    assert {p.name for p in probe_dir.iterdir()} == {"scores.csv", "scores.json", "oof.safetensors", "layers.png"}
+    summary = json.loads((probe_dir / "scores.json").read_text())
+    assert summary["criterion"] == "holdout_agreement"
+    assert {(r["layer"], r["probe"]) for r in summary["rows"]} == {
+        (l, p) for l in ("x", "relu1", "fc5") for p in ("masc", "ncm", "logreg", "velpic")}
+    assert summary["best"]["pick"].startswith("best") or "best" in summary["best"]["pick"]
+    oof = artifacts.load_tensors(probe_dir / "oof.safetensors")
+    assert oof["final|relu1|masc|oof"].shape == (45, 3)
+    assert (oof["folds"].numpy() == -1).sum() == tiny_run.holdout.sum() > 0
+    assert result.best in result.rows
+    with pytest.raises(RunError, match="--force"):
+        run_probe(tiny_run, PROBE)
+
+
+def test_probe_unknown_layer_lists_valid_ones(tiny_run):
+    with pytest.raises(ProbeError, match="relu1"):
+        run_probe(tiny_run, ProbeConfig(layers="conv9"))
+
+
+def test_probe_several_checkpoints(tiny_run):
+    result = run_probe(tiny_run, ProbeConfig(layers="x,relu2", probes=("masc", "ncm"), folds=3,
+                                             checkpoints=("init", "final")))
+    assert {r["checkpoint"] for r in result.rows} == {"init", "final"}
+    assert set(result.model) == {"init", "final"}
+
+
+def test_relabel_needs_probe_results_then_writes_ranked_issues(tiny_run):
+    with pytest.raises(RunError, match="no probe results"):
+        run_relabel(tiny_run, RelabelConfig())
+    run_probe(tiny_run, PROBE)
+    with pytest.raises(RunError, match="not probed"):
+        run_relabel(tiny_run, RelabelConfig(layer="relu3"))
+    result = run_relabel(tiny_run, RelabelConfig(ensemble=2))
+    rows = artifacts.read_csv(tiny_run.run.relabel / "labels.csv")
+    assert list(rows[0]) == ["path", "given_label", "suggested_label", "score", "is_issue"]
+    scores = [float(r["score"]) for r in rows]
+    assert scores == sorted(scores, reverse=True) and len(rows) == 45
+    assert len(result.summary["sources"]) == 2
+    # the cleaned labels file round-trips through `train --labels`
+    cleaned = load_data(tiny_run.splits.train.root, result.cleaned)
+    assert cleaned.train.paths == tiny_run.splits.train.paths
+    changed = (cleaned.train.targets != tiny_run.splits.train.targets).sum()
+    assert changed == result.summary["n_issues"]
+
+
+def test_prune_mode_drops_flagged_images(tiny_run):
+    run_probe(tiny_run, PROBE)
+    result = run_relabel(tiny_run, RelabelConfig(mode="prune", layer="x", probe="ncm"))
+    cleaned = load_data(tiny_run.splits.train.root, result.cleaned)
+    assert len(cleaned.train) == 45 - result.summary["n_issues"]
+
+
+def test_retrain_reports_before_after_and_baseline(tiny_run):
+    with pytest.raises(RunError, match="no relabel results"):
+        run_retrain(tiny_run, RetrainConfig())
+    run_probe(tiny_run, PROBE)
+    run_relabel(tiny_run, RelabelConfig())
+    result = run_retrain(tiny_run, RetrainConfig(epochs=3, patience=2, holdout=0.2))
+    m = result.metrics
+    for key in ("test_acc_memorized", "test_acc_retrained", "test_acc_baseline_given_labels", "gain_vs_baseline"):
+        assert m[key] is not None
+    assert (tiny_run.run.retrain / "model.safetensors").exists()
+
+
+def test_end_to_end_on_digits_with_known_noise(tmp_path):
+    """Digits, 40 % symmetric noise: memorize, probe, relabel; the cleaned labels must be much more accurate."""
+    data = export_dataset(load_builtin("digits"), tmp_path / "digits", corrupt=0.4, seed=0)
+    out = run_pipeline(data, tmp_path / "run", labels_file=data / "noisy_labels.csv",
+                       train_cfg=TrainConfig.for_model("mlp", optimizer="adam", lr=1e-3, epochs=25),
+                       probe_cfg=ProbeConfig(probes=("masc", "ncm")), relabel_cfg=RelabelConfig(),
+                       retrain_cfg=None)
+    s = out.relabel.summary
+    assert out.train.train_acc > 0.85                              # (mostly) memorized the noisy labels
+    assert out.train.test_acc < out.train.best_test_acc - 0.05     # ... and generalizes worse for it
+    assert s["label_accuracy_before"] < 0.72
+    assert s["label_accuracy_after"] > s["label_accuracy_before"] + 0.15
+    assert s["issue_detection"]["f1"] > 0.75
+    best, oracle = out.probe.best, out.probe.oracle
+    assert oracle["test_acc"] - best["test_acc"] < 0.06          # label-only pick close to the oracle
+    assert best["test_acc"] > out.probe.model["final"]["test_acc"] + 0.05
