@@ -10,16 +10,19 @@ from noisefix import artifacts
 from noisefix.config import Recipe
 
 
-def _rows(run: Path, subdir: str = "probe") -> list[dict[str, Any]]:
+def _scores(run: Path, subdir: str = "probe") -> tuple[list[dict[str, Any]], str]:
     path = run / subdir / "scores.json"
-    return artifacts.read_json(path)["rows"] if path.exists() else []
+    if not path.exists():
+        return [], "agreement"
+    scores = artifacts.read_json(path)
+    return scores["rows"], scores.get("criterion", "agreement")
 
 
-def _picks(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Label-only pick (max agreement with the given labels) and oracle pick (max test accuracy) of `rows`."""
+def _picks(rows: list[dict[str, Any]], criterion: str) -> dict[str, Any]:
+    """Label-only pick (max `criterion`: agreement with the given labels) and oracle pick (max test accuracy)."""
     if not rows:
         return {"label_only": None, "label_only_layer": None, "oracle": None, "oracle_layer": None}
-    lo = max(rows, key=lambda r: (r["agreement"], -rows.index(r)))
+    lo = max(rows, key=lambda r: (r[criterion], -rows.index(r)))
     orc = max(rows, key=lambda r: (r["test_acc"] if r["test_acc"] is not None else -1, -rows.index(r)))
     return {"label_only": lo["test_acc"], "label_only_layer": lo["layer"],
             "oracle": orc["test_acc"], "oracle_layer": orc["layer"]}
@@ -28,22 +31,24 @@ def _picks(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def summarize_run(run: Path) -> dict[str, Any]:
     """The figures the report needs from one finished run directory (accuracies as fractions)."""
     info = artifacts.read_json(run / "model.json")
-    rows = _rows(run)
+    rows, criterion = _scores(run)
     final = [r for r in rows if r["checkpoint"] == "final"]
     init = [r for r in rows if r["checkpoint"] == "init" and r["layer"] != "x"]
     out: dict[str, Any] = {
         "model_test_acc": info.get("final_test_acc"), "model_train_acc": info.get("final_train_acc"),
-        "epochs": info.get("final_epoch"), "best_epoch": info.get("best_epoch"),
-        "best_epoch_test_acc": info.get("best_test_acc"),
+        "epochs": info.get("final_epoch"), "best_epoch": info.get("best_epoch"), "best_by": info.get("best_by"),
+        "best_epoch_test_acc": info.get("best_test_acc"), "oracle_epoch_test_acc": info.get("oracle_test_acc"),
         "masc_by_layer": {r["layer"]: r["test_acc"] for r in final if r["probe"] == "masc"},
         "mean_k_by_layer": {r["layer"]: r["mean_k"] for r in final if r["probe"] == "masc"},
         "raw_input_masc": next((r["test_acc"] for r in final if r["layer"] == "x" and r["probe"] == "masc"), None),
-        "overall": _picks(final),
+        "overall": _picks(final, criterion),
+        "criterion": criterion,
     }
     for probe in ("masc", "ncm", "logreg", "velpic"):
-        out[probe] = _picks([r for r in final if r["probe"] == probe and r["layer"] != "x"])
-    out["untrained_masc"] = _picks([r for r in init if r["probe"] == "masc"])
-    out["true_label_masc"] = _picks([r for r in _rows(run, "probe_clean") if r["layer"] != "x"])
+        out[probe] = _picks([r for r in final if r["probe"] == probe and r["layer"] != "x"], criterion)
+    out["untrained_masc"] = _picks([r for r in init if r["probe"] == "masc"], criterion)
+    clean_rows, clean_criterion = _scores(run, "probe_clean")
+    out["true_label_masc"] = _picks([r for r in clean_rows if r["layer"] != "x"], clean_criterion)
     relabel = run / "relabel" / "summary.json"
     if relabel.exists():
         s = artifacts.read_json(relabel)
@@ -79,21 +84,25 @@ def write_report(out: Path, recipe: Recipe, results: list[dict[str, Any]], *, qu
              recipe.description, "",
              f"Paper figures: {recipe.expected.get('source', 'none given')}.", "",
              "Accuracies in % on the clean test split. `ours (paper, diff)` where the paper has a figure. "
-             "*Oracle* columns choose the layer (or epoch) on the test set, as the paper did; the *label-only* "
-             "pick uses only the given (noisy) labels, through cross-fitted agreement.", ""]
+             "*Oracle* columns choose the layer (or epoch) on the test set, as the paper did; *label-only* picks "
+             "use only the given (noisy) labels: agreement on the training images held out of training "
+             "(`train --holdout`), or out-of-fold agreement when a run has none. Baseline probes (NCM, linear, "
+             "VeLPIC, untrained network, true-label subspaces) show their oracle layer.", ""]
     if quick:
         lines += ["**Quick variant**: a data subset and an epoch cap; the models do not reach memorization, so the "
                   "paper's figures are not expected to match. Use it to check the pipeline, not the claims.", ""]
-    lines += ["| p | seed | epochs | train acc (noisy) | model (final) | best epoch (oracle) | MASC label-only "
+    lines += ["| p | seed | epochs | train acc (noisy) | model (final) | best epoch (label-only) | best epoch "
+              "(oracle) | MASC label-only "
               "(layer) | MASC oracle (layer) | raw-input MASC | untrained MASC (oracle) | NCM | linear | VeLPIC | "
               "true-label MASC | label acc before -> after | issue F1 | retrained |",
-              "|" + "---|" * 17]
+              "|" + "---|" * 18]
     for r in results:
         p = r["degree"]
         rel = r.get("relabel", {})
         lines.append("| " + " | ".join([
             f"{p:g}", str(r["seed"]), str(r["epochs"]), _pct(r["model_train_acc"]),
-            _vs(r["model_test_acc"], _paper(recipe, "model_test_acc", p)), _pct(r["best_epoch_test_acc"]),
+            _vs(r["model_test_acc"], _paper(recipe, "model_test_acc", p)),
+            _pct(r["best_epoch_test_acc"]) if r["best_by"] == "holdout" else "-", _pct(r["oracle_epoch_test_acc"]),
             f"{_pct(r['masc']['label_only'])} ({r['masc']['label_only_layer']})",
             f"{_vs(r['masc']['oracle'], _paper(recipe, 'masc_best', p))} ({r['masc']['oracle_layer']})",
             _pct(r["raw_input_masc"]), _pct(r["untrained_masc"]["oracle"]), _pct(r["ncm"]["oracle"]),
