@@ -41,6 +41,7 @@ LABELS_FORMATS = ("csv", "lines")
 _TEST_DIRS = ("test", "val")
 _INT = re.compile(r"[0-9]+")
 _CHUNK = 256  # images per decoding task
+MAX_CLASSES = 100_000  # integer labels name classes "0".."max"; a larger max is a typo, not a class
 
 
 @dataclass
@@ -153,16 +154,19 @@ def _read_rows(path: Path) -> tuple[list[tuple[int, str, str, str | None]], str]
         header = [h.strip().lower() for h in next(reader)]
         if header not in (["path", "label"], ["path", "label", "clean_label"]):
             raise DataError(f"{path}:1: header {','.join(header)!r} is not path,label[,clean_label]; fix it")
-        for fields in reader:
-            n = reader.line_num
-            if not any(f.strip() for f in fields):
-                continue
-            if len(fields) != len(header):
-                raise DataError(f"{path}:{n}: {len(fields)} fields, the header has {len(header)}; fix the row")
-            fields = [f.strip() for f in fields]
-            if len(header) == 3 and not fields[2]:
-                raise DataError(f"{path}:{n}: clean_label is missing; fill it in or drop the column")
-            rows.append((n, fields[0], fields[1], fields[2] if len(header) == 3 else None))
+        try:
+            for fields in reader:
+                n = reader.line_num
+                if not any(f.strip() for f in fields):
+                    continue
+                if len(fields) != len(header):
+                    raise DataError(f"{path}:{n}: {len(fields)} fields, the header has {len(header)}; fix the row")
+                fields = [f.strip() for f in fields]
+                if len(header) == 3 and not fields[2]:
+                    raise DataError(f"{path}:{n}: clean_label is missing; fill it in or drop the column")
+                rows.append((n, fields[0], fields[1], fields[2] if len(header) == 3 else None))
+        except csv.Error as e:  # e.g. a field over the csv module's size limit
+            raise DataError(f"{path}:{reader.line_num}: unreadable CSV row ({e}); fix the row") from None
     elif "," in lines[0]:
         raise DataError(f"{path}:1: a CSV labels file needs the header path,label[,clean_label]; add it")
     else:
@@ -179,18 +183,29 @@ def _read_rows(path: Path) -> tuple[list[tuple[int, str, str, str | None]], str]
     return rows, fmt
 
 
-def _classes_from_labels(rows) -> list[str]:
+def _as_index(token: str) -> int:
+    """A digits-only token as an int, capped (int() refuses over 4,300 digits)."""
+    digits = token.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 18 else 10**18
+
+
+def _classes_from_labels(rows, file: Path) -> list[str]:
     tokens = {r[2] for r in rows} | {r[3] for r in rows if r[3] is not None}
     if all(_INT.fullmatch(t) for t in tokens):
-        return [str(i) for i in range(max(int(t) for t in tokens) + 1)]
+        top = max(_as_index(t) for t in tokens)
+        if top >= MAX_CLASSES:  # "0".."top" would be `top` class names and could exhaust memory
+            n = next(r[0] for r in rows if top in (_as_index(r[2]), _as_index(r[3] or "0")))
+            raise DataError(f"{file}:{n}: class index {top} is over the limit of {MAX_CLASSES} classes; "
+                            "use indices 0..K-1 or class names")
+        return [str(i) for i in range(top + 1)]
     return sorted(tokens)
 
 
 def _label_index(token: str, lookup: dict[str, int], k: int, where: str) -> int:
     if token in lookup:
         return lookup[token]
-    if _INT.fullmatch(token) and int(token) < k:
-        return int(token)
+    if _INT.fullmatch(token) and _as_index(token) < k:
+        return _as_index(token)
     names = ", ".join(list(lookup)[:5]) + (", ..." if k > 5 else "")
     raise DataError(f"{where}: unknown class {token!r}; use a class name ({names}) or an index in [0, {k})")
 
@@ -200,6 +215,8 @@ def _check_row_path(rel: str, root: Path, where: str, test_dir: Path | None, rea
 
     ``real_dirs`` caches the resolved parent folders, so a million rows cost one lstat each.
     """
+    if "\0" in rel:  # the OS cannot name such a file (os.lstat would raise ValueError)
+        raise DataError(f"{where}: path {rel!r} contains a NUL byte; fix the path")
     if rel.startswith(("/", "\\")) or PureWindowsPath(rel).drive:
         raise DataError(f"{where}: absolute path {rel!r}; give it relative to the data folder {root}")
     parts = [p for p in rel.split("/") if p not in ("", ".")]
@@ -234,7 +251,7 @@ def _rows_to_split(rows, file: Path, root: Path, classes: list[str] | None, test
         if path in first_line:
             raise DataError(f"{file}:{n}: duplicate path {path!r} (also on line {first_line[path]}); keep one row")
         first_line[path] = n
-    classes = _classes_from_labels(rows) if classes is None else classes
+    classes = _classes_from_labels(rows, file) if classes is None else classes
     if len(classes) < 2:
         raise DataError(f"labels file {file} names only the class {classes[0]!r}; a classifier needs at least 2")
     lookup = {c: i for i, c in enumerate(classes)}
