@@ -42,7 +42,7 @@ def handle_errors(fn):
         try:
             return fn(*args, **kwargs)
         except NoisefixError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/]: nothing half-written was kept; re-run the command")
@@ -191,7 +191,8 @@ def probe(
     next_step(f"noisefix relabel --run {loaded.run.path}")
 
 
-def show_scores(reporter: RichReporter, result) -> None:
+def show_scores(reporter: RichReporter, result, top: int | None = None) -> None:
+    """The probe table; with `top`, only the model rows and the `top` best rows by the label-only criterion."""
     multi = len({r["checkpoint"] for r in result.rows}) > 1
     held = any(r["holdout_agreement"] is not None for r in result.rows)
     cols = (["checkpoint"] if multi else []) + ["layer", "probe", "dim", "mean k", "agree (trained-on, oof)"] + (
@@ -205,7 +206,8 @@ def show_scores(reporter: RichReporter, result) -> None:
     for ckpt, acc in result.model.items():
         rows.append(line(ckpt, "(model output)", "model", None, None, acc["agreement"], acc.get("holdout_agreement"),
                          acc["clean_acc"], acc["test_acc"], ""))
-    for r in result.rows:
+    shown = result.rows if top is None else sorted(result.rows, key=lambda r: -r[result.criterion])[:top]
+    for r in shown:
         if r["pick"]:
             marks.append(len(rows))
         rows.append(line(r["checkpoint"], r["layer"], r["probe"], r["dim"],
@@ -319,6 +321,39 @@ def demo(
         show_retrain(result.retrain.metrics)
     console.print(f"demo outputs: [bold]{out}[/] (run in {out / 'run'})")
     next_step(f"noisefix relabel --run {out / 'run'} --ensemble 3 --force")
+
+
+@app.command()
+@handle_errors
+def clean(
+    data: DataArg,
+    model: Annotated[str, typer.Option("--model", help="Architecture (paper recipe per model).")] = "mlp",
+    labels: LabelsOpt = None,
+    epochs: Annotated[int, typer.Option("--epochs", help="Train this many epochs; checkpoints at 1, 2, 4, 8, ... "
+                                        "are probed (no need to wait for memorization).")] = 16,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Run directory (default runs/<data>-clean-<time>).")] = None,
+    probes: Annotated[str, typer.Option("--probes", help="Probes to scan (logreg is slower).")] = "masc,ncm",
+    do_retrain: Annotated[bool, typer.Option("--retrain", help="Also retrain on the cleaned labels and measure the gain.")] = False,
+    on_bad_image: Annotated[str, typer.Option("--on-bad-image", help="fail or skip unreadable images.")] = "fail",
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    force: ForceOpt = False,
+) -> None:
+    """One shot: short training with early checkpoints, probe them all, write cleaned labels and ranked issues."""
+    import time
+
+    from noisefix.pipeline import run_clean
+
+    out = out or Path("runs") / f"{data.resolve().name}-clean-{time.strftime('%Y%m%d-%H%M%S')}"
+    reporter = RichReporter(console)
+    result = run_clean(data, out, model=model, labels_file=labels, epochs=epochs, probes=_split(probes),
+                       retrain=do_retrain, seed=seed, force=force, on_bad_image=on_bad_image, reporter=reporter)
+    show_scores(reporter, result.probe, top=12)
+    show_relabel(result.relabel.summary)
+    if result.retrain is not None:
+        show_retrain(result.retrain.metrics)
+    console.print(f"issues: [bold]{result.relabel.out / 'labels.csv'}[/]  cleaned labels: [bold]{result.relabel.cleaned}[/]"
+                  f"  dynamics: [bold]{result.probe.out / 'dynamics.png'}[/]")
+    next_step(f"noisefix train {data} --labels {result.relabel.cleaned} --model {model}")
 
 
 @app.command()

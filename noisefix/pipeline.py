@@ -1,4 +1,4 @@
-"""Stages chained end to end: the digits demo (and the building block for `clean` and `reproduce`)."""
+"""Stages chained end to end: `noisefix demo` on digits and `noisefix clean`, the one-shot cleaning command."""
 
 from __future__ import annotations
 
@@ -27,10 +27,11 @@ class PipelineOutcome:
 
 def run_pipeline(data: Path, run: Path, *, labels_file: Path | None, train_cfg: TrainConfig,
                  probe_cfg: ProbeConfig, relabel_cfg: RelabelConfig, retrain_cfg: RetrainConfig | None,
-                 force: bool = False, reporter=None) -> PipelineOutcome:
+                 force: bool = False, on_bad_image: str = "fail", reporter=None) -> PipelineOutcome:
     """train -> probe -> relabel -> (retrain) on one image folder, writing one run directory."""
     reporter = reporter or NullReporter()
-    trained = run_train(data, train_cfg, labels_file=labels_file, out=run, force=force, reporter=reporter)
+    trained = run_train(data, train_cfg, labels_file=labels_file, out=run, force=force, reporter=reporter,
+                        on_bad_image=on_bad_image)
     loaded = open_run(run, reporter=reporter)
     probed = run_probe(loaded, probe_cfg, force=True, reporter=reporter)
     relabeled = run_relabel(loaded, relabel_cfg, force=True, reporter=reporter)
@@ -52,3 +53,26 @@ def run_demo(out: Path, *, force: bool = False, seed: int = 0, reporter=None) ->
     return run_pipeline(data, out / "run", labels_file=data / "noisy_labels.csv", train_cfg=train_cfg,
                         probe_cfg=ProbeConfig(seed=seed), relabel_cfg=RelabelConfig(),
                         retrain_cfg=RetrainConfig(seed=seed), force=True, reporter=reporter)
+
+
+CLEAN_SCHEDULE = (1, 2, 4, 8, 16, 32, 64)
+
+
+def clean_train_config(model: str, *, epochs: int, seed: int, **overrides) -> TrainConfig:
+    """The paper's recipe for `model`, stopped at `epochs`, with the early checkpoint schedule 1, 2, 4, 8, ..."""
+    return TrainConfig.for_model(model, epochs=epochs, seed=seed,
+                                 save_epochs=tuple(e for e in CLEAN_SCHEDULE if e < epochs), **overrides)
+
+
+def run_clean(data: Path, out: Path, *, model: str = "mlp", labels_file: Path | None = None, epochs: int = 16,
+              probes: tuple[str, ...] = ("masc", "ncm"), retrain: bool = False, seed: int = 0,
+              force: bool = False, on_bad_image: str = "fail", reporter=None, **train_overrides) -> PipelineOutcome:
+    """The practitioner's one-shot cleaning: a short training run with early checkpoints (no memorization),
+    every checkpoint x layer x probe scored, relabel from the one with the best held-out agreement."""
+    reporter = reporter or NullReporter()
+    probe_cfg = ProbeConfig(probes=probes, checkpoints=("all",), seed=seed)
+    return run_pipeline(Path(data), Path(out), labels_file=labels_file,
+                        train_cfg=clean_train_config(model, epochs=epochs, seed=seed, **train_overrides),
+                        probe_cfg=probe_cfg, relabel_cfg=RelabelConfig(),
+                        retrain_cfg=RetrainConfig(seed=seed) if retrain else None, force=force,
+                        on_bad_image=on_bad_image, reporter=reporter)

@@ -24,7 +24,7 @@ from noisefix.data import ImageSource, LabeledImages, to_float
 from noisefix.errors import ProbeError
 from noisefix.extract import ActivationExtractor, LayerInfo, list_layers, parse_pool, plan_pooling, resolve_layers
 from noisefix.probes.stats import ClassStats
-from noisefix.report import NullReporter, plot_layers
+from noisefix.report import NullReporter, plot_dynamics, plot_layers
 from noisefix.scoring import ProbeScores, ScoreRow, choose, cross_fit, make_folds, score_rows
 from noisefix.stages import LoadedRun, load_run_model
 from noisefix.train import resolve_device, seed_everything
@@ -53,6 +53,19 @@ def expand_checkpoints(spec: tuple[str, ...], model_info: dict) -> list[str]:
         else:
             out.append(item)
     return list(dict.fromkeys(out))
+
+
+def checkpoint_epochs(checkpoints: list[str], model_info: dict) -> dict[str, int]:
+    """Epoch number of each probed checkpoint that has one (init = 0, final = the last epoch)."""
+    out = {}
+    for c in checkpoints:
+        if c == "init":
+            out[c] = 0
+        elif c == "final":
+            out[c] = int(model_info["final_epoch"])
+        elif c.isdigit():
+            out[c] = int(c)
+    return out
 
 
 def group_layers(infos: list[LayerInfo], *, n_train: int, n_test: int, num_classes: int, folds: int,
@@ -235,6 +248,10 @@ def run_probe(loaded: LoadedRun, cfg: ProbeConfig, *, force: bool = False, repor
         artifacts.write_csv(tmp / "scores.csv", cols, ([r[c] for c in cols] for r in rows))
         artifacts.write_json(tmp / "scores.json", summary)
         artifacts.save_tensors(tmp / "oof.safetensors", tensors)
+        epochs = checkpoint_epochs(list(model_rows), loaded.model_info)
+        if len(epochs) > 1:
+            plot_dynamics(tmp / "dynamics.png", rows, epochs=epochs, criterion=criterion, model_acc=model_rows,
+                          probe=best["probe"])
         last = list(model_rows)[-1]
         plot_layers(tmp / "layers.png", [r for r in rows if r["checkpoint"] == last],
                     model_acc={"test_acc": model_rows[last]["test_acc"], "clean_acc": model_rows[last]["clean_acc"]},

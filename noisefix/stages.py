@@ -83,6 +83,10 @@ def run_train(data_root: Path, cfg: TrainConfig, *, labels_file: Path | None = N
     """Train `cfg.model` on the image folder until it memorizes the given labels; write a run directory."""
     reporter = reporter or NullReporter()
     out = Path(out) if out else default_run_path(data_root, cfg.model)
+    root, target = Path(data_root).resolve(), out.resolve()
+    if target == root or root in target.parents or target in root.parents:
+        raise ConfigError(f"the run directory {out} would be inside (or contain) the data folder {data_root}; "
+                          "noisefix never writes into your data: pass --out elsewhere or run from another folder")
     artifacts.check_writable(out, force=force, what="run directory")
     splits = load_data(Path(data_root), labels_file)
     data_fingerprint = fingerprint(splits)

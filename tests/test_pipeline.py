@@ -111,3 +111,22 @@ def test_end_to_end_on_digits_with_known_noise(tmp_path):
     best, oracle = out.probe.best, out.probe.oracle
     assert oracle["test_acc"] - best["test_acc"] < 0.06          # label-only pick close to the oracle
     assert best["test_acc"] > out.probe.model["final"]["test_acc"] + 0.05
+
+
+def test_clean_scans_early_checkpoints_end_to_end_on_digits(tmp_path):
+    from noisefix.pipeline import run_clean
+
+    data = export_dataset(load_builtin("digits"), tmp_path / "digits", corrupt=0.4, seed=0, train_subset=600,
+                          test_subset=200)
+    out = run_clean(data, tmp_path / "clean", labels_file=data / "noisy_labels.csv", epochs=4,
+                    optimizer="adam", lr=1e-3)
+    checkpoints = {r["checkpoint"] for r in out.probe.rows}
+    assert checkpoints == {"init", "1", "2", "final"}
+    assert out.probe.criterion == "holdout_agreement"
+    assert (out.probe.out / "dynamics.png").exists()
+    chosen = out.relabel.summary["sources"][0]
+    assert chosen["checkpoint"] in checkpoints
+    best_held = max(r["holdout_agreement"] for r in out.probe.rows)
+    assert chosen["holdout_agreement"] == best_held          # selection over checkpoint x layer x probe
+    s = out.relabel.summary
+    assert s["label_accuracy_after"] > s["label_accuracy_before"]

@@ -88,7 +88,8 @@ def test_cli_bad_images_fail_naming_them_and_write_nothing(tiny_folder, tmp_path
     out = tmp_path / "run"
     result = invoke("train", tiny_folder, "--out", out, "--epochs", "1", "--device", "cpu")
     assert result.exit_code == 1
-    text = result.output.replace("\n", "")  # rich folds long lines at 80 columns (see the xfail below)
+    text = result.output.strip()
+    assert len(text.splitlines()) == 1
     assert text.startswith("error:") and "2 bad image(s)" in text and "--on-bad-image skip" in text
     assert all(p in text for p in bad)
     assert not out.exists() and not leftovers(tmp_path)
@@ -106,8 +107,6 @@ def test_cli_bad_images_skipped_and_listed(tiny_folder, tmp_path):
     assert not bad & {r["path"] for r in artifacts.read_csv(out / "labels.csv")}
 
 
-@pytest.mark.xfail(strict=True, reason="cli.handle_errors prints through rich, which folds the error at 80 "
-                   "columns; fix: err_console.print(..., soft_wrap=True) in noisefix/cli.py")
 def test_cli_error_is_one_line_even_when_long(tmp_path):
     result = invoke("train", tmp_path / ("a-long-folder-name-" * 6), "--out", tmp_path / "run")
     assert result.exit_code == 1
@@ -512,3 +511,12 @@ def test_fuzz_labels_files_give_data_error_or_load(tiny_folder, tmp_path):
         except DataError as e:
             assert "\n" not in str(e)
     assert loaded < 300
+
+
+def test_run_directory_never_inside_the_data_folder(tiny_flat_folder, monkeypatch):
+    monkeypatch.chdir(tiny_flat_folder)  # `noisefix train .` from inside the data would create DATA/runs/
+    result = invoke("train", ".", "--epochs", "1")
+    assert result.exit_code == 1 and "never writes into your data" in result.output
+    assert not (tiny_flat_folder / "runs").exists()
+    result = invoke("train", tiny_flat_folder, "--out", tiny_flat_folder, "--force", "--epochs", "1")
+    assert result.exit_code == 1 and sorted(p.name for p in tiny_flat_folder.iterdir()) == ["0", "1", "2"]
