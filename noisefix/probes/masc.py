@@ -28,6 +28,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from scipy import linalg as sla
+from scipy.sparse.linalg import eigsh
 from threadpoolctl import threadpool_limits
 
 from noisefix.errors import ProbeError
@@ -37,6 +38,8 @@ from noisefix.probes.stats import ClassMoments, as_features, as_labels
 RANK_RTOL = 1e-9
 #: Above this fraction of eigenpairs a full divide-and-conquer decomposition beats a partial one.
 _PARTIAL_FRACTION = 0.25
+#: From this size on, a single top eigenpair comes from ARPACK's Lanczos iteration instead of LAPACK.
+_LANCZOS_MIN_DIM = 256
 #: Score this many vector-component products at a time (bounds the (rows, sum k_c) temporary).
 _SCORE_BLOCK = 2**24
 
@@ -61,7 +64,8 @@ def _eigh_fallback(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _eigh_desc(M: torch.Tensor, m: int, *, vectors: bool = True) -> tuple[np.ndarray, torch.Tensor | None]:
     """Top-m eigenpairs of symmetric PSD float64 M (n, n): values (m,) descending, vectors (n, m) on M's device.
 
-    GPU: torch.linalg.eigh. CPU: scipy's LAPACK drivers (partial MRRR when m is small) on one BLAS thread:
+    GPU: torch.linalg.eigh. CPU: ARPACK Lanczos for a single eigenpair of a large matrix, else scipy's LAPACK
+    drivers (partial MRRR when m is small) on one BLAS thread:
     a second BLAS thread pool beside torch's oversubscribes the cores and was measured 10-25x slower. Either
     falls back to numpy's eigh, then to an SVD, with a warning, when the first choice raises (`eigh` can fail
     to converge on matrices with many zero eigenvalues).
@@ -74,6 +78,9 @@ def _eigh_desc(M: torch.Tensor, m: int, *, vectors: bool = True) -> tuple[np.nda
             vals, vecs = torch.linalg.eigh(M)
             return vals.flip(0)[:m].cpu().numpy(), vecs.flip(1)[:, :m]
         partial = m <= _PARTIAL_FRACTION * n
+        if vectors and m == 1 and n >= _LANCZOS_MIN_DIM:  # top-1 only (VeLPIC): Lanczos, no O(n^3) reduction
+            vals, vecs = eigsh(M.numpy(), k=1, which="LA")
+            return vals.copy(), torch.from_numpy(vecs.copy())
         with threadpool_limits(1, user_api="blas"):
             if not vectors:
                 return sla.eigh(M.numpy(), eigvals_only=True, driver="ev", check_finite=False)[::-1][:m].copy(), None
