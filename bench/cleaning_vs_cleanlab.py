@@ -1,0 +1,142 @@
+"""noisefix `clean` vs confident learning (cleanlab) on the same noisy data, measured in one run.
+
+Data: an image folder exported by `noisefix data export NAME DEST --corrupt P` (its noisy_labels.csv holds the
+noisy and the clean label). For each method: issue-detection precision / recall / F1 against the true wrong
+labels, accuracy of the cleaned labels (flagged labels replaced by the method's suggestion), the test accuracy
+of the same architecture retrained on the cleaned labels (early stopping on held-out cleaned labels), and
+wall time. Methods:
+- noisefix clean: `--epochs` epochs with checkpoints 1, 2, 4, ...; every checkpoint x layer x probe scored;
+  relabel from the best held-out agreement.
+- cleanlab: K-fold training of the same architecture for `--cl-epochs` epochs per fold, out-of-fold softmax
+  probabilities, `cleanlab.filter.find_label_issues`; suggestion = argmax of the out-of-fold probabilities.
+- memorize-then-probe (with --memorize E): the paper's path, train E epochs (to memorization), probe the final
+  model, relabel.
+
+Usage: python bench/cleaning_vs_cleanlab.py DATA [--model mlp] [--epochs 16] [--cl-epochs 8] [--memorize 0]
+       [--no-retrain] [--out results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from noisefix.config import ProbeConfig, RelabelConfig, TrainConfig
+from noisefix.data import ImageSource, load_data, to_float
+from noisefix.models import build_model
+from noisefix.pipeline import run_clean, run_pipeline
+from noisefix.relabel import issue_metrics, label_accuracy
+from noisefix.scoring import make_folds
+from noisefix.stage_retrain import fit_with_holdout
+from noisefix.train import EvalSet, evaluate, seed_everything, train_model
+
+
+def cleanlab_oof_probs(source: ImageSource, labels: np.ndarray, cfg: TrainConfig, *, folds: int,
+                       num_classes: int) -> np.ndarray:
+    """Out-of-fold softmax probabilities (N, K) from `folds` models of cfg.model trained cfg.epochs each."""
+    fold_ids = make_folds(labels, folds, seed=cfg.seed)
+    probs = np.zeros((len(labels), num_classes), dtype=np.float64)
+    for f in range(folds):
+        seed_everything(cfg.seed + f)
+        model = build_model(cfg.model, in_shape=source.shape, num_classes=num_classes)
+        train_model(model, source, labels, cfg, indices=np.flatnonzero(fold_ids != f))
+        model.eval()
+        rows = np.flatnonzero(fold_ids == f)
+        with torch.no_grad():
+            for x, idx in source.batches(512, indices=rows):
+                probs[idx.numpy()] = torch.softmax(model(to_float(x)), 1).double().numpy()
+    return probs
+
+
+def retrain_test_acc(data: Path, labels: np.ndarray, cfg: TrainConfig) -> float:
+    """Test accuracy of cfg.model retrained on `labels` with early stopping on 10 % held-out labels."""
+    splits = load_data(data)
+    seed_everything(cfg.seed)
+    model = build_model(cfg.model, in_shape=ImageSource(splits.test).shape, num_classes=len(splits.train.classes))
+    test = EvalSet(ImageSource(splits.test), splits.test.targets)
+    source = ImageSource(_noisy(data).train)
+    fit_with_holdout(model, source, labels, cfg, holdout=0.1, patience=10, seed=cfg.seed, eval_sets={"test": test})
+    return evaluate(model, test, device=torch.device("cpu"))
+
+
+def _noisy(data: Path):
+    return load_data(data, data / "noisy_labels.csv")
+
+
+def _summary(name: str, seconds: float, is_issue, suggested, given, clean) -> dict:
+    cleaned = np.where(is_issue, suggested, given)
+    return {"method": name, "seconds": seconds, **issue_metrics(is_issue, given, clean),
+            "label_acc_before": label_accuracy(given, clean), "label_acc_after": label_accuracy(cleaned, clean),
+            "_cleaned": cleaned}
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("data", type=Path)
+    ap.add_argument("--model", default="mlp")
+    ap.add_argument("--epochs", type=int, default=16, help="noisefix clean: training epochs")
+    ap.add_argument("--cl-epochs", type=int, default=8, help="cleanlab: epochs per fold")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--memorize", type=int, default=0, help="also run memorize-then-probe with this epoch cap")
+    ap.add_argument("--optimizer", default=None)
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--retrain-epochs", type=int, default=60)
+    ap.add_argument("--no-retrain", action="store_true")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    from cleanlab.filter import find_label_issues
+
+    noisy = _noisy(args.data).train
+    given, clean = noisy.targets, noisy.clean_targets
+    K = len(noisy.classes)
+    overrides = {k: v for k, v in (("optimizer", args.optimizer), ("lr", args.lr)) if v is not None}
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        out = run_clean(args.data, Path(tmp) / "clean", model=args.model, labels_file=args.data / "noisy_labels.csv",
+                        epochs=args.epochs, **overrides)
+        rel = out.relabel
+        cleaned_nf = load_data(args.data, rel.cleaned).train.targets
+        results.append(_summary(f"noisefix clean ({args.epochs} epochs)", time.perf_counter() - t0,
+                                cleaned_nf != given, cleaned_nf, given, clean))
+        results[-1]["chosen"] = rel.summary["sources"][0]
+
+        t0 = time.perf_counter()
+        cfg = TrainConfig.for_model(args.model, epochs=args.cl_epochs, **overrides)
+        probs = cleanlab_oof_probs(ImageSource(noisy), given, cfg, folds=args.folds, num_classes=K)
+        issues = find_label_issues(labels=given, pred_probs=probs)
+        results.append(_summary(f"cleanlab ({args.folds}-fold x {args.cl_epochs} epochs)",
+                                time.perf_counter() - t0, issues, probs.argmax(1), given, clean))
+
+        if args.memorize:
+            t0 = time.perf_counter()
+            mem = run_pipeline(args.data, Path(tmp) / "memorize", labels_file=args.data / "noisy_labels.csv",
+                               train_cfg=TrainConfig.for_model(args.model, epochs=args.memorize, **overrides),
+                               probe_cfg=ProbeConfig(probes=("masc", "ncm")), relabel_cfg=RelabelConfig(),
+                               retrain_cfg=None)
+            cleaned_mem = load_data(args.data, mem.relabel.cleaned).train.targets
+            results.append(_summary(f"memorize ({mem.train.epochs} epochs) then probe", time.perf_counter() - t0,
+                                    cleaned_mem != given, cleaned_mem, given, clean))
+
+    if not args.no_retrain:
+        rcfg = TrainConfig.for_model(args.model, epochs=args.retrain_epochs, **overrides)
+        results.append({"method": "no cleaning (given labels)", "_cleaned": given,
+                        "label_acc_after": label_accuracy(given, clean)})
+        for r in results:
+            r["retrained_test_acc"] = retrain_test_acc(args.data, r["_cleaned"], rcfg)
+    for r in results:
+        r.pop("_cleaned")
+    print(json.dumps(results, indent=2, default=float))
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2, default=float) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()
