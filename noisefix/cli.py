@@ -145,18 +145,33 @@ def layers(
     run: RunOpt = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Pick the newest run of this model.")] = None,
     all_nodes: Annotated[bool, typer.Option("--all", help="List every graph node, not only the default layers.")] = False,
+    memory: Annotated[bool, typer.Option("--memory", help="Add the probe's memory per layer: statistics "
+                                         "K*F*d^2*8 bytes (+ buffers) and in-RAM activations N*d*4 bytes.")] = False,
+    folds: Annotated[int, typer.Option("--folds", help="Folds assumed by --memory.")] = 5,
 ) -> None:
     """List the probe-able layers of a run's model (FX node names, output shapes, flattened dims)."""
     from noisefix.extract import list_layers, resolve_layers
+    from noisefix.probes.stats import ClassStats
     from noisefix.stages import load_run_model, open_run
 
     loaded = open_run(run, model=model, reporter=RichReporter(console))
     net, _ = load_run_model(loaded)
     names = resolve_layers(net, "all" if all_nodes else "default")
     infos = list_layers(net, tuple(loaded.model_info["in_shape"]), names)
-    RichReporter(console).table(f"layers of {loaded.model_info['arch']} ({loaded.run.path})",
-                                ["layer", "shape", "dim"], [[i.name, "x".join(map(str, i.shape)), i.dim] for i in infos])
+    n = len(loaded.splits.train) + (len(loaded.splits.test) if loaded.splits.test is not None else 0)
+    K = loaded.model_info["num_classes"]
+    cols = ["layer", "shape", "dim"] + (["statistics", "activations"] if memory else [])
+    rows = [[i.name, "x".join(map(str, i.shape)), i.dim]
+            + ([_gib(ClassStats.nbytes(i.dim, K, folds)), _gib(4 * i.dim * n)] if memory else []) for i in infos]
+    RichReporter(console).table(f"layers of {loaded.model_info['arch']} ({loaded.run.path})", cols, rows)
+    if memory:
+        console.print(f"memory model: statistics = K*F*d^2*8 bytes + buffers (K={K}, F={folds}); activations = "
+                      f"N*d*4 bytes (N={n}); probe processes layers in groups that fit 6 GiB; --pool avg:S shrinks d")
     next_step(f"noisefix probe --run {loaded.run.path} --layers {','.join(names[:3])},...")
+
+
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**28 else f"{nbytes / 2**20:.1f} MiB"
 
 
 @app.command()

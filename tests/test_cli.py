@@ -48,6 +48,6 @@ def test_export_then_train_then_layers(tmp_path, monkeypatch):
     assert "next: noisefix probe" in result.output
     run = next((tmp_path / "runs").iterdir())
     assert json.loads((run / "model.json").read_text())["arch"] == "mlp"
-    result = invoke("layers")  # newest run under ./runs
+    result = invoke("layers", "--memory")  # newest run under ./runs
     assert result.exit_code == 0, result.output
-    assert "relu4" in result.output and str(run.name) in result.output
+    assert "relu4" in result.output and str(run.name) in result.output and "GiB" in result.output
