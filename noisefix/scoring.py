@@ -102,15 +102,15 @@ def cross_fit(probe_name: str, *, stats: ClassStats | None, X, labels, folds, X_
     params = {"masc": {"variance": variance}, "logreg": {"seed": seed}}.get(probe_name, {})
     make = partial(make_probe, probe_name, **params)
     oof = np.zeros((len(X), K), dtype=np.float32)
+    if stats is not None and (stats.num_folds != F or stats.dim != X.shape[1]):
+        raise ProbeError(f"layer {layer!r}: statistics have {stats.num_folds} folds and dim {stats.dim}, "
+                         f"activations {F} folds and dim {X.shape[1]}; accumulate them with the same folds")
     # MASC with every class smaller than d: refitting through the n_c x n_c Gram matrices beats d x d eigh
     gram = probe_name == "masc" and stats is not None and int(stats.counts.sum(0).max()) < X.shape[1]
     if probe_name in MOMENT_PROBES and not gram:
         if stats is None:
             stats = ClassStats(X.shape[1], K, F, name=layer)
             stats.update(X, labels, folds)
-        if stats.num_folds != F or stats.dim != X.shape[1]:
-            raise ProbeError(f"layer {layer!r}: statistics have {stats.num_folds} folds and dim {stats.dim}, "
-                             f"activations {F} folds and dim {X.shape[1]}; accumulate them with the same folds")
         full = make().fit_moments(stats.total())
         hint = {"k_hint": full.n_components_} if probe_name == "masc" else {}
         for f in range(F):

@@ -38,8 +38,11 @@ from noisefix.probes.stats import ClassMoments, as_features, as_labels
 RANK_RTOL = 1e-9
 #: Above this fraction of eigenpairs a full divide-and-conquer decomposition beats a partial one.
 _PARTIAL_FRACTION = 0.25
-#: From this size on, a single top eigenpair comes from ARPACK's Lanczos iteration instead of LAPACK.
+#: From this size on, up to n / _LANCZOS_FRACTION top eigenpairs come from ARPACK's Lanczos iteration.
 _LANCZOS_MIN_DIM = 256
+_LANCZOS_FRACTION = 16
+#: Without a hint, first try this many leading eigenpairs before computing the whole spectrum.
+_FIRST_GUESS = 32
 #: Score this many vector-component products at a time (bounds the (rows, sum k_c) temporary).
 _SCORE_BLOCK = 2**24
 
@@ -64,7 +67,7 @@ def _eigh_fallback(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _eigh_desc(M: torch.Tensor, m: int, *, vectors: bool = True) -> tuple[np.ndarray, torch.Tensor | None]:
     """Top-m eigenpairs of symmetric PSD float64 M (n, n): values (m,) descending, vectors (n, m) on M's device.
 
-    GPU: torch.linalg.eigh. CPU: ARPACK Lanczos for a single eigenpair of a large matrix, else scipy's LAPACK
+    GPU: torch.linalg.eigh. CPU: ARPACK Lanczos for a few eigenpairs of a large matrix, else scipy's LAPACK
     drivers (partial MRRR when m is small) on one BLAS thread:
     a second BLAS thread pool beside torch's oversubscribes the cores and was measured 10-25x slower. Either
     falls back to numpy's eigh, then to an SVD, with a warning, when the first choice raises (`eigh` can fail
@@ -78,9 +81,10 @@ def _eigh_desc(M: torch.Tensor, m: int, *, vectors: bool = True) -> tuple[np.nda
             vals, vecs = torch.linalg.eigh(M)
             return vals.flip(0)[:m].cpu().numpy(), vecs.flip(1)[:, :m]
         partial = m <= _PARTIAL_FRACTION * n
-        if vectors and m == 1 and n >= _LANCZOS_MIN_DIM:  # top-1 only (VeLPIC): Lanczos, no O(n^3) reduction
-            vals, vecs = eigsh(M.numpy(), k=1, which="LA")
-            return vals.copy(), torch.from_numpy(vecs.copy())
+        if vectors and n >= _LANCZOS_MIN_DIM and m <= n // _LANCZOS_FRACTION:  # few pairs: Lanczos, no O(n^3)
+            vals, vecs = eigsh(M.numpy(), k=m, which="LA")                   # reduction to tridiagonal form
+            order = np.argsort(vals)[::-1]
+            return vals[order].copy(), torch.from_numpy(vecs[:, order].copy())
         with threadpool_limits(1, user_api="blas"):
             if not vectors:
                 return sla.eigh(M.numpy(), eigvals_only=True, driver="ev", check_finite=False)[::-1][:m].copy(), None
@@ -120,7 +124,7 @@ def _subspace(M: torch.Tensor, variance: float, hint: int | None) -> tuple[np.nd
     if variance >= 1:
         m = min(int(variance), n)
     else:
-        guess = None if hint is None else hint + hint // 4 + 8
+        guess = _FIRST_GUESS if hint is None else hint + hint // 4 + 8
         if guess is not None and guess < _PARTIAL_FRACTION * n:
             vals, vecs = _eigh_desc(M, guess)
             k = _n_keep(vals, total, variance, complete=False)
