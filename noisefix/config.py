@@ -96,7 +96,7 @@ class RelabelConfig:
     checkpoint: str | None = None
     min_margin: float = 0.0
     mode: str = "relabel"
-    ensemble: int = 1
+    ensemble: int = 3
 
     def __post_init__(self) -> None:
         _check(self.mode in ("relabel", "prune"), f"mode must be relabel or prune, got {self.mode!r}")
