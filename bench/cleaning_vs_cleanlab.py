@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from noisefix.config import ProbeConfig, RelabelConfig, TrainConfig
-from noisefix.data import ImageSource, load_data, to_float
+from noisefix.data import load_data
+from noisefix.images import ImageSource, to_float
 from noisefix.models import build_model
 from noisefix.pipeline import run_clean, run_pipeline
 from noisefix.relabel import issue_metrics, label_accuracy

@@ -20,7 +20,8 @@ import torch
 
 from noisefix import artifacts
 from noisefix.config import ProbeConfig, dump_yaml
-from noisefix.data import ImageSource, LabeledImages, to_float
+from noisefix.data import LabeledImages
+from noisefix.images import ImageSource, to_float
 from noisefix.errors import ProbeError
 from noisefix.extract import ActivationExtractor, LayerInfo, list_layers, parse_pool, plan_pooling, resolve_layers
 from noisefix.probes.stats import ClassStats

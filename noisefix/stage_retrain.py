@@ -17,7 +17,8 @@ import torch
 
 from noisefix import artifacts
 from noisefix.config import RetrainConfig, TrainConfig, from_dict, load_yaml
-from noisefix.data import ImageSource, load_data
+from noisefix.data import load_data
+from noisefix.images import ImageSource
 from noisefix.errors import RunError
 from noisefix.models import build_model, load_weights
 from noisefix.report import NullReporter

@@ -17,7 +17,8 @@ import torch
 from noisefix import artifacts
 from noisefix.artifacts import RunDir
 from noisefix.config import TrainConfig, dump_yaml
-from noisefix.data import DataSplits, ImageSource, drop_paths, fingerprint, load_data, scan_images
+from noisefix.data import DataSplits, drop_paths, fingerprint, load_data
+from noisefix.images import ImageSource, scan_images
 from noisefix.errors import ConfigError, DataError, RunError
 from noisefix.models import build_model, load_weights
 from noisefix.report import NullReporter

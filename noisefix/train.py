@@ -1,6 +1,6 @@
 """One plain training loop: fit a model on (possibly noisy) labels until it memorizes them.
 
-Knows nothing of the CLI, YAML or run directories: batches come from a `data.ImageSource`, progress goes to
+Knows nothing of the CLI, YAML or run directories: batches come from an `images.ImageSource`, progress goes to
 an `on_epoch` callback, checkpoints to a `save` callback. The paper's stopping rule: stop when the running
 training accuracy on the given labels reaches `target_acc`, or at the epoch cap.
 """
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from noisefix.config import TrainConfig
-from noisefix.data import ImageSource, to_float
+from noisefix.images import ImageSource, to_float
 
 
 @dataclass

@@ -8,14 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from noisefix.data import (
-    ImageSource,
-    fingerprint,
-    load_data,
-    read_labels_file,
-    to_float,
-    write_labels_file,
-)
+from noisefix.data import fingerprint, load_data, read_labels_file, write_labels_file
+from noisefix.images import ImageSource, to_float
 from noisefix.errors import ConfigError, DataError
 
 

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 import noisefix.datasets as datasets
-from noisefix.data import ImageSource, load_data
+from noisefix.data import load_data
+from noisefix.images import ImageSource
 from noisefix.datasets import ArrayDataset, export_dataset, load_builtin, read_idx
 from noisefix.errors import ConfigError, DataError
 

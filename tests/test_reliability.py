@@ -23,7 +23,8 @@ import noisefix
 from noisefix import artifacts
 from noisefix.cli import app
 from noisefix.config import ProbeConfig, RelabelConfig, TrainConfig, load_recipe, load_yaml
-from noisefix.data import DataSplits, ImageSource, LabeledImages, load_data
+from noisefix.data import DataSplits, LabeledImages, load_data
+from noisefix.images import ImageSource
 from noisefix.errors import ConfigError, DataError, RunError
 from noisefix.models import build_model, load_weights
 from noisefix.report import NullReporter

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from noisefix.config import TrainConfig
-from noisefix.data import ImageSource, load_data
+from noisefix.data import load_data
+from noisefix.images import ImageSource
 from noisefix.datasets import export_dataset, load_builtin
 from noisefix.models import build_model
 from noisefix.train import EvalSet, evaluate, resolve_device, seed_everything, train_model
