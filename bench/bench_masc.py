@@ -240,6 +240,14 @@ def profile_eigh(d: int, K: int = 10, n: int = 8000, seed: int = 0) -> str:
 
 # ------------------------------------------------------------------------------------------- report
 
+def publish(md: str, out: str | None) -> None:
+    """Print a result section and append it to `out` (e.g. docs/benchmarks.md) when given."""
+    print(md)
+    if out:
+        with open(out, "a") as fh:
+            fh.write(md)
+
+
 def _mb(b):
     return f"{b / 2**20:,.0f}"
 
@@ -325,10 +333,7 @@ def main(argv=None) -> list[dict]:
         del X, y
     md = (f"\n### bench_masc: K={K}, tau={TAU}, batch={a.batch}, seed={a.seed} "
           f"({started:%Y-%m-%d %H:%M} UTC)\n\nMachine: {machine()}\n\n{table(rows, K, a.folds)}\n")
-    print(md)
-    if a.out:
-        with open(a.out, "a") as fh:
-            fh.write(md)
+    publish(md, a.out)
     return rows
 
 

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_masc import TAU, PeakRSS, Synthetic, machine  # noqa: E402
+from bench_masc import TAU, PeakRSS, Synthetic, machine, publish  # noqa: E402
 
 from noisefix.probes.masc import MASC  # noqa: E402
 from noisefix.probes.stats import ClassStats  # noqa: E402
@@ -90,10 +90,7 @@ def main(argv=None) -> list[dict]:
               flush=True)
     md = (f"\n### bench_scaling: d={a.dim}, K={a.classes}, tau={TAU}, block={a.block}, seed={a.seed} "
           f"({started:%Y-%m-%d %H:%M} UTC)\n\nMachine: {machine()}\n\n{table(rows)}\n")
-    print(md)
-    if a.out:
-        with open(a.out, "a") as fh:
-            fh.write(md)
+    publish(md, a.out)
     return rows
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from noisefix import artifacts
 from noisefix.config import Recipe
+from noisefix.scoring import choose
 
 
 def _scores(run: Path, subdir: str = "probe") -> tuple[list[dict[str, Any]], str]:
@@ -22,10 +23,10 @@ def _picks(rows: list[dict[str, Any]], criterion: str) -> dict[str, Any]:
     """Label-only pick (max `criterion`: agreement with the given labels) and oracle pick (max test accuracy)."""
     if not rows:
         return {"label_only": None, "label_only_layer": None, "oracle": None, "oracle_layer": None}
-    lo = max(rows, key=lambda r: (r[criterion], -rows.index(r)))
-    orc = max(rows, key=lambda r: (r["test_acc"] if r["test_acc"] is not None else -1, -rows.index(r)))
+    lo = choose(rows, by=criterion)
+    orc = choose(rows, by="test_acc") if all(r["test_acc"] is not None for r in rows) else None
     return {"label_only": lo["test_acc"], "label_only_layer": lo["layer"],
-            "oracle": orc["test_acc"], "oracle_layer": orc["layer"]}
+            "oracle": None if orc is None else orc["test_acc"], "oracle_layer": None if orc is None else orc["layer"]}
 
 
 def summarize_run(run: Path) -> dict[str, Any]:

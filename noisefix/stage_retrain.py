@@ -8,6 +8,7 @@ clean test split, when there is one, only measures the result.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,7 @@ def run_retrain(loaded: LoadedRun, cfg: RetrainConfig, *, force: bool = False, r
     overrides = {"seed": cfg.seed, "device": cfg.device, "save_every": 0, "save_epochs": ()}
     if cfg.epochs is not None:
         overrides["epochs"] = cfg.epochs
-    train_cfg = from_dict(TrainConfig, {**_plain(train_cfg), **overrides, "target_acc": 1.0})
+    train_cfg = dataclasses.replace(train_cfg, **overrides, target_acc=1.0)
     manifest = loaded.manifest
     cleaned = load_data(Path(manifest["data_root"]), Path(relabel_summary["cleaned_labels_file"]))
     split = cleaned.train
@@ -105,7 +106,6 @@ def run_retrain(loaded: LoadedRun, cfg: RetrainConfig, *, force: bool = False, r
         baseline = None
         if cfg.baseline:
             _, _, _, baseline = fit("retrain (given labels)", loaded.splits.train, tmp / "baseline_metrics.jsonl")
-        history_before = artifacts.read_jsonl(run.metrics)
         before = info.get("final_test_acc")
         metrics = {
             "test_acc_memorized": before,
@@ -123,15 +123,10 @@ def run_retrain(loaded: LoadedRun, cfg: RetrainConfig, *, force: bool = False, r
             "label_accuracy_before": relabel_summary.get("label_accuracy_before"),
             "label_accuracy_after": relabel_summary.get("label_accuracy_after"),
             "n_train_images": len(split),
-            "memorized_epochs": len(history_before),
+            "memorized_epochs": info["final_epoch"],
             "start": cfg.start,
         }
         artifacts.save_tensors(tmp / "model.safetensors", model.state_dict())
         artifacts.write_json(tmp / "metrics.json", metrics)
     return RetrainOutcome(out=run.retrain, metrics=metrics)
 
-
-def _plain(cfg: TrainConfig) -> dict[str, Any]:
-    from noisefix.config import to_dict
-
-    return to_dict(cfg)
