@@ -156,37 +156,63 @@ def paper_predict(X: np.ndarray, bases: list[np.ndarray]) -> np.ndarray:
     return np.argmin(angles, axis=1)
 
 
-def noisefix_stream(X: np.ndarray, y: np.ndarray, K: int, batch: int, folds=None, F: int = 1) -> ClassStats:
-    stats = ClassStats(X.shape[1], K, F)
+def noisefix_stream(X, y: np.ndarray, K: int, batch: int, folds=None, F: int = 1) -> ClassStats:
+    """ClassStats fed batch by batch; X numpy (CPU) or a torch tensor on the GPU (as extraction produces it)."""
+    device = X.device if isinstance(X, torch.Tensor) else "cpu"
+    stats = ClassStats(X.shape[1], K, F, device=device)
+    y_dev = torch.as_tensor(y, device=device)
+    f_dev = None if folds is None else torch.as_tensor(folds, device=device)
     for i in range(0, len(X), batch):
-        stats.update(X[i:i + batch], y[i:i + batch], None if folds is None else folds[i:i + batch])
+        stats.update(X[i:i + batch], y_dev[i:i + batch], None if f_dev is None else f_dev[i:i + batch])
     stats.total()
     return stats
 
 
-def bench_one(X: np.ndarray, y: np.ndarray, K: int, *, batch: int, folds: int, paper: bool) -> dict:
-    """Time and memory of noisefix (single fit, cross-fit) and, if `paper`, of the paper pipeline."""
+def _clock(device: str) -> float:
+    """perf_counter after the device's queued work is done (CUDA runs asynchronously)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def bench_one(X: np.ndarray, y: np.ndarray, K: int, *, batch: int, folds: int, paper: bool,
+              device: str = "cpu") -> dict:
+    """Time and memory of noisefix (single fit, cross-fit) and, if `paper`, of the paper pipeline.
+
+    device "cuda": noisefix's side runs on the GPU from activations already there (copied before timing, as
+    extraction leaves them on the GPU); its memory column is then the GPU's peak allocation. The paper side
+    always runs numpy on the CPU.
+    """
     r = {"d": X.shape[1], "n": len(X)}
+    Xn = X if device == "cpu" else torch.from_numpy(X).to(device)
+    gpu = device != "cpu"
+    if gpu:
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
     with PeakRSS() as mem:
-        t0 = time.perf_counter()
-        stats = noisefix_stream(X, y, K, batch)
-        t1 = time.perf_counter()
+        t0 = _clock(device)
+        stats = noisefix_stream(Xn, y, K, batch)
+        t1 = _clock(device)
         masc = MASC(TAU).fit_moments(stats.total())
-        t2 = time.perf_counter()
-        pred_nf = masc.predict(X)
-        t3 = time.perf_counter()
-    r.update(nf_acc=t1 - t0, nf_fit=t2 - t1, nf_pred=t3 - t2, nf_total=t3 - t0, nf_mem=mem.peak,
+        t2 = _clock(device)
+        pred_nf = masc.predict(Xn)
+        t3 = _clock(device)
+    r.update(nf_acc=t1 - t0, nf_fit=t2 - t1, nf_pred=t3 - t2, nf_total=t3 - t0,
+             nf_mem=torch.cuda.max_memory_allocated() - base if gpu else mem.peak,
              nf_k=masc.n_components_.copy())
     del stats, masc
     if folds >= 2:
         fold_ids = make_folds(y, folds, seed=0)
+        if gpu:
+            torch.cuda.reset_peak_memory_stats()
         with PeakRSS() as mem:
-            t0 = time.perf_counter()
-            stats = noisefix_stream(X, y, K, batch, fold_ids, folds)
-            t1 = time.perf_counter()
-            cross_fit("masc", stats=stats, X=X, labels=y, folds=fold_ids, X_test=None)
-            t2 = time.perf_counter()
-        r.update(cf_acc=t1 - t0, cf_fit=t2 - t1, cf_total=t2 - t0, cf_mem=mem.peak,
+            t0 = _clock(device)
+            stats = noisefix_stream(Xn, y, K, batch, fold_ids, folds)
+            t1 = _clock(device)
+            cross_fit("masc", stats=stats, X=Xn, labels=y, folds=fold_ids, X_test=None)
+            t2 = _clock(device)
+        r.update(cf_acc=t1 - t0, cf_fit=t2 - t1, cf_total=t2 - t0,
+                 cf_mem=torch.cuda.max_memory_allocated() - base if gpu else mem.peak,
                  cf_route="gram refit" if int(np.bincount(y, minlength=K).max()) < X.shape[1] else "moments")
         del stats
     if paper:
@@ -296,6 +322,7 @@ def parse_args(argv=None):
                    help="skip the cross-fit timing above this d (F*K*d^2 float64 accumulators)")
     p.add_argument("--batch", type=int, default=256, help="rows per ClassStats.update (an extraction batch)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="where noisefix's side runs: cpu or cuda (the paper's is numpy)")
     p.add_argument("--out", help="markdown file to append the table to (default: print only)")
     p.add_argument("--profile-eigh", type=int, metavar="D",
                    help="instead of the benchmark, time the eigendecomposition routes for one class at d=D")
@@ -325,13 +352,15 @@ def main(argv=None) -> list[dict]:
             elif a.paper_n_large >= a.n:
                 runs = [(a.n, True)]
         for n, paper in runs:
-            r = bench_one(X[:n], y[:n], K, batch=a.batch, folds=cf, paper=paper)
+            r = bench_one(X[:n], y[:n], K, batch=a.batch, folds=cf, paper=paper, device=a.device)
             rows.append(r)
             print(f"d={d} N={n}: noisefix {r['nf_total']:.1f} s"
                   + (f", paper {r['p_total']:.1f} s, agreement {100 * r['agree']:.3f} %" if paper else ""),
                   flush=True)
         del X, y
-    md = (f"\n### bench_masc: K={K}, tau={TAU}, batch={a.batch}, seed={a.seed} "
+    where = (f"noisefix on {torch.cuda.get_device_name()} (peak MB noisefix = GPU allocation)"
+             if a.device != "cpu" else "noisefix on the CPU")
+    md = (f"\n### bench_masc: K={K}, tau={TAU}, batch={a.batch}, seed={a.seed}, {where} "
           f"({started:%Y-%m-%d %H:%M} UTC)\n\nMachine: {machine()}\n\n{table(rows, K, a.folds)}\n")
     publish(md, a.out)
     return rows

@@ -105,8 +105,9 @@ def cross_fit(probe_name: str, *, stats: ClassStats | None, X, labels, folds, X_
     if stats is not None and (stats.num_folds != F or stats.dim != X.shape[1]):
         raise ProbeError(f"layer {layer!r}: statistics have {stats.num_folds} folds and dim {stats.dim}, "
                          f"activations {F} folds and dim {X.shape[1]}; accumulate them with the same folds")
-    # MASC with every class smaller than d: refitting through the n_c x n_c Gram matrices beats d x d eigh
-    gram = probe_name == "masc" and stats is not None and int(stats.counts.sum(0).max()) < X.shape[1]
+    # MASC / VeLPIC with every class smaller than d: refitting through the n_c x n_c Gram matrices beats
+    # d x d eigendecompositions (and the d x d leave-one-fold-out copies)
+    gram = probe_name in ("masc", "velpic") and stats is not None and int(stats.counts.sum(0).max()) < X.shape[1]
     if probe_name in MOMENT_PROBES and not gram:
         if stats is None:
             stats = ClassStats(X.shape[1], K, F, name=layer)

@@ -1,9 +1,12 @@
 """Folds, cross-fitted scores for every probe, score rows, layer choice, noise-rate estimate."""
 
+from functools import partial
+
 import numpy as np
 import pytest
 
 from noisefix.errors import ConfigError, ProbeError
+from noisefix.probes import make_probe
 from noisefix.probes.stats import ClassStats
 from noisefix.scoring import ScoreRow, choose, cross_fit, estimate_noise_rate, make_folds, score_rows
 
@@ -41,6 +44,25 @@ def test_cross_fit_scores_each_image_without_its_fold(probe):
     assert r.test_scores.shape == (30, 3) and (r.layer, r.probe) == ("fc", probe)
     assert np.mean(r.oof_scores.argmax(1) == y) >= 0.95
     assert (r.n_components is not None) == (probe == "masc")
+
+
+@pytest.mark.parametrize("probe", ["masc", "velpic"])
+def test_gram_route_for_small_classes_matches_the_moment_route(probe):
+    """Classes smaller than d are refitted per fold through Gram matrices: same scores as d x d moments."""
+    rng = np.random.default_rng(3)
+    X = np.maximum(rng.standard_normal((60, 40)), 0).astype(np.float32)     # 3 classes of ~20 < d = 40
+    y = rng.integers(0, 3, 60)
+    folds = make_folds(y, 3, seed=0)
+    stats = ClassStats(40, 3, 3)
+    stats.update(X, y, folds)
+    gram = cross_fit(probe, stats=stats, X=X, labels=y, folds=folds, X_test=X[:10], variance=0.9)
+    make = partial(make_probe, probe, **({"variance": 0.9} if probe == "masc" else {}))
+    for f in range(3):
+        rows = folds == f
+        expected = make().fit_moments(stats.excluding(f)).decision_function(X[rows])
+        np.testing.assert_allclose(gram.oof_scores[rows], expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(gram.test_scores, make().fit_moments(stats.total()).decision_function(X[:10]),
+                               rtol=1e-4, atol=1e-4)
 
 
 def test_moment_probes_use_leave_fold_out_statistics():

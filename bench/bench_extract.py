@@ -1,0 +1,139 @@
+"""Benchmark: activation extraction throughput against the model's bare forward pass, and the paper's way.
+
+For one model on random images of its input shape, images per second of:
+
+* forward: `model(x)` alone, eval mode, no grad, at the same batch size (the ceiling extraction can reach);
+* extract: noisefix's probe pass, `ActivationExtractor` on every default layer (flattened, float32) plus
+  `ClassStats.update` with 5 folds for each layer, as `noisefix probe` does per batch;
+* paper-style: batch size 1, every layer's activations copied to host memory and kept (no statistics).
+
+`--dtypes fp32,bf16` repeats the forward and extract rows with the forward under bf16 autocast (CUDA only;
+the statistics still accumulate in float32 GEMMs into float64). Run `python bench/bench_extract.py --help`;
+see bench/README.md and docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_masc import machine, publish  # noqa: E402
+
+from noisefix.extract import ActivationExtractor, list_layers  # noqa: E402
+from noisefix.models import build_model, default_layers  # noqa: E402
+from noisefix.probes.stats import ClassStats  # noqa: E402
+
+SHAPES = {"mlp": (1, 28, 28), "cnn": (1, 28, 28), "alexnet": (3, 32, 32), "resnet18": (3, 32, 32)}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _rate(step, batches: list[torch.Tensor], device: torch.device, warmup: int = 2) -> float:
+    """Images per second of step(x) over `batches` (after `warmup` untimed batches)."""
+    for x in batches[:warmup]:
+        step(x)
+    _sync(device)
+    t0 = time.perf_counter()
+    for x in batches[warmup:]:
+        step(x)
+    _sync(device)
+    return sum(len(x) for x in batches[warmup:]) / (time.perf_counter() - t0)
+
+
+def bench_model(name: str, *, n: int, batch: int, device: torch.device, dtypes: list[str], paper_n: int,
+                classes: int = 10, folds: int = 5, seed: int = 0) -> list[dict]:
+    gen = torch.Generator().manual_seed(seed)
+    shape = SHAPES.get(name, (3, 32, 32))
+    model = build_model(name, in_shape=shape, num_classes=classes).to(device).eval()
+    layers = default_layers(model)
+    infos = list_layers(model, shape, layers)
+    images = torch.rand((n, *shape), generator=gen)
+    labels = torch.randint(0, classes, (n,), generator=gen)
+    fold_ids = torch.randint(0, folds, (n,), generator=gen)
+    batches = [images[i:i + batch].to(device) for i in range(0, n, batch)]
+    rows = []
+    for dtype in dtypes:
+        autocast = torch.bfloat16 if dtype == "bf16" else None
+        if autocast is not None and device.type != "cuda":
+            continue
+        extractor = ActivationExtractor(model, layers, device=device, autocast_dtype=autocast)
+        stats = {i.name: ClassStats(i.dim, classes, folds, device=device, name=i.name) for i in infos}
+        seen = {"i": 0}
+
+        @torch.no_grad()
+        def forward(x):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast is not None):
+                model(x)
+
+        def extract(x):
+            i = seen["i"] % n
+            seen["i"] += len(x)
+            y, f = labels[i:i + len(x)].to(device), fold_ids[i:i + len(x)].to(device)
+            for layer, act in extractor(x).items():
+                stats[layer].update(act, y, f)
+
+        rows.append({"model": name, "dtype": dtype, "batch": batch, "forward": _rate(forward, batches, device),
+                     "extract": _rate(extract, batches, device)})
+    singles = [images[i:i + 1].to(device) for i in range(min(paper_n, n))]
+    extractor = ActivationExtractor(model, layers, device=device)
+    kept: list[dict] = []
+    rows.append({"model": name, "dtype": "fp32", "batch": 1, "forward": None,
+                 "paper": _rate(lambda x: kept.append({k: v.cpu() for k, v in extractor(x).items()}),
+                                singles, device)})
+    rows[-1]["dims"] = sum(i.dim for i in infos)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| model | forward dtype | batch | bare forward img/s | noisefix extract + stats img/s | "
+            "extract / forward | paper-style (batch 1, keep all) img/s |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        if "paper" in r:
+            lines.append(f"| {r['model']} | {r['dtype']} | 1 | - | - | - | {r['paper']:,.0f} |")
+        else:
+            lines.append(f"| {r['model']} | {r['dtype']} | {r['batch']} | {r['forward']:,.0f} | {r['extract']:,.0f} "
+                         f"| {r['extract'] / r['forward']:.2f} | - |")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="mlp,cnn", help="comma-separated noisefix model names")
+    p.add_argument("--n", type=int, default=4096, help="random images per measurement")
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--paper-n", type=int, default=256, help="images for the batch-size-1 paper-style row")
+    p.add_argument("--dtypes", default="fp32", help="fp32 and/or bf16 (bf16 needs CUDA)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", help="markdown file to append the table to (default: print only)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> list[dict]:
+    a = parse_args(argv)
+    device = torch.device(a.device)
+    started = datetime.now(timezone.utc)
+    rows = []
+    for name in a.models.split(","):
+        rows += bench_model(name, n=a.n, batch=a.batch, device=device, dtypes=a.dtypes.split(","),
+                            paper_n=a.paper_n)
+        print(f"{name}: done", flush=True)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    md = (f"\n### bench_extract on {where}: N={a.n} random images, 5 folds ({started:%Y-%m-%d %H:%M} UTC)\n\n"
+          f"Machine: {machine()}\n\n{table(rows)}\n")
+    publish(md, a.out)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
