@@ -3,8 +3,9 @@
 For one model on random images of its input shape, images per second of:
 
 * forward: `model(x)` alone, eval mode, no grad, at the same batch size (the ceiling extraction can reach);
-* extract: noisefix's probe pass, `ActivationExtractor` on every default layer (flattened, float32) plus
-  `ClassStats.update` with 5 folds for each layer, as `noisefix probe` does per batch;
+* extract: noisefix's probe pass, `ActivationExtractor` on every default layer (auto-pooled as `probe
+  --pool auto`, flattened, float32) plus `ClassStats.update` with F folds for each layer, as `noisefix
+  probe` does per batch;
 * paper-style: batch size 1, every layer's activations copied to host memory and kept (no statistics).
 
 `--dtypes fp32,bf16` repeats the forward and extract rows with the forward under bf16 autocast (CUDA only;
@@ -26,7 +27,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_masc import machine, publish  # noqa: E402
 
-from noisefix.extract import ActivationExtractor, list_layers  # noqa: E402
+from noisefix.extract import ActivationExtractor, list_layers, plan_pooling  # noqa: E402
 from noisefix.models import build_model, default_layers  # noqa: E402
 from noisefix.probes.stats import ClassStats  # noqa: E402
 
@@ -38,14 +39,24 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _rate(step, batches: list[torch.Tensor], device: torch.device, warmup: int = 2) -> float:
-    """Images per second of step(x) over `batches` (after `warmup` untimed batches)."""
+def _rate(step, batches: list[torch.Tensor], device: torch.device, *, warmup: int = 2, start=None,
+          finish=None) -> float:
+    """Images per second of step(x) over `batches` after `warmup` untimed batches (fewer if there are few).
+
+    `start()` runs untimed after the warm-up (e.g. fresh accumulators), `finish()` timed after the last batch
+    (e.g. flushing buffered statistics).
+    """
+    warmup = min(warmup, len(batches) - 1)
     for x in batches[:warmup]:
         step(x)
+    if start is not None:
+        start()
     _sync(device)
     t0 = time.perf_counter()
     for x in batches[warmup:]:
         step(x)
+    if finish is not None:
+        finish()
     _sync(device)
     return sum(len(x) for x in batches[warmup:]) / (time.perf_counter() - t0)
 
@@ -56,7 +67,8 @@ def bench_model(name: str, *, n: int, batch: int, device: torch.device, dtypes: 
     shape = SHAPES.get(name, (3, 32, 32))
     model = build_model(name, in_shape=shape, num_classes=classes).to(device).eval()
     layers = default_layers(model)
-    infos = list_layers(model, shape, layers)
+    pools = plan_pooling(list_layers(model, shape, layers), "auto")        # as `noisefix probe` (--pool auto)
+    infos = list_layers(model, shape, layers, pools=pools)
     images = torch.rand((n, *shape), generator=gen)
     labels = torch.randint(0, classes, (n,), generator=gen)
     fold_ids = torch.randint(0, folds, (n,), generator=gen)
@@ -66,14 +78,24 @@ def bench_model(name: str, *, n: int, batch: int, device: torch.device, dtypes: 
         autocast = torch.bfloat16 if dtype == "bf16" else None
         if autocast is not None and device.type != "cuda":
             continue
-        extractor = ActivationExtractor(model, layers, device=device, autocast_dtype=autocast)
-        stats = {i.name: ClassStats(i.dim, classes, folds, device=device, name=i.name) for i in infos}
+        extractor = ActivationExtractor(model, layers, pools=pools, device=device, autocast_dtype=autocast)
+        stats: dict[str, ClassStats] = {}
         seen = {"i": 0}
+
+        def fresh_stats():
+            stats.clear()
+            stats.update({i.name: ClassStats(i.dim, classes, folds, device=device, name=i.name) for i in infos})
+
+        def flush():
+            for st in stats.values():
+                st.total()
 
         @torch.no_grad()
         def forward(x):
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast is not None):
                 model(x)
+
+        fresh_stats()
 
         def extract(x):
             i = seen["i"] % n
@@ -83,9 +105,9 @@ def bench_model(name: str, *, n: int, batch: int, device: torch.device, dtypes: 
                 stats[layer].update(act, y, f)
 
         rows.append({"model": name, "dtype": dtype, "batch": batch, "forward": _rate(forward, batches, device),
-                     "extract": _rate(extract, batches, device)})
+                     "extract": _rate(extract, batches, device, start=fresh_stats, finish=flush)})
     singles = [images[i:i + 1].to(device) for i in range(min(paper_n, n))]
-    extractor = ActivationExtractor(model, layers, device=device)
+    extractor = ActivationExtractor(model, layers, pools=pools, device=device)
     kept: list[dict] = []
     rows.append({"model": name, "dtype": "fp32", "batch": 1, "forward": None,
                  "paper": _rate(lambda x: kept.append({k: v.cpu() for k, v in extractor(x).items()}),
@@ -113,6 +135,7 @@ def parse_args(argv=None):
     p.add_argument("--n", type=int, default=4096, help="random images per measurement")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--paper-n", type=int, default=256, help="images for the batch-size-1 paper-style row")
+    p.add_argument("--folds", type=int, default=5, help="statistics folds (K*F*d^2*8 bytes per layer)")
     p.add_argument("--dtypes", default="fp32", help="fp32 and/or bf16 (bf16 needs CUDA)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", help="markdown file to append the table to (default: print only)")
@@ -126,10 +149,10 @@ def main(argv=None) -> list[dict]:
     rows = []
     for name in a.models.split(","):
         rows += bench_model(name, n=a.n, batch=a.batch, device=device, dtypes=a.dtypes.split(","),
-                            paper_n=a.paper_n)
+                            paper_n=a.paper_n, folds=a.folds)
         print(f"{name}: done", flush=True)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    md = (f"\n### bench_extract on {where}: N={a.n} random images, 5 folds ({started:%Y-%m-%d %H:%M} UTC)\n\n"
+    md = (f"\n### bench_extract on {where}: N={a.n} random images, {a.folds} folds ({started:%Y-%m-%d %H:%M} UTC)\n\n"
           f"Machine: {machine()}\n\n{table(rows)}\n")
     publish(md, a.out)
     return rows

@@ -199,6 +199,7 @@ class QuickConfig:
     train_subset: int | None = None
     test_subset: int | None = None
     epochs: int | None = None
+    lr: float | None = None          # a larger step, so the small subset is memorized within the epoch cap
     corruptions: tuple[float, ...] | None = None
 
 
@@ -244,7 +245,7 @@ class Recipe:
     def quick_variant(self) -> "Recipe":
         """This recipe with its `quick:` block applied."""
         q = self.quick
-        train = dataclasses.replace(self.train, epochs=q.epochs) if q.epochs else self.train
+        train = dataclasses.replace(self.train, epochs=q.epochs or self.train.epochs, lr=q.lr or self.train.lr)
         return dataclasses.replace(
             self, train=train, train_subset=q.train_subset or self.train_subset,
             test_subset=q.test_subset or self.test_subset, corruptions=q.corruptions or self.corruptions)

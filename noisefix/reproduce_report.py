@@ -90,8 +90,10 @@ def write_report(out: Path, recipe: Recipe, results: list[dict[str, Any]], *, qu
              "(`train --holdout`), or out-of-fold agreement when a run has none. Baseline probes (NCM, linear, "
              "VeLPIC, untrained network, true-label subspaces) show their oracle layer.", ""]
     if quick:
-        lines += ["**Quick variant**: a data subset and an epoch cap; the models do not reach memorization, so the "
-                  "paper's figures are not expected to match. Use it to check the pipeline, not the claims.", ""]
+        lines += ["**Quick variant**: a small data subset, an epoch cap and possibly a larger learning rate (the "
+                  "recipe's `quick:` block); the train-acc column shows whether a degree was memorized. With "
+                  "far fewer images for both the network and the class subspaces the paper's figures are not "
+                  "expected to match: use it to check the pipeline and the direction of the effect.", ""]
     lines += ["| p | seed | epochs | train acc (noisy) | model (final) | best epoch (label-only) | best epoch "
               "(oracle) | MASC label-only "
               "(layer) | MASC oracle (layer) | raw-input MASC | untrained MASC (oracle) | NCM | linear | VeLPIC | "

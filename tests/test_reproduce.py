@@ -36,7 +36,9 @@ def test_every_recipe_loads_and_validates():
         r = load_recipe(path)
         assert r.corruptions == (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
         assert set(r.expected["masc_best"]) == {0.2, 0.4, 0.6, 0.8}
-        assert r.quick_variant().train.epochs < r.train.epochs
+        quick = r.quick_variant()
+        assert quick.train.epochs < r.train.epochs
+        assert quick.train.lr == (r.quick.lr or r.train.lr) and quick.train.optimizer == r.train.optimizer
 
 
 @pytest.mark.parametrize("patch, message", [
