@@ -398,8 +398,11 @@ def _terminate(signum, frame):
 
 
 def main() -> None:
+    from noisefix import distributed
+
     signal.signal(signal.SIGTERM, _terminate)  # `kill` cleans up like Ctrl-C: no half-written outputs
-    app()
+    console.quiet = not distributed.is_main()  # under torchrun only rank 0 reports (errors still show on all)
+    app(prog_name="noisefix")
 
 
 if __name__ == "__main__":
