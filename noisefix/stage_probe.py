@@ -5,6 +5,11 @@ activations feed per-class, per-fold statistics (probes/stats.py) and, when they
 in-RAM float32 copy used for out-of-fold predictions; layers that do not fit together are processed in
 groups, one data pass per group. Every training image is scored by probes fitted without its fold, the test
 split (clean) by probes fitted on all training images. Outputs under RUN/probe/.
+
+Under torchrun (noisefix/distributed.py) each rank extracts its shard of the train and test images, the statistics
+are all-reduced, every rank fits the same probes from them and scores its own shard; the scores and model logits
+are gathered to rank 0 in global order, and rank 0 alone writes. Probes that refit on the activations (logreg,
+MASC's Gram route) get that layer's activations gathered to rank 0 instead. One process: one shard, same code.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from noisefix import artifacts
+from noisefix import artifacts, distributed
 from noisefix.config import ProbeConfig, dump_yaml
 from noisefix.data import LabeledImages
 from noisefix.images import ImageSource, to_float
@@ -26,7 +31,7 @@ from noisefix.errors import ProbeError
 from noisefix.extract import ActivationExtractor, LayerInfo, list_layers, parse_pool, plan_pooling, resolve_layers
 from noisefix.probes.stats import ClassStats
 from noisefix.report import NullReporter, plot_dynamics, plot_layers
-from noisefix.scoring import ProbeScores, ScoreRow, choose, cross_fit, make_folds, score_rows
+from noisefix.scoring import MOMENT_PROBES, ProbeScores, ScoreRow, choose, cross_fit, make_folds, score_rows
 from noisefix.stages import LoadedRun, load_run_model
 from noisefix.train import resolve_device, seed_everything
 
@@ -42,6 +47,40 @@ class ProbeOutcome:
     model: dict[str, dict[str, float | None]]
     criterion: str
     seconds: float
+
+
+@dataclass
+class Shards:
+    """Which images each rank extracts: global indices, ascending, partitioning the train / test split.
+
+    `every_fold`: every rank's training shard holds images of every fold, so a moment probe (fitted from the
+    all-reduced statistics) can score a shard on its own; otherwise all probes work on gathered activations.
+    """
+
+    train: list[np.ndarray]
+    test: list[np.ndarray]
+    every_fold: bool
+
+    @classmethod
+    def deal(cls, folds: np.ndarray, n_test: int, world: int) -> "Shards":
+        """Deal the training images fold by fold (held-out ones first) over `world` ranks, the test images in
+        stride; one rank gets everything in order."""
+        order = np.argsort(folds, kind="stable")
+        train = [np.sort(order[distributed.shard(len(order), of_rank=r, world=world)]) for r in range(world)]
+        if min(len(s) for s in train) == 0:
+            raise ProbeError(f"{len(folds)} training images cannot be split over {world} processes; use fewer")
+        test = [distributed.shard(n_test, of_rank=r, world=world) for r in range(world)]
+        num_folds = int(folds.max()) + 1
+        every_fold = all(np.isin(np.arange(num_folds), folds[s]).all() for s in train)
+        return cls(train=train, test=test, every_fold=every_fold)
+
+
+def _subset(split: LabeledImages, idx: np.ndarray) -> LabeledImages:
+    """The images `idx` of `split` (the split itself when idx is all of it, in order)."""
+    if np.array_equal(idx, np.arange(len(split))):
+        return split
+    return dataclasses.replace(split, paths=[split.paths[i] for i in idx], targets=split.targets[idx],
+                               clean_targets=None if split.clean_targets is None else split.clean_targets[idx])
 
 
 def expand_checkpoints(spec: tuple[str, ...], model_info: dict) -> list[str]:
@@ -87,14 +126,15 @@ def group_layers(infos: list[LayerInfo], *, n_train: int, n_test: int, num_class
     return groups
 
 
-def _extract(model, extractor: ActivationExtractor, source: ImageSource, infos: list[LayerInfo], *,
+def _extract(model, extractor: ActivationExtractor, source: ImageSource | None, infos: list[LayerInfo], *,
              device: torch.device, batch_size: int, labels: np.ndarray | None = None,
              folds: np.ndarray | None = None, stats: dict[str, ClassStats] | None = None,
              logits_out: np.ndarray | None = None) -> dict[str, torch.Tensor]:
-    """One pass over `source`: store activations per layer, update statistics, optionally keep model logits."""
-    n = len(source)
+    """One pass over `source` (None: no images): store activations per layer, update statistics, optionally keep
+    model logits. `labels`, `folds` and `logits_out` are indexed like the source's images."""
+    n = len(source) if source is not None else 0
     store = {i.name: torch.empty((n, i.dim), dtype=torch.float32) for i in infos}
-    for x, idx in source.batches(batch_size):
+    for x, idx in (source.batches(batch_size) if source is not None else ()):
         xb = to_float(x.to(device))
         acts = extractor(xb)
         fit = None if folds is None else torch.from_numpy(folds[idx.numpy()] >= 0)  # held-out images: fold -1
@@ -111,15 +151,65 @@ def _extract(model, extractor: ActivationExtractor, source: ImageSource, infos: 
     return store
 
 
+def _needs_all_activations(probe: str, stats: ClassStats, dim: int) -> bool:
+    """True when `cross_fit` refits the probe on the activations rather than the statistics: logreg, and MASC /
+    VeLPIC through the Gram route (every class has fewer images than d); a rank's shard is then not enough.
+    Mirrors the route choice in `scoring.cross_fit` (tests/test_distributed.py catches a drift)."""
+    return probe not in MOMENT_PROBES or (probe in ("masc", "velpic") and int(stats.counts.sum(0).max()) < dim)
+
+
+def _cross_fit_shards(probe: str, *, stats: ClassStats, X: torch.Tensor, X_test: torch.Tensor | None,
+                      labels: np.ndarray, folds: np.ndarray, shards: Shards, cfg: ProbeConfig,
+                      layer: str) -> ProbeScores | None:
+    """`cross_fit` for this rank's activations X (n_r, d) of images shards.train[rank] (X_test likewise); the
+    scores in global order on rank 0, None on the other ranks. `labels`, `folds`: global (N,), fold -1 = held out.
+
+    Moment probes score each shard from the all-reduced statistics; the others (and every probe when a shard
+    lacks a fold) run on rank 0 on the layer's activations gathered there: N x d float32 more on rank 0.
+    """
+    several = distributed.world_size() > 1
+    gather = several and (not shards.every_fold or _needs_all_activations(probe, stats, X.shape[1]))
+    rows = shards.train[distributed.rank()]
+    if gather:
+        X = distributed.gather_rows(X, shards.train)
+        X_test = None if X_test is None else distributed.gather_rows(X_test, shards.test)
+        if X is None:
+            return None
+        rows = np.arange(len(labels))
+    f = folds[rows]
+    fit, held = torch.from_numpy(np.flatnonzero(f >= 0)), torch.from_numpy(np.flatnonzero(f < 0))
+    scores = cross_fit(probe, stats=stats, X=X[fit], labels=labels[rows][fit.numpy()], folds=f[fit.numpy()],
+                       X_test=X_test, X_holdout=X[held] if (folds < 0).any() else None, variance=cfg.variance,
+                       seed=cfg.seed, layer=layer)
+    if not several or gather:
+        return scores
+    local = np.zeros((len(rows), scores.oof_scores.shape[1]), dtype=np.float32)  # (n_r, K): oof and held-out rows
+    local[fit.numpy()] = scores.oof_scores
+    if scores.holdout_scores is not None:
+        local[held.numpy()] = scores.holdout_scores
+    every = distributed.gather_rows(local, shards.train)
+    test = None if scores.test_scores is None else distributed.gather_rows(scores.test_scores, shards.test)
+    if every is None:
+        return None
+    return dataclasses.replace(scores, oof_scores=every[folds >= 0], test_scores=test,
+                               holdout_scores=every[folds < 0] if scores.holdout_scores is not None else None)
+
+
 def probe_checkpoint(loaded: LoadedRun, checkpoint: str, cfg: ProbeConfig, *, train: LabeledImages,
-                     folds: np.ndarray,
-                     train_source: ImageSource, test_source: ImageSource | None, reporter) -> tuple[
-                         list[ProbeScores], list[LayerInfo], dict[str, Any], str]:
-    """Score every requested layer x probe of one checkpoint; returns the scores, layers and model accuracies."""
-    device = resolve_device(cfg.device)
+                     folds: np.ndarray, train_source: ImageSource | None, test_source: ImageSource | None,
+                     reporter, shards: Shards | None = None) -> tuple[
+                         list[ProbeScores], list[LayerInfo], dict[str, Any] | None, str]:
+    """Score every requested layer x probe of one checkpoint; returns the scores, layers and model accuracies.
+
+    `train_source` / `test_source` serve this rank's shard of the images (`shards`; default: one process, all
+    images). On ranks other than 0 the scores are [] and the accuracies None.
+    """
+    device = distributed.setup(resolve_device(cfg.device))
+    test = loaded.splits.test
+    if shards is None:
+        shards = Shards.deal(folds, len(test) if test is not None else 0, 1)
     model, label = load_run_model(loaded, checkpoint)
     model.to(device)
-    test = loaded.splits.test
     in_shape = tuple(loaded.model_info["in_shape"])
     names = resolve_layers(model, cfg.layers)
     infos = list_layers(model, in_shape, names)
@@ -129,22 +219,25 @@ def probe_checkpoint(loaded: LoadedRun, checkpoint: str, cfg: ProbeConfig, *, tr
         reporter.info(f"pooling {', '.join(f'{n} to {pools[n]}x{pools[n]}' for n in pooled)} (--pool)")
     infos = list_layers(model, in_shape, names, pools=pools)
     K = len(train.classes)
-    groups = group_layers(infos, n_train=len(train), n_test=len(test) if test else 0, num_classes=K,
-                          folds=cfg.folds)
-    train_logits = np.zeros((len(train), K), dtype=np.float32)
-    test_logits = np.zeros((len(test), K), dtype=np.float32) if test is not None else None
+    mine = shards.train[distributed.rank()]
+    mine_test = shards.test[distributed.rank()]
+    groups = group_layers(infos, n_train=max(map(len, shards.train)), n_test=max(map(len, shards.test)),
+                          num_classes=K, folds=cfg.folds)
+    train_logits = np.zeros((len(mine), K), dtype=np.float32)
+    test_logits = np.zeros((len(mine_test), K), dtype=np.float32) if test is not None else None
     results: list[ProbeScores] = []
     for g, group in enumerate(groups):
         extractor = ActivationExtractor(model, [i.name for i in group], pools=pools, device=device)
         stats = {i.name: ClassStats(i.dim, K, cfg.folds, device=device, name=i.name) for i in group}
         t0 = time.perf_counter()
         X = _extract(model, extractor, train_source, group, device=device, batch_size=cfg.batch_size,
-                     labels=train.targets, folds=folds, stats=stats, logits_out=train_logits if g == 0 else None)
+                     labels=train.targets[mine], folds=folds[mine], stats=stats,
+                     logits_out=train_logits if g == 0 else None)
         Xt = (_extract(model, extractor, test_source, group, device=device, batch_size=cfg.batch_size,
-                       logits_out=test_logits if g == 0 else None) if test_source is not None else {})
+                       logits_out=test_logits if g == 0 else None) if test is not None else {})
+        for s in stats.values():
+            s.all_reduce()  # sum over ranks: every rank now holds the statistics of all images
         reporter.info(f"{label}: extracted {', '.join(i.name for i in group)} in {time.perf_counter() - t0:.1f}s")
-        fit = torch.from_numpy(np.flatnonzero(folds >= 0))
-        held = torch.from_numpy(np.flatnonzero(folds < 0))
         with reporter.progress(f"{label}: probes", len(group) * len(cfg.probes)) as advance:
             for info in group:
                 zeros = int(stats[info.name].zero_counts.sum())
@@ -152,13 +245,17 @@ def probe_checkpoint(loaded: LoadedRun, checkpoint: str, cfg: ProbeConfig, *, tr
                     reporter.warn(f"{info.name}: {zeros} all-zero activation vectors (dead units); "
                                   "MASC and NCM score them 0 for every class")
                 for probe in cfg.probes:
-                    results.append(cross_fit(
-                        probe, stats=stats[info.name], X=X[info.name][fit], labels=train.targets[fit.numpy()],
-                        folds=folds[fit.numpy()], X_test=Xt.get(info.name),
-                        X_holdout=X[info.name][held] if len(held) else None, variance=cfg.variance,
-                        seed=cfg.seed, layer=info.name))
+                    scores = _cross_fit_shards(probe, stats=stats[info.name], X=X[info.name],
+                                               X_test=Xt.get(info.name), labels=train.targets, folds=folds,
+                                               shards=shards, cfg=cfg, layer=info.name)
+                    if scores is not None:
+                        results.append(scores)
                     advance(1, layer=info.name, probe=probe)
         del X, Xt, stats
+    train_logits = distributed.gather_rows(train_logits, shards.train)
+    test_logits = distributed.gather_rows(test_logits, shards.test) if test is not None else None
+    if train_logits is None:  # not rank 0
+        return results, infos, None, label
     pred, fit_mask = train_logits.argmax(1), folds >= 0
     model_acc = {
         "agreement": float((pred == train.targets)[fit_mask].mean()),
@@ -184,9 +281,10 @@ def run_probe(loaded: LoadedRun, cfg: ProbeConfig, *, force: bool = False, repor
     `fit_on="clean"` fits the probes on the clean labels instead of the given ones (the paper's true-label
     subspaces; research only, needs a clean_label column); agreement is then measured against those labels.
     """
-    reporter = reporter or NullReporter()
+    reporter = reporter if reporter is not None and distributed.is_main() else NullReporter()
     t0 = time.perf_counter()
     seed_everything(cfg.seed)
+    distributed.setup(resolve_device(cfg.device))
     run = loaded.run
     out_dir = run.path / subdir
     artifacts.check_writable(out_dir, force=force, what="probe results")
@@ -198,8 +296,10 @@ def run_probe(loaded: LoadedRun, cfg: ProbeConfig, *, force: bool = False, repor
     holdout = loaded.holdout
     folds = np.full(len(train), -1, dtype=np.int64)
     folds[~holdout] = make_folds(train.targets[~holdout], cfg.folds, seed=cfg.seed)
-    train_source = ImageSource(train)
-    test_source = ImageSource(test) if test is not None else None
+    shards = Shards.deal(folds, len(test) if test is not None else 0, distributed.world_size())
+    me = distributed.rank()
+    train_source = ImageSource(_subset(train, shards.train[me]))
+    test_source = ImageSource(_subset(test, shards.test[me])) if test is not None and len(shards.test[me]) else None
     rows: list[dict[str, Any]] = []
     tensors: dict[str, torch.Tensor] = {"folds": torch.as_tensor(folds), "labels": torch.as_tensor(train.targets)}
     fit_mask = folds >= 0
@@ -209,7 +309,9 @@ def run_probe(loaded: LoadedRun, cfg: ProbeConfig, *, force: bool = False, repor
     for checkpoint in expand_checkpoints(cfg.checkpoints, loaded.model_info):
         results, infos, model_acc, label = probe_checkpoint(
             loaded, checkpoint, cfg, train=train, folds=folds, train_source=train_source, test_source=test_source,
-            reporter=reporter)
+            reporter=reporter, shards=shards)
+        if model_acc is None:  # ranks other than 0 hold no scores: rank 0 summarizes and writes
+            continue
         model_rows[checkpoint] = model_acc
         layer_meta.update({i.name: {"shape": list(i.shape), "dim": i.dim} for i in infos})
         dims = {i.name: i.dim for i in infos}
@@ -229,6 +331,8 @@ def run_probe(loaded: LoadedRun, cfg: ProbeConfig, *, force: bool = False, repor
                 tensors[key + "|test"] = torch.as_tensor(r.test_scores)
             if r.n_components is not None:
                 n_components[key] = [int(k) for k in r.n_components]
+    if not distributed.is_main():
+        return distributed.broadcast_object(None)  # rank 0's outcome, once its files are in place
     criterion = "holdout_agreement" if holdout.any() else "agreement"
     if criterion == "agreement":
         reporter.warn("this run has no held-out images (train --holdout 0): the label-only pick uses out-of-fold "
@@ -257,5 +361,6 @@ def run_probe(loaded: LoadedRun, cfg: ProbeConfig, *, force: bool = False, repor
         plot_layers(tmp / "layers.png", [r for r in rows if r["checkpoint"] == last],
                     model_acc={"test_acc": model_rows[last]["test_acc"], "clean_acc": model_rows[last]["clean_acc"]},
                     title=f"{run.path.name}: {last} checkpoint, out-of-fold probes")
-    return ProbeOutcome(out=out_dir, rows=rows, best=best, oracle=oracle, model=model_rows, criterion=criterion,
-                        seconds=time.perf_counter() - t0)
+    return distributed.broadcast_object(ProbeOutcome(
+        out=out_dir, rows=rows, best=best, oracle=oracle, model=model_rows, criterion=criterion,
+        seconds=time.perf_counter() - t0))
