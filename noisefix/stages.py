@@ -9,12 +9,13 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from noisefix import artifacts
+from noisefix import artifacts, distributed
 from noisefix.artifacts import RunDir
 from noisefix.config import TrainConfig, dump_yaml
 from noisefix.data import DataSplits, drop_paths, fingerprint, load_data
@@ -81,8 +82,12 @@ def apply_skips(splits: DataSplits, paths: set[str]) -> DataSplits:
 def run_train(data_root: Path, cfg: TrainConfig, *, labels_file: Path | None = None, out: Path | None = None,
               weights: Path | None = None, force: bool = False, on_bad_image: str = "fail",
               reporter=None) -> TrainOutcome:
-    """Train `cfg.model` on the image folder until it memorizes the given labels; write a run directory."""
-    reporter = reporter or NullReporter()
+    """Train `cfg.model` on the image folder until it memorizes the given labels; write a run directory.
+
+    Under torchrun every rank trains (data-parallel, noisefix/train.py); rank 0 alone writes the run directory
+    and every rank returns its outcome.
+    """
+    reporter = reporter if reporter is not None and distributed.is_main() else NullReporter()
     out = Path(out) if out else default_run_path(data_root, cfg.model)
     root, target = Path(data_root).resolve(), out.resolve()
     if target == root or root in target.parents or target in root.parents:
@@ -109,6 +114,11 @@ def run_train(data_root: Path, cfg: TrainConfig, *, labels_file: Path | None = N
                   f"{len(train.classes)} classes, input {in_shape}; {cfg.optimizer} lr {cfg.lr:g}, "
                   f"batch {cfg.batch_size}, until train acc >= {cfg.target_acc:g} or {cfg.epochs} epochs")
     t0 = time.perf_counter()
+    fit = partial(train_model, model, source, train.targets, cfg, indices=np.flatnonzero(~holdout),
+                  clean_labels=train.clean_targets, eval_sets=eval_sets)
+    if not distributed.is_main():
+        fit()
+        return distributed.broadcast_object(None)  # rank 0's outcome, once the run directory is in place
     with artifacts.staged_dir(out, force=force, what="run directory") as tmp:
         run = RunDir(tmp)
         artifacts.write_json(run.manifest, artifacts.make_manifest(
@@ -143,9 +153,7 @@ def run_train(data_root: Path, cfg: TrainConfig, *, labels_file: Path | None = N
                 fields.update(r.eval_acc)
                 advance(1, **fields)
 
-            history = train_model(model, source, train.targets, cfg, indices=np.flatnonzero(~holdout),
-                                  clean_labels=train.clean_targets, eval_sets=eval_sets, on_epoch=on_epoch,
-                                  save=save)
+            history = fit(on_epoch=on_epoch, save=save)
         last = history[-1]
         artifacts.save_tensors(run.weights, model.state_dict(), {"epoch": str(last.epoch)})
         artifacts.write_json(run.model_json, {
@@ -159,10 +167,10 @@ def run_train(data_root: Path, cfg: TrainConfig, *, labels_file: Path | None = N
             "oracle_epoch": oracle["epoch"], "oracle_test_acc": oracle["acc"] if oracle["epoch"] is not None else None,
             "final_train_acc": last.train_acc, "final_test_acc": last.eval_acc.get("test"),
         })
-    return TrainOutcome(run=RunDir(out), epochs=last.epoch, train_acc=last.train_acc,
-                        test_acc=last.eval_acc.get("test"), best_epoch=best["epoch"],
-                        best_test_acc=best["test_acc"] if best["by"] == "holdout" else oracle["acc"],
-                        seconds=time.perf_counter() - t0)
+    return distributed.broadcast_object(TrainOutcome(
+        run=RunDir(out), epochs=last.epoch, train_acc=last.train_acc, test_acc=last.eval_acc.get("test"),
+        best_epoch=best["epoch"], best_test_acc=best["test_acc"] if best["by"] == "holdout" else oracle["acc"],
+        seconds=time.perf_counter() - t0))
 
 
 @dataclass

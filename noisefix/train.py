@@ -3,6 +3,10 @@
 Knows nothing of the CLI, YAML or run directories: batches come from an `images.ImageSource`, progress goes to
 an `on_epoch` callback, checkpoints to a `save` callback. The paper's stopping rule: stop when the running
 training accuracy on the given labels reaches `target_acc`, or at the epoch cap.
+
+Under torchrun (noisefix/distributed.py) the model is wrapped in DistributedDataParallel and `cfg.batch_size` is
+the global batch: every rank shuffles the same order and trains on its share, ceil(batch_size / W) images per
+step; loss and accuracy are summed over ranks, and rank 0 decides when to stop.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from noisefix import distributed
 from noisefix.config import TrainConfig
 from noisefix.images import ImageSource, to_float
 
@@ -94,6 +99,23 @@ def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x
 
 
+def _epoch_batches(source: ImageSource, batch_size: int, indices: np.ndarray | None, seed: int):
+    """One epoch's shuffled (x, idx) batches for this rank.
+
+    Single process: `source.batches(batch_size, shuffle=True, seed=seed)`. W ranks: the same seeded permutation
+    on every rank, padded cyclically to a multiple of W (a few images repeat), dealt in stride; every rank
+    then has the same number of steps, and step k's W parts together form the k-th shuffled batch.
+    """
+    world = distributed.world_size()
+    if world == 1:
+        yield from source.batches(batch_size, indices=indices, shuffle=True, seed=seed)
+        return
+    order = np.arange(len(source)) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
+    order = np.random.default_rng(seed).permutation(order)
+    order = np.resize(order, len(order) + (-len(order)) % world)
+    yield from source.batches(-(-batch_size // world), indices=order[distributed.rank()::world])
+
+
 def train_model(
     model: nn.Module,
     source: ImageSource,
@@ -114,11 +136,12 @@ def train_model(
     `cfg.save_every` epochs, and for the last epoch. `stop(history)` may end training early (e.g. patience
     on a held-out set). Returns the per-epoch history.
     """
-    device = resolve_device(cfg.device)
+    device = distributed.setup(resolve_device(cfg.device))
     gen = seed_everything(cfg.seed)
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
+    net = distributed.data_parallel(model, device)  # `model` itself single-process
     autocast = cfg.bf16 and device.type == "cuda"
     opt = make_optimizer(model, cfg)
     loss_fn = nn.CrossEntropyLoss()
@@ -134,12 +157,12 @@ def train_model(
         correct = torch.zeros((), dtype=torch.long, device=device)
         correct_clean = torch.zeros((), dtype=torch.long, device=device)
         seen = 0
-        for x, idx in source.batches(cfg.batch_size, indices=indices, shuffle=True,
+        for x, idx in _epoch_batches(source, cfg.batch_size, indices,
                                      seed=int(torch.randint(0, 2**31 - 1, (1,), generator=gen))):
             xb = _to_device(x, device)
             yb = y_all[idx].to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                logits = model(xb)
+                logits = net(xb)
                 loss = loss_fn(logits.float(), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -150,6 +173,10 @@ def train_model(
             if y_clean is not None:
                 correct_clean += (pred == y_clean[idx].to(device)).sum()
             seen += len(idx)
+        if distributed.initialized():  # sums over ranks
+            total_loss, correct, correct_clean, seen = distributed.all_reduce_sum(torch.stack(
+                [total_loss.double(), correct.double(), correct_clean.double(),
+                 torch.tensor(seen, dtype=torch.float64, device=device)])).tolist()
         result = EpochResult(
             epoch=epoch,
             loss=float(total_loss) / seen,
@@ -161,6 +188,7 @@ def train_model(
         result.seconds = time.perf_counter() - t0
         history.append(result)
         done = result.train_acc >= cfg.target_acc or epoch == cfg.epochs or (stop is not None and stop(history))
+        done = distributed.broadcast_object(done)  # rank 0's decision, so that every rank stops together
         if save is not None and (done or epoch in cfg.save_epochs
                                  or (cfg.save_every and epoch % cfg.save_every == 0)):
             save(epoch, model)
