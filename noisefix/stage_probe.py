@@ -9,7 +9,7 @@ split (clean) by probes fitted on all training images. Outputs under RUN/probe/.
 Under torchrun (noisefix/distributed.py) each rank extracts its shard of the train and test images, the statistics
 are all-reduced, every rank fits the same probes from them and scores its own shard; the scores and model logits
 are gathered to rank 0 in global order, and rank 0 alone writes. Probes that refit on the activations (logreg,
-MASC's Gram route) get that layer's activations gathered to rank 0 instead. One process: one shard, same code.
+the MASC / VeLPIC Gram route) get that layer's activations gathered to rank 0 instead. One process: one shard, same code.
 """
 
 from __future__ import annotations
