@@ -77,6 +77,27 @@ def test_memory_model():
     assert ClassStats.nbytes(16384, 10, 5) > 100e9                    # the design's "impossible" case
 
 
+def test_without_second_moments_only_sums_and_counts():
+    X, y, f = _data()
+    full, lean = ClassStats(12, 3, 4), ClassStats(12, 3, 4, second_moments=False)
+    for s in (full, lean):
+        s.update(X, y, f)
+    assert lean.second is None and not lean.total().has_second
+    for a, b in ((full.total(), lean.total()), (full.excluding(1), lean.excluding(1))):
+        assert torch.equal(a.sums, b.sums) and torch.equal(a.counts, b.counts)
+    with pytest.raises(ProbeError, match="without second moments"):
+        lean.excluding(0).second
+    assert ClassStats.nbytes(16384, 10, 5, second_moments=False) < 0.5e9   # F*K*d*8 + flush buffer
+    assert ClassStats.nbytes(16384, 10, 5, second_moments=False) >= 8 * 5 * 10 * 16384
+
+
+def test_impossible_statistics_fail_before_allocating():
+    with pytest.raises(ProbeError, match=r"layer 'conv1'.*need [0-9.]+ GiB.*--pool avg:S.*--folds.*--layers"):
+        ClassStats(16384 * 8, 10, 5, name="conv1")                           # 27 PB of d^2 accumulators
+    lean = ClassStats(16384 * 8, 10, 5, name="conv1", second_moments=False)  # 42 MB: fine
+    assert lean.sums.shape == (5, 10, 16384 * 8)
+
+
 def test_all_reduce_without_process_group_only_flushes():
     X, y, f = _data()
     s = ClassStats(12, 3, 4)

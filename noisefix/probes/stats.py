@@ -5,7 +5,9 @@ A layer gives one flattened activation vector x (length d) per image; the images
 (fold, class) group the uncentered second moment sum(x x^T), the sum of x and the count, so that a
 probe can be fitted without holding the activations: memory is O(F*K*d^2) (see `ClassStats.nbytes`),
 not O(N*d). The statistics of "all training images except fold f" are `total() - fold f`, which makes
-cross-fitting nearly free.
+cross-fitting nearly free. With `second_moments=False` only the sums and counts are kept (F*K*d
+float64): enough for NCM and for MASC / VeLPIC when they refit through the per-class Gram route
+(every class smaller than d, see `scoring.refits_on_activations`), and the only choice at large d.
 
 Batches are buffered and flushed in large chunks: each (fold, class) group then costs one float32
 GEMM accumulated into float64, so the float64 additions (K*F*d^2 per flush) stay a small share.
@@ -13,6 +15,7 @@ GEMM accumulated into float64, so the float64 additions (K*F*d^2 per flush) stay
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,14 +32,27 @@ class ClassMoments:
     """Statistics of one labeled set of activation vectors (K classes, dimension d).
 
     Attributes:
-        second: float64 (K, d, d), sum of x x^T over the vectors of each class (uncentered).
+        second: float64 (K, d, d), sum of x x^T over the vectors of each class (uncentered); reading it
+            raises ProbeError when the statistics were accumulated without second moments.
         sums: float64 (K, d), sum of x per class.
         counts: int64 (K,), number of vectors per class (all-zero vectors included).
     """
 
-    second: torch.Tensor
+    second_or_none: torch.Tensor | None
     sums: torch.Tensor
     counts: torch.Tensor
+
+    @property
+    def has_second(self) -> bool:
+        return self.second_or_none is not None
+
+    @property
+    def second(self) -> torch.Tensor:
+        if self.second_or_none is None:
+            raise ProbeError(f"these class statistics (dim {self.dim}) were accumulated without second moments "
+                             "(ClassStats(second_moments=False)); a probe fitted from d x d moments needs them: "
+                             "accumulate with second_moments=True or refit on the activations")
+        return self.second_or_none
 
     @property
     def num_classes(self) -> int:
@@ -93,6 +109,23 @@ def _accumulate(target: torch.Tensor, part: torch.Tensor) -> None:
         target.add_(part)
 
 
+def _memory_limit(device: torch.device) -> int | None:
+    """Bytes of memory on `device` (physical RAM on CPU, total memory on a GPU); None when unknown."""
+    try:
+        if device.type == "cuda":
+            return int(torch.cuda.get_device_properties(device).total_memory)
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError, RuntimeError):
+        return None
+
+
+def _too_big(name: str, need: int, have: int | None, device: torch.device, what: str) -> ProbeError:
+    where = f"{device.type} memory" + (f" ({have / 2**30:.1f} GiB)" if have is not None else "")
+    return ProbeError(f"layer {name!r}: {what} need {need / 2**30:.1f} GiB, more than the {where}; "
+                      "shrink the layer with --pool avg:S (d = C*S*S), use fewer --folds, or leave the layer "
+                      "out with --layers (`noisefix layers --memory` lists the cost of each layer)")
+
+
 def _buffer_rows(dim: int) -> int:
     """Rows buffered between flushes: BUFFER_BYTES over the two float32 buffers, at least 1024."""
     return max(1024, BUFFER_BYTES // (2 * 4 * dim))
@@ -107,25 +140,40 @@ class ClassStats:
         num_folds: F, the number of cross-fitting folds (1: no cross-fitting).
         device: where the float64 accumulators live (a GPU when present).
         name: the layer name, used in error messages.
+        second_moments: accumulate the d x d second moments (False: sums and counts only, no GEMMs;
+            total() and excluding() then give ClassMoments without `second`).
+
+    Raises ProbeError before allocating when the accumulators cannot fit the device's memory.
 
     Attributes:
-        second: float64 (F, K, d, d), sum of x x^T per (fold, class).
+        second: float64 (F, K, d, d), sum of x x^T per (fold, class); None without second moments.
         sums: float64 (F, K, d), sum of x per (fold, class).
         counts: int64 (F, K), vectors per (fold, class).
         zero_counts: int64 (K,), all-zero vectors per class (dead-ReLU layers give many; probes
             score them 0 for every class, so callers should warn).
     """
 
-    def __init__(self, dim: int, num_classes: int, num_folds: int = 1, *, device="cpu", name: str = ""):
+    def __init__(self, dim: int, num_classes: int, num_folds: int = 1, *, device="cpu", name: str = "",
+                 second_moments: bool = True):
         if dim < 1 or num_classes < 1 or num_folds < 1:
             raise ProbeError(f"layer {name!r}: dim, num_classes and num_folds must be >= 1, "
                              f"got {dim}, {num_classes}, {num_folds}")
         self.dim, self.num_classes, self.num_folds = int(dim), int(num_classes), int(num_folds)
         self.device = torch.device(device)
         self.name = name
+        self.second_moments = bool(second_moments)
         F, K, d = self.num_folds, self.num_classes, self.dim
-        self.second = torch.zeros((F, K, d, d), dtype=torch.float64, device=self.device)
-        self.sums = torch.zeros((F, K, d), dtype=torch.float64, device=self.device)
+        need = self.nbytes(d, K, F, second_moments=self.second_moments)
+        have = _memory_limit(self.device)
+        what = f"its class statistics ({F} folds x {K} classes x {'d^2 + ' if self.second_moments else ''}d float64)"
+        if have is not None and need > have:
+            raise _too_big(name, need, have, self.device, what)
+        try:
+            self.second = (torch.zeros((F, K, d, d), dtype=torch.float64, device=self.device)
+                           if self.second_moments else None)
+            self.sums = torch.zeros((F, K, d), dtype=torch.float64, device=self.device)
+        except (RuntimeError, MemoryError) as exc:                              # e.g. torch.cuda.OutOfMemoryError
+            raise _too_big(name, need, have, self.device, what) from exc
         self.counts = torch.zeros((F, K), dtype=torch.int64, device=self.device)
         self.zero_counts = torch.zeros(K, dtype=torch.int64, device=self.device)
         self._buffer_rows = _buffer_rows(d)
@@ -136,16 +184,18 @@ class ClassStats:
         self._total: ClassMoments | None = None
 
     @staticmethod
-    def nbytes(dim: int, num_classes: int, num_folds: int) -> int:
+    def nbytes(dim: int, num_classes: int, num_folds: int, *, second_moments: bool = True) -> int:
         """Peak bytes of the statistics of one layer during probing.
 
-        The accumulators (F*K*d^2 + F*K*d float64), the cached all-fold total and one
-        leave-one-fold-out copy (2*K*d^2 float64 each while cross-fitting), and the flush buffer.
+        The accumulators (F*K*d^2 + F*K*d float64; without second moments F*K*d), the cached all-fold
+        total and one leave-one-fold-out copy (2*K*(d^2 + d) float64, or 2*K*d), and the flush buffer
+        (two float32 blocks of `_buffer_rows(d)` rows, plus a d x d GEMM output with second moments).
         """
         K, F, d = num_classes, num_folds, dim
-        accumulators = 8 * (F * K * d * d + F * K * d + 2 * F * K + K)
-        derived = 2 * 8 * (K * d * d + K * d + K)
-        return accumulators + derived + 4 * d * (2 * _buffer_rows(d) + d)
+        square = d * d if second_moments else 0
+        accumulators = 8 * (F * K * (square + d) + 2 * F * K + K)
+        derived = 2 * 8 * (K * (square + d) + K)
+        return accumulators + derived + 4 * d * 2 * _buffer_rows(d) + 4 * square
 
     def update(self, x, labels, folds=None) -> None:
         """Add a batch: x (B, d) activations (any float dtype), labels (B,) in [0, K), folds (B,) in [0, F).
@@ -181,7 +231,8 @@ class ClassStats:
         self._total = None
         if self._buffer is None:
             self._buffer = torch.empty((2, self._buffer_rows, self.dim), dtype=torch.float32, device=self.device)
-            self._gram = torch.empty((self.dim, self.dim), dtype=torch.float32, device=self.device)
+            if self.second is not None:
+                self._gram = torch.empty((self.dim, self.dim), dtype=torch.float32, device=self.device)
         start = 0
         while start < len(x):
             take = min(len(x) - start, self._buffer_rows - self._pending)
@@ -193,7 +244,8 @@ class ClassStats:
                 self._flush()
 
     def _flush(self) -> None:
-        """Fold the buffered rows into the float64 accumulators: one float32 GEMM per (fold, class)."""
+        """Fold the buffered rows into the float64 accumulators: one float32 GEMM per (fold, class) (with
+        second moments) and one GEMV for the sums."""
         if not self._pending:
             return
         group = self._groups[:self._pending]
@@ -202,12 +254,13 @@ class ClassStats:
                                out=self._buffer[1, :self._pending])                # (R, d) sorted by group
         sizes = torch.bincount(group, minlength=self.num_folds * self.num_classes).tolist()
         self._pending = 0
-        second = self.second.view(-1, self.dim, self.dim)                          # (F*K, d, d)
+        second = None if self.second is None else self.second.view(-1, self.dim, self.dim)  # (F*K, d, d)
         sums = self.sums.view(-1, self.dim)                                        # (F*K, d)
         ones = torch.ones(max(sizes), dtype=torch.float32, device=self.device)
         for g, rows in enumerate(torch.split(X, sizes)):
             if len(rows):
-                _accumulate(second[g], torch.mm(rows.T, rows, out=self._gram))   # float32 GEMM -> float64
+                if second is not None:
+                    _accumulate(second[g], torch.mm(rows.T, rows, out=self._gram))  # float32 GEMM -> float64
                 sums[g].add_(torch.mv(rows.T, ones[:len(rows)]))                  # column sums as a GEMV
 
     def total(self) -> ClassMoments:
@@ -215,7 +268,8 @@ class ClassStats:
         self._flush()
         self._buffer = self._gram = None
         if self._total is None:
-            self._total = ClassMoments(self.second.sum(0), self.sums.sum(0), self.counts.sum(0))
+            self._total = ClassMoments(None if self.second is None else self.second.sum(0), self.sums.sum(0),
+                                       self.counts.sum(0))
         return self._total
 
     def excluding(self, fold: int) -> ClassMoments:
@@ -223,7 +277,8 @@ class ClassStats:
         if not 0 <= fold < self.num_folds:
             raise ProbeError(f"fold must lie in [0, {self.num_folds}), got {fold}")
         t = self.total()
-        return ClassMoments(t.second - self.second[fold], t.sums - self.sums[fold], t.counts - self.counts[fold])
+        second = None if self.second is None else t.second - self.second[fold]
+        return ClassMoments(second, t.sums - self.sums[fold], t.counts - self.counts[fold])
 
     def all_reduce(self) -> None:
         """Sum the statistics over torch.distributed ranks (a no-op unless a process group is initialized)."""
@@ -231,4 +286,5 @@ class ClassStats:
         self._buffer = self._gram = self._total = None
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             for t in (self.second, self.sums, self.counts, self.zero_counts):
-                torch.distributed.all_reduce(t)
+                if t is not None:
+                    torch.distributed.all_reduce(t)
