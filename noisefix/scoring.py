@@ -13,6 +13,7 @@ heuristic; a clean test or validation accuracy, when there is one, is the better
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from functools import partial
 
@@ -21,10 +22,102 @@ import torch
 
 from noisefix.errors import ConfigError, DataError, ProbeError
 from noisefix.probes import make_probe
-from noisefix.probes.stats import ClassStats, as_features, as_labels
+from noisefix.probes import masc as masc_module
+from noisefix.probes.stats import ClassMoments, ClassStats, as_features, as_labels
 
 #: Probes fitted from per-class statistics; the others are refitted on the activations of each fold.
 MOMENT_PROBES = ("masc", "ncm", "velpic")
+#: Moment probes that switch to the per-class Gram route when every class has fewer images than d.
+GRAM_PROBES = ("masc", "velpic")
+#: Rows scored at once when activations are in RAM (bounds the copy of a fold's rows).
+SCORE_ROWS = 8192
+
+
+def refits_on_activations(probe: str, class_counts, dim: int) -> bool:
+    """True when `cross_fit` refits `probe` on the activations rather than fitting it from class statistics.
+
+    logreg always does; MASC and VeLPIC do through the per-class Gram route (n_c x n_c Gram matrices)
+    when every class has fewer training images than d (`class_counts` (K,): images per class over all
+    folds), which beats d x d eigendecompositions and needs no d x d second moments. The one rule for
+    `cross_fit`, the probe stage's memory plan and its torchrun gathers.
+    """
+    if probe not in MOMENT_PROBES:
+        return True
+    return probe in GRAM_PROBES and int(np.max(np.asarray(class_counts), initial=0)) < int(dim)
+
+
+def needs_second_moments(probes, class_counts, dim: int) -> bool:
+    """True when some probe in `probes` is fitted from d x d second moments (MASC / VeLPIC off the Gram route)."""
+    return any(p in GRAM_PROBES and not refits_on_activations(p, class_counts, dim) for p in probes)
+
+
+class RowSource:
+    """One layer's activations, (N, d) float32, read by rows wherever they live (RAM: `TensorRows`; disk:
+    `extract.ActivationCache`). `subset(rows)` is a view of some rows, renumbered 0..len(rows)-1.
+
+    Subclasses implement `_take(g)` (rows g, in that order, as one tensor) and `_blocks(g)` (yield
+    (positions into g, tensor of those rows), a bounded number of rows at a time, covering g once).
+    """
+
+    dim: int
+    _n: int
+    _rows: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return self._n if self._rows is None else len(self._rows)
+
+    def _global(self, idx) -> np.ndarray:
+        idx = np.asarray(idx, dtype=np.int64)
+        return idx if self._rows is None else self._rows[idx]
+
+    def subset(self, rows) -> "RowSource":
+        view = copy.copy(self)
+        view._rows = self._global(rows)
+        return view
+
+    def take(self, idx) -> torch.Tensor:
+        """Rows idx (in that order): float32 (len(idx), d)."""
+        return self._take(self._global(idx))
+
+    def blocks(self, idx):
+        """(positions into idx, float32 rows) blocks covering rows idx, a bounded number at a time."""
+        return self._blocks(self._global(idx))
+
+    def score(self, idx, fn, num_classes: int) -> np.ndarray:
+        """fn (rows -> (b, K) scores) applied to rows idx block by block: float32 (len(idx), K)."""
+        out = np.zeros((len(idx), num_classes), dtype=np.float32)
+        for pos, X in self.blocks(idx):
+            out[pos] = fn(X)
+        return out
+
+    def _take(self, g: np.ndarray) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _blocks(self, g: np.ndarray):
+        raise NotImplementedError
+
+
+class TensorRows(RowSource):
+    """Activations held in RAM as one float32 (N, d) tensor (checked for NaN/inf once)."""
+
+    def __init__(self, X, *, what: str = "activations"):
+        self.X = as_features(X, what=what)
+        self._n, self.dim = self.X.shape
+
+    def _take(self, g: np.ndarray) -> torch.Tensor:
+        if len(g) == self.X.shape[0] and np.array_equal(g, np.arange(len(g))):
+            return self.X                                                     # all rows in order: no copy
+        return self.X[torch.from_numpy(g)]
+
+    def _blocks(self, g: np.ndarray):
+        for start in range(0, len(g), SCORE_ROWS):
+            pos = np.arange(start, min(start + SCORE_ROWS, len(g)))
+            yield pos, self._take(g[pos])
+
+
+def as_rows(X, *, what: str) -> RowSource:
+    """X itself when it is a RowSource, else its rows in RAM (a tensor or array (N, d))."""
+    return X if isinstance(X, RowSource) else TensorRows(X, what=what)
 
 
 def make_folds(labels, num_folds: int, *, seed: int) -> np.ndarray:
@@ -80,19 +173,44 @@ class ProbeScores:
     holdout_scores: np.ndarray | None = None
 
 
+def _fit_by_class(probe_name: str, X: RowSource, labels: np.ndarray, keep: np.ndarray, K: int, *,
+                  variance: float, moments: ClassMoments):
+    """MASC (or VeLPIC) fitted on the rows `keep` through the per-class Gram route, one class block at a time.
+
+    Same subspaces as `MASC.fit` on X[keep] when every class has fewer rows than d (class rows in the same
+    order, so the same n_c x n_c Gram matrices), without the (N, d) copy of the training rows: the peak is
+    one class's block (n_c x d float32 + float64) and the fitted bases. VeLPIC's signs come from the
+    float64 class sums of `moments` (the statistics of the same rows), as in `VeLPIC.fit_moments`.
+    """
+    masc = make_probe("masc", variance=1 if probe_name == "velpic" else variance)
+    masc._check_params()
+    fits, device = [], torch.device("cpu")
+    for c in range(K):
+        Xc = X.take(np.flatnonzero(keep & (labels == c)))                              # (n_c, d)
+        fits.append(masc_module._gram_subspace(Xc.double(), masc.variance))
+        device = Xc.device
+    masc._set_fitted(fits, np.bincount(labels[keep], minlength=K), X.dim, device)
+    if probe_name == "masc":
+        return masc
+    return make_probe("velpic")._set_fitted(masc, moments.sums.sum(dim=0).cpu())
+
+
 def cross_fit(probe_name: str, *, stats: ClassStats | None, X, labels, folds, X_test=None, X_holdout=None,
               variance: float = 0.99, seed: int = 0, layer: str = "", num_classes: int | None = None
               ) -> ProbeScores:
     """Out-of-fold scores of one probe on one layer's activations X (N, d) (+ test scores on X_test (M, d)
     and held-out scores on X_holdout (H, d): images the network was not trained on, scored like the test set).
 
-    masc, ncm, velpic: fold f's probe comes from stats.excluding(f) (no refit over the data), the test
-    probe from stats.total() (MASC when every class has fewer than d images: refitted per fold on X through
-    the cheaper Gram route instead); `stats` must have been accumulated with these labels and folds (None:
-    computed here from X). logreg: refitted on X[folds != f] per fold and on all of X for the test set.
-    K is stats.num_classes, else num_classes, else max label + 1.
+    X, X_test, X_holdout: tensors / arrays in RAM or `RowSource`s (e.g. an on-disk `extract.ActivationCache`),
+    read block by block. masc, ncm, velpic: fold f's probe comes from stats.excluding(f) (no refit over the
+    data), the test probe from stats.total(); MASC / VeLPIC when every class has fewer than d images
+    (`refits_on_activations`) are refitted per fold instead, class by class through the cheaper Gram route,
+    and need no second moments in `stats`. `stats` must have been accumulated with these labels and folds
+    (None: computed here from X, second moments only when needed). logreg: refitted on X[folds != f] per
+    fold (those rows in RAM) and on all of X for the test set. K is stats.num_classes, else num_classes,
+    else max label + 1.
     """
-    X = as_features(X, what=f"layer {layer!r} activations")
+    X = as_rows(X, what=f"layer {layer!r} activations")
     folds = np.asarray(folds, dtype=np.int64)
     if folds.shape != (len(X),) or (len(folds) and folds.min() < 0):
         raise DataError(f"folds must be {len(X)} non-negative fold ids, got shape {folds.shape}")
@@ -102,29 +220,40 @@ def cross_fit(probe_name: str, *, stats: ClassStats | None, X, labels, folds, X_
     params = {"masc": {"variance": variance}, "logreg": {"seed": seed}}.get(probe_name, {})
     make = partial(make_probe, probe_name, **params)
     oof = np.zeros((len(X), K), dtype=np.float32)
-    if stats is not None and (stats.num_folds != F or stats.dim != X.shape[1]):
+    if stats is not None and (stats.num_folds != F or stats.dim != X.dim):
         raise ProbeError(f"layer {layer!r}: statistics have {stats.num_folds} folds and dim {stats.dim}, "
-                         f"activations {F} folds and dim {X.shape[1]}; accumulate them with the same folds")
-    # MASC / VeLPIC with every class smaller than d: refitting through the n_c x n_c Gram matrices beats
-    # d x d eigendecompositions (and the d x d leave-one-fold-out copies)
-    gram = probe_name in ("masc", "velpic") and stats is not None and int(stats.counts.sum(0).max()) < X.shape[1]
-    if probe_name in MOMENT_PROBES and not gram:
-        if stats is None:
-            stats = ClassStats(X.shape[1], K, F, name=layer)
-            stats.update(X, labels, folds)
+                         f"activations {F} folds and dim {X.dim}; accumulate them with the same folds")
+    counts = stats.counts.sum(0).cpu().numpy() if stats is not None else np.bincount(labels, minlength=K)
+    refit = refits_on_activations(probe_name, counts, X.dim)  # the same rule decides the probe stage's plan
+    if stats is None and probe_name in MOMENT_PROBES:
+        stats = ClassStats(X.dim, K, F, name=layer, second_moments=not refit)
+        for pos, block in X.blocks(np.arange(len(X))):
+            stats.update(block, labels[pos], folds[pos])
+    full = None
+    if not refit:
         full = make().fit_moments(stats.total())
         hint = {"k_hint": full.n_components_} if probe_name == "masc" else {}
         for f in range(F):
             rows = np.flatnonzero(folds == f)
-            oof[rows] = make().fit_moments(stats.excluding(f), **hint).decision_function(X[torch.from_numpy(rows)])
+            oof[rows] = X.score(rows, make().fit_moments(stats.excluding(f), **hint).decision_function, K)
     else:
+        gram = probe_name in GRAM_PROBES
         for f in range(F):
-            rows, train = np.flatnonzero(folds == f), np.flatnonzero(folds != f)
-            probe = make().fit(X[torch.from_numpy(train)], labels[train], num_classes=K)
-            oof[rows] = probe.decision_function(X[torch.from_numpy(rows)])
-        full = make().fit(X, labels, num_classes=K) if X_test is not None or X_holdout is not None else None
-    test, held = (None if A is None else full.decision_function(as_features(A, what=f"layer {layer!r} {what}"))
-                  for A, what in ((X_test, "test activations"), (X_holdout, "held-out activations")))
+            rows, keep = np.flatnonzero(folds == f), folds != f
+            if gram:
+                probe = _fit_by_class(probe_name, X, labels, keep, K, variance=variance, moments=stats.excluding(f))
+            else:
+                train = np.flatnonzero(keep)
+                probe = make().fit(X.take(train), labels[train], num_classes=K)
+            oof[rows] = X.score(rows, probe.decision_function, K)
+        if X_test is not None or X_holdout is not None:
+            everything = np.ones(len(X), dtype=bool)
+            full = (_fit_by_class(probe_name, X, labels, everything, K, variance=variance, moments=stats.total())
+                    if gram else make().fit(X.take(np.arange(len(X))), labels, num_classes=K))
+    test, held = (None if A is None else A.score(np.arange(len(A)), full.decision_function, K)
+                  for A in (None if X_test is None else as_rows(X_test, what=f"layer {layer!r} test activations"),
+                            None if X_holdout is None else as_rows(X_holdout, what=f"layer {layer!r} held-out "
+                                                                                  "activations")))
     return ProbeScores(layer=layer, probe=probe_name, oof_scores=oof, test_scores=test,
                        n_components=getattr(full, "n_components_", None), holdout_scores=held)
 

@@ -8,7 +8,8 @@ import pytest
 from noisefix.errors import ConfigError, ProbeError
 from noisefix.probes import make_probe
 from noisefix.probes.stats import ClassStats
-from noisefix.scoring import ScoreRow, choose, cross_fit, estimate_noise_rate, make_folds, score_rows
+from noisefix.scoring import (ScoreRow, choose, cross_fit, estimate_noise_rate, make_folds,
+                              needs_second_moments, refits_on_activations, score_rows)
 
 
 def test_folds_are_stratified_balanced_and_seeded():
@@ -63,6 +64,41 @@ def test_gram_route_for_small_classes_matches_the_moment_route(probe):
         np.testing.assert_allclose(gram.oof_scores[rows], expected, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(gram.test_scores, make().fit_moments(stats.total()).decision_function(X[:10]),
                                rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("probe", ["masc", "velpic", "ncm", "logreg"])
+def test_gram_route_needs_no_second_moments(probe):
+    """Where every class is smaller than d, statistics without d x d moments give the very same scores."""
+    rng = np.random.default_rng(4)
+    X = np.maximum(rng.standard_normal((60, 40)), 0).astype(np.float32)     # 3 classes of ~20 < d = 40
+    y = rng.integers(0, 3, 60)
+    folds = make_folds(y, 3, seed=0)
+    assert refits_on_activations(probe, np.bincount(y), 40) == (probe != "ncm")
+    assert not needs_second_moments([probe], np.bincount(y), 40)
+    results = []
+    for second in (True, False):
+        stats = ClassStats(40, 3, 3, second_moments=second)
+        stats.update(X, y, folds)
+        results.append(cross_fit(probe, stats=stats, X=X, labels=y, folds=folds, X_test=X[:10], X_holdout=X[10:15],
+                                 variance=0.9))
+    with_d2, without = results
+    for attr in ("oof_scores", "test_scores", "holdout_scores"):
+        np.testing.assert_array_equal(getattr(with_d2, attr), getattr(without, attr))
+    assert (with_d2.n_components is None) == (without.n_components is None)
+    if with_d2.n_components is not None:
+        np.testing.assert_array_equal(with_d2.n_components, without.n_components)
+
+
+def test_moment_route_without_second_moments_is_a_clear_error():
+    X, y = _layer()                                                   # ~130 images per class > d = 8
+    folds = make_folds(y, 4, seed=0)
+    assert needs_second_moments(["masc", "ncm"], np.bincount(y), 8)
+    stats = ClassStats(8, 3, 4, second_moments=False)
+    stats.update(X, y, folds)
+    with pytest.raises(ProbeError, match="without second moments"):
+        cross_fit("masc", stats=stats, X=X, labels=y, folds=folds)
+    r = cross_fit("ncm", stats=stats, X=X, labels=y, folds=folds)   # NCM needs only the sums
+    assert np.mean(r.oof_scores.argmax(1) == y) >= 0.95
 
 
 def test_moment_probes_use_leave_fold_out_statistics():
