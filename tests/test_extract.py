@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -182,3 +183,30 @@ def test_plan_pooling():
     assert plan_pooling(infos, 4) == {"big": 4, "small": None, "wide": 4, "flat": None}
     with pytest.raises(ConfigError, match="bad pool value"):
         plan_pooling(infos, 0)
+
+
+def test_activation_cache_reads_back_rows_classes_and_blocks(tmp_path):
+    from noisefix.extract import ActivationCache
+
+    rng = np.random.default_rng(0)
+    X = torch.from_numpy(rng.standard_normal((50, 6)).astype(np.float32))
+    y = rng.integers(0, 3, 50)
+    cache = ActivationCache(tmp_path / "c", 6, 50, rows_per_shard=7)
+    order = rng.permutation(50)                                              # rows arrive in any order
+    for i in range(0, 50, 9):
+        ids = order[i:i + 9]
+        cache.append(X[ids], ids, y[ids])
+    with pytest.raises(ProbeError, match="never written"):
+        ActivationCache(tmp_path / "d", 6, 5).close()
+    cache.close()
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [f"shard-{i:05d}.safetensors" for i in range(8)]
+    for idx in ([3, 49, 0, 17, 17], np.flatnonzero(y == 1), np.arange(50)):
+        assert torch.equal(cache.take(idx), X[idx])
+    view = cache.subset(np.arange(10, 40))
+    assert len(view) == 30 and torch.equal(view.take([0, 29]), X[[10, 39]])
+    seen = np.zeros(30, dtype=int)
+    for pos, rows in view.blocks(np.arange(30)):
+        assert len(rows) <= 7 and torch.equal(rows, X[10 + pos])
+        seen[pos] += 1
+    assert (seen == 1).all()
+    np.testing.assert_array_equal(view.score(np.arange(30), lambda x: x[:, :2].numpy(), 2), X[10:40, :2].numpy())
