@@ -51,6 +51,25 @@ def handle_errors(fn):
     return wrapper
 
 
+def single_process(fn):
+    """Refuse to run under torchrun with WORLD_SIZE > 1: only train and probe split work over processes; any
+    other command would run once per rank, every rank writing the same files."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from noisefix import distributed
+        from noisefix.errors import ConfigError
+
+        if distributed.world_size() > 1:
+            name = fn.__name__.replace("_", " ")
+            raise ConfigError(f"`noisefix {name}` runs in one process, but it was launched with "
+                              f"WORLD_SIZE={distributed.world_size()} (torchrun), where every process would write "
+                              f"the same files; run it without torchrun (only train and probe use several processes)")
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def next_step(text: str) -> None:
     console.print(f"next: [bold cyan]{text}[/]", highlight=False)
 
@@ -106,6 +125,7 @@ def train(
 
 @data_app.command("export")
 @handle_errors
+@single_process
 def data_export(
     name: Annotated[str, typer.Argument(help="digits, mnist, fashion-mnist, cifar10 or cifar100.")],
     dest: Annotated[Path, typer.Argument(help="Folder to write (DEST/train/<class>/..., DEST/test/<class>/...).")],
@@ -141,32 +161,56 @@ def _split(text: str) -> tuple[str, ...]:
 
 @app.command()
 @handle_errors
+@single_process
 def layers(
     run: RunOpt = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Pick the newest run of this model.")] = None,
     all_nodes: Annotated[bool, typer.Option("--all", help="List every graph node, not only the default layers.")] = False,
-    memory: Annotated[bool, typer.Option("--memory", help="Add the probe's memory per layer: statistics "
-                                         "K*F*d^2*8 bytes (+ buffers) and in-RAM activations N*d*4 bytes.")] = False,
+    memory: Annotated[bool, typer.Option("--memory", help="Add the probe's route and memory per layer: class "
+                                         "statistics (F*K*d^2*8 bytes only where a probe needs d^2 moments), "
+                                         "activations (N*d*4 bytes, in RAM or on disk) and probe work.")] = False,
     folds: Annotated[int, typer.Option("--folds", help="Folds assumed by --memory.")] = 5,
+    probes: Annotated[str, typer.Option("--probes", help="Probes assumed by --memory.")] = "masc,ncm,logreg,velpic",
+    pool: Annotated[str, typer.Option("--pool", help="Pooling assumed by --memory (as for probe).")] = "auto",
+    cache: Annotated[str, typer.Option("--cache", help="Activation cache mode assumed by --memory (as for probe).")] = "auto",
 ) -> None:
     """List the probe-able layers of a run's model (FX node names, output shapes, flattened dims)."""
-    from noisefix.extract import list_layers, resolve_layers
-    from noisefix.probes.stats import ClassStats
+    import numpy as np
+
+    from noisefix.extract import list_layers, parse_pool, plan_pooling, resolve_layers
+    from noisefix.stage_probe import MEMORY_BUDGET, plan_layer
     from noisefix.stages import load_run_model, open_run
 
     loaded = open_run(run, model=model, reporter=RichReporter(console))
     net, _ = load_run_model(loaded)
     names = resolve_layers(net, "all" if all_nodes else "default")
-    infos = list_layers(net, tuple(loaded.model_info["in_shape"]), names)
-    n = len(loaded.splits.train) + (len(loaded.splits.test) if loaded.splits.test is not None else 0)
-    K = loaded.model_info["num_classes"]
-    cols = ["layer", "shape", "dim"] + (["statistics", "activations"] if memory else [])
-    rows = [[i.name, "x".join(map(str, i.shape)), i.dim]
-            + ([_gib(ClassStats.nbytes(i.dim, K, folds)), _gib(4 * i.dim * n)] if memory else []) for i in infos]
+    in_shape = tuple(loaded.model_info["in_shape"])
+    infos = list_layers(net, in_shape, names)
+    cols = ["layer", "shape", "dim"]
+    rows = [[i.name, "x".join(map(str, i.shape)), i.dim] for i in infos]
+    if memory:
+        infos = list_layers(net, in_shape, names, pools=plan_pooling(infos, parse_pool(pool)))
+        train, test = loaded.splits.train, loaded.splits.test
+        K = loaded.model_info["num_classes"]
+        counts = np.bincount(train.targets[~loaded.holdout], minlength=K)
+        n_test = len(test) if test is not None else 0
+        plans = [plan_layer(i, probes=_split(probes), class_counts=counts, folds=folds, n_train=len(train),
+                            n_test=n_test, cache=cache) for i in infos]
+        cols += ["probed dim", "route", "statistics", "activations", "probe work", "peak RAM"]
+        for row, p in zip(rows, plans):
+            acts = f"disk {_gib(p.disk_bytes)}" if p.on_disk else _gib(p.activation_bytes)
+            row += [p.info.dim, p.route, _gib(p.stats_bytes), acts, _gib(p.work_bytes),
+                    _gib(p.nbytes) + (" (over budget)" if p.nbytes > MEMORY_BUDGET else "")]
     RichReporter(console).table(f"layers of {loaded.model_info['arch']} ({loaded.run.path})", cols, rows)
     if memory:
-        console.print(f"memory model: statistics = K*F*d^2*8 bytes + buffers (K={K}, F={folds}); activations = "
-                      f"N*d*4 bytes (N={n}); probe processes layers in groups that fit 6 GiB; --pool avg:S shrinks d")
+        console.print(
+            f"memory model (docs/benchmarks.md): K={K} classes, F={folds} folds, N={len(train) + n_test} images, "
+            f"largest class n_c={int(counts.max())}. Route gram: every class has fewer images than d, so MASC / VeLPIC "
+            "refit through n_c x n_c Gram matrices and no d^2 statistics are kept (statistics F*K*d*8 bytes); "
+            "d^2 moments: statistics F*K*d^2*8 bytes + 2*K*d^2*8 while cross-fitting. Activations N*d*4 bytes "
+            f"in RAM, or on disk in shards when over the {MEMORY_BUDGET / 2**30:.0f} GiB budget (probe --cache); "
+            "probe work: logreg copies its N*d*4 training rows, the Gram route one class block. Fixes: --pool avg:S "
+            "shrinks d, fewer --folds, --layers, --probes without logreg.", highlight=False)
     next_step(f"noisefix probe --run {loaded.run.path} --layers {','.join(names[:3])},...")
 
 
@@ -189,6 +233,11 @@ def probe(
     batch_size: Annotated[int, typer.Option("--batch-size")] = 256,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     device: DeviceOpt = "auto",
+    cache: Annotated[str, typer.Option("--cache", help="auto (cache a layer's activations on disk when they do not "
+                                       "fit the RAM budget), always or never.")] = "auto",
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Where the activation cache goes (default "
+                                                      "RUN/probe-cache); deleted afterwards.")] = None,
+    keep_cache: Annotated[bool, typer.Option("--keep-cache", help="Keep the activation cache (safetensors shards).")] = False,
     force: ForceOpt = False,
 ) -> None:
     """Score every layer x probe with cross-fitted predictions; pick the best layer from the labels alone."""
@@ -200,7 +249,8 @@ def probe(
                       checkpoints=_split(checkpoint), batch_size=batch_size, seed=seed, device=device)
     reporter = RichReporter(console)
     loaded = open_run(run, data_root=data, model=model, reporter=reporter)
-    result = run_probe(loaded, cfg, force=force, reporter=reporter)
+    result = run_probe(loaded, cfg, force=force, reporter=reporter, cache=cache, cache_dir=cache_dir,
+                       keep_cache=keep_cache)
     show_scores(reporter, result)
     console.print(f"probe results: [bold]{result.out}[/] (scores.csv, scores.json, layers.png) in {result.seconds:.0f}s")
     next_step(f"noisefix relabel --run {loaded.run.path}")
@@ -243,6 +293,7 @@ def show_scores(reporter: RichReporter, result, top: int | None = None) -> None:
 
 @app.command()
 @handle_errors
+@single_process
 def relabel(
     run: RunOpt = None,
     layer: Annotated[str, typer.Option("--layer", help="best (label-only pick) or a probed layer name.")] = "best",
@@ -283,6 +334,7 @@ def show_relabel(s: dict) -> None:
 
 @app.command()
 @handle_errors
+@single_process
 def retrain(
     run: RunOpt = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epoch cap (default: the run's).")] = None,
@@ -321,6 +373,7 @@ def show_retrain(m: dict) -> None:
 
 @app.command()
 @handle_errors
+@single_process
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Where the demo writes its data and run.")] = Path("demo-out"),
     seed: Annotated[int, typer.Option("--seed")] = 0,
@@ -341,6 +394,7 @@ def demo(
 
 @app.command()
 @handle_errors
+@single_process
 def clean(
     data: DataArg,
     model: Annotated[str, typer.Option("--model", help="Architecture (paper recipe per model).")] = "mlp",
@@ -374,6 +428,7 @@ def clean(
 
 @app.command()
 @handle_errors
+@single_process
 def reproduce(
     recipe: Annotated[Path, typer.Argument(help="A recipe YAML, e.g. recipes/mlp_mnist.yaml.")],
     corruption: Annotated[Optional[list[float]], typer.Option("--corruption", help="Only these degrees (repeatable).")] = None,

@@ -1,10 +1,14 @@
 """`noisefix probe`: stream a run's activations once per layer group, cross-fit every probe, score layers.
 
 For each checkpoint: the training images go through the model in eval mode; each requested layer's
-activations feed per-class, per-fold statistics (probes/stats.py) and, when they fit the memory budget, an
-in-RAM float32 copy used for out-of-fold predictions; layers that do not fit together are processed in
-groups, one data pass per group. Every training image is scored by probes fitted without its fold, the test
-split (clean) by probes fitted on all training images. Outputs under RUN/probe/.
+activations feed per-class, per-fold statistics (probes/stats.py) and a float32 copy used for out-of-fold
+predictions and refits, held in RAM or, when it does not fit the memory budget, written to an on-disk cache
+of safetensors shards (extract.ActivationCache). `plan_layer` decides per layer, from the class counts known
+before extraction: d x d second moments only when a probe is fitted from them (`scoring.refits_on_activations`
+is the one rule), activations in RAM or on disk, and the bytes each costs (docs/benchmarks.md, "Memory
+model"); layers that do not fit together are processed in groups, one data pass per group. Every training
+image is scored by probes fitted without its fold, the test split (clean) by probes fitted on all training
+images. Outputs under RUN/probe/; the cache is deleted afterwards unless kept.
 
 Under torchrun (noisefix/distributed.py) each rank extracts its shard of the train and test images, the statistics
 are all-reduced, every rank fits the same probes from them and scores its own shard; the scores and model logits
@@ -15,6 +19,8 @@ the MASC / VeLPIC Gram route) get that layer's activations gathered to rank 0 in
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,14 +34,18 @@ from noisefix.config import ProbeConfig, dump_yaml
 from noisefix.data import LabeledImages
 from noisefix.images import ImageSource, to_float
 from noisefix.errors import ProbeError
-from noisefix.extract import ActivationExtractor, LayerInfo, list_layers, parse_pool, plan_pooling, resolve_layers
+from noisefix.extract import (ActivationCache, ActivationExtractor, LayerInfo, list_layers, parse_pool, plan_pooling,
+                              resolve_layers, shard_rows)
 from noisefix.probes.stats import ClassStats
 from noisefix.report import NullReporter, plot_dynamics, plot_layers
-from noisefix.scoring import MOMENT_PROBES, ProbeScores, ScoreRow, choose, cross_fit, make_folds, score_rows
+from noisefix.scoring import (GRAM_PROBES, SCORE_ROWS, ProbeScores, RowSource, ScoreRow, TensorRows, choose, cross_fit,
+                              make_folds, needs_second_moments, refits_on_activations, score_rows)
 from noisefix.stages import LoadedRun, load_run_model
 from noisefix.train import resolve_device, seed_everything
 
 MEMORY_BUDGET = 6 * 2**30  # bytes of activations + statistics held at once per layer group
+CACHE_MODES = ("auto", "always", "never")
+CACHE_DIR = "probe-cache"  # default place of the on-disk activation cache, under the run dir
 
 
 @dataclass
@@ -108,32 +118,112 @@ def checkpoint_epochs(checkpoints: list[str], model_info: dict) -> dict[str, int
     return out
 
 
-def group_layers(infos: list[LayerInfo], *, n_train: int, n_test: int, num_classes: int, folds: int,
-                 budget: int = MEMORY_BUDGET) -> list[list[LayerInfo]]:
-    """Split layers into groups whose activations + statistics fit `budget` bytes (one data pass per group)."""
-    groups: list[list[LayerInfo]] = [[]]
-    used = 0
-    for info in infos:
-        need = 4 * info.dim * (n_train + n_test) + ClassStats.nbytes(info.dim, num_classes, folds)
-        if need > budget:
-            raise ProbeError(f"layer {info.name} (dim {info.dim}) needs {need / 2**30:.1f} GiB for {n_train} images, "
-                             f"over the {budget / 2**30:.0f} GiB budget; pool it (--pool avg:2) or drop it with --layers")
-        if used + need > budget and groups[-1]:
+@dataclass(frozen=True)
+class LayerPlan:
+    """How `probe` handles one layer and what it costs, in bytes (docs/benchmarks.md, "Memory model").
+
+    Attributes:
+        info: the layer.
+        second_moments: True when d x d second moments are accumulated (some probe is fitted from them).
+        on_disk: activations written to the on-disk cache instead of RAM.
+        refit: the probes refitted on the activations (logreg; MASC / VeLPIC through the Gram route).
+        stats_bytes: class statistics, `ClassStats.nbytes`.
+        activation_bytes: held for the whole layer group: N x d float32 in RAM, or the cache's write buffers.
+        work_bytes: transient peak while one probe of this layer is fitted and scored.
+        disk_bytes: size of the on-disk cache (0 in RAM).
+    """
+
+    info: LayerInfo
+    second_moments: bool
+    on_disk: bool
+    refit: tuple[str, ...]
+    stats_bytes: int
+    activation_bytes: int
+    work_bytes: int
+    disk_bytes: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.stats_bytes + self.activation_bytes + self.work_bytes
+
+    @property
+    def route(self) -> str:
+        """E.g. "d^2 moments, RAM" or "gram (no d^2), disk"."""
+        how = "gram (no d^2)" if any(p in GRAM_PROBES for p in self.refit) else (
+            "d^2 moments" if self.second_moments else "sums only")
+        return f"{how}, {'disk' if self.on_disk else 'RAM'}"
+
+
+def plan_layer(info: LayerInfo, *, probes, class_counts, folds: int, n_train: int, n_test: int,
+               cache: str = "auto", budget: int = MEMORY_BUDGET) -> LayerPlan:
+    """The route and bytes of one layer of dimension d, K = len(class_counts) classes, F = `folds`.
+
+    `class_counts` (K,): images per class that the probes are fitted on (all folds; held-out images not
+    counted), known from the labels before extraction. `n_train`, `n_test`: images whose activations this
+    process holds. Terms (N = n_train + n_test, n_fit = sum(class_counts), n_max = max(class_counts)):
+      statistics   8 F K (d^2 + d) + 16 K (d^2 + d) + buffers  (no d^2 terms when no probe needs them)
+      activations  4 N d in RAM; on disk 16 d R (train and test write buffers, R = extract.shard_rows(d))
+      work         the largest of: scoring 4 d min(n_fit, SCORE_ROWS) (RAM) or 8 d R (disk); Gram route
+                   12 d n_max + 8 n_max^2 (one class block in float32 and float64, its Gram matrix);
+                   logreg 4 d n_fit (its training rows, copied into RAM).
+    `cache`: "never" keeps activations in RAM, "always" puts them on disk, "auto" on disk when the RAM
+    route would exceed `budget`. The fitted probes themselves (MASC bases: 8 d sum(k_c)) are not counted.
+    """
+    if cache not in CACHE_MODES:
+        raise ProbeError(f"cache must be one of {', '.join(CACHE_MODES)}, got {cache!r}")
+    counts = np.asarray(class_counts, dtype=np.int64)
+    K, d, F = len(counts), info.dim, int(folds)
+    n_fit, n_max = int(counts.sum()), int(counts.max(initial=0))
+    refit = tuple(p for p in probes if refits_on_activations(p, counts, d))
+    second = needs_second_moments(probes, counts, d)
+    stats = ClassStats.nbytes(d, K, F, second_moments=second)
+    rows = shard_rows(d)
+    fits = [12 * d * n_max + 8 * n_max * n_max if any(p in GRAM_PROBES for p in refit) else 0,
+            4 * d * n_fit if "logreg" in refit else 0]
+    ram = 4 * d * (n_train + n_test)
+    ram_work = max([4 * d * min(max(n_fit, 1), SCORE_ROWS), *fits])
+    on_disk = cache == "always" or (cache == "auto" and stats + ram + ram_work > budget)
+    if on_disk:
+        return LayerPlan(info, second, True, refit, stats, 16 * d * rows, max([8 * d * rows, *fits]), ram)
+    return LayerPlan(info, second, False, refit, stats, ram, ram_work, 0)
+
+
+def group_layers(plans: list[LayerPlan], *, budget: int = MEMORY_BUDGET) -> list[list[LayerPlan]]:
+    """Split layers into groups that fit `budget` bytes (one data pass per group): the statistics and
+    activations of a group are held together, the probes' work memory one layer at a time."""
+    groups: list[list[LayerPlan]] = [[]]
+    held = work = 0
+    for plan in plans:
+        if plan.nbytes > budget:
+            info = plan.info
+            parts = (f"statistics {plan.stats_bytes / 2**30:.1f} GiB ({plan.route}), activations "
+                     f"{plan.activation_bytes / 2**30:.1f} GiB, probe work {plan.work_bytes / 2**30:.1f} GiB")
+            hint = ("; leave logreg out (--probes masc,ncm,velpic): it refits on the activations in RAM"
+                    if "logreg" in plan.refit and plan.work_bytes > plan.stats_bytes else "")
+            disk = "" if plan.on_disk else "; or cache the activations on disk (--cache always)"
+            raise ProbeError(f"layer {info.name} (dim {info.dim}) needs {plan.nbytes / 2**30:.1f} GiB ({parts}), "
+                             f"over the {budget / 2**30:.0f} GiB budget: pool it (--pool avg:2), use fewer --folds or "
+                             f"drop it with --layers{hint}{disk}")
+        if held + plan.stats_bytes + plan.activation_bytes + max(work, plan.work_bytes) > budget and groups[-1]:
             groups.append([])
-            used = 0
-        groups[-1].append(info)
-        used += need
+            held = work = 0
+        groups[-1].append(plan)
+        held += plan.stats_bytes + plan.activation_bytes
+        work = max(work, plan.work_bytes)
     return groups
 
 
 def _extract(model, extractor: ActivationExtractor, source: ImageSource | None, infos: list[LayerInfo], *,
              device: torch.device, batch_size: int, labels: np.ndarray | None = None,
              folds: np.ndarray | None = None, stats: dict[str, ClassStats] | None = None,
-             logits_out: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+             logits_out: np.ndarray | None = None, caches: dict[str, Path] | None = None) -> dict[str, RowSource]:
     """One pass over `source` (None: no images): store activations per layer, update statistics, optionally keep
-    model logits. `labels`, `folds` and `logits_out` are indexed like the source's images."""
+    model logits. `labels`, `folds` and `logits_out` are indexed like the source's images. Layers named in
+    `caches` are written to an ActivationCache in that directory, the others kept in RAM."""
     n = len(source) if source is not None else 0
-    store = {i.name: torch.empty((n, i.dim), dtype=torch.float32) for i in infos}
+    caches = caches or {}
+    store: dict[str, Any] = {i.name: ActivationCache(caches[i.name], i.dim, n) if i.name in caches
+                             else torch.empty((n, i.dim), dtype=torch.float32) for i in infos}
     for x, idx in (source.batches(batch_size) if source is not None else ()):
         xb = to_float(x.to(device))
         acts = extractor(xb)
@@ -144,49 +234,49 @@ def _extract(model, extractor: ActivationExtractor, source: ImageSource | None, 
                 sel = idx[fit].numpy()
                 stats[info.name].update(a[fit.to(a.device)], torch.as_tensor(labels[sel]).to(a.device),
                                         torch.as_tensor(folds[sel]).to(a.device))
-            store[info.name][idx] = a.float().cpu()
+            if info.name in caches:
+                store[info.name].append(a, idx.numpy(), None if labels is None else labels[idx.numpy()])
+            else:
+                store[info.name][idx] = a.float().cpu()
         if logits_out is not None:
             with torch.no_grad():
                 logits_out[idx.numpy()] = model(xb).float().cpu().numpy()
-    return store
+    return {name: X.close() if isinstance(X, ActivationCache) else TensorRows(X, what=f"layer {name!r} activations")
+            for name, X in store.items()}
 
 
-def _needs_all_activations(probe: str, stats: ClassStats, dim: int) -> bool:
-    """True when `cross_fit` refits the probe on the activations rather than the statistics: logreg, and MASC /
-    VeLPIC through the Gram route (every class has fewer images than d); a rank's shard is then not enough.
-    Mirrors the route choice in `scoring.cross_fit` (tests/test_distributed.py catches a drift)."""
-    return probe not in MOMENT_PROBES or (probe in ("masc", "velpic") and int(stats.counts.sum(0).max()) < dim)
-
-
-def _cross_fit_shards(probe: str, *, stats: ClassStats, X: torch.Tensor, X_test: torch.Tensor | None,
+def _cross_fit_shards(probe: str, *, stats: ClassStats, X: RowSource, X_test: RowSource | None,
                       labels: np.ndarray, folds: np.ndarray, shards: Shards, cfg: ProbeConfig,
                       layer: str) -> ProbeScores | None:
     """`cross_fit` for this rank's activations X (n_r, d) of images shards.train[rank] (X_test likewise); the
     scores in global order on rank 0, None on the other ranks. `labels`, `folds`: global (N,), fold -1 = held out.
 
-    Moment probes score each shard from the all-reduced statistics; the others (and every probe when a shard
-    lacks a fold) run on rank 0 on the layer's activations gathered there: N x d float32 more on rank 0.
+    Moment probes score each shard from the all-reduced statistics; the others (`scoring.refits_on_activations`,
+    and every probe when a shard lacks a fold) run on rank 0 on the layer's activations gathered there: N x d
+    float32 more on rank 0 (activations in RAM only: the disk cache is single-process).
     """
     several = distributed.world_size() > 1
-    gather = several and (not shards.every_fold or _needs_all_activations(probe, stats, X.shape[1]))
+    refit = refits_on_activations(probe, stats.counts.sum(0).cpu().numpy(), X.dim)
+    gather = several and (not shards.every_fold or refit)
     rows = shards.train[distributed.rank()]
     if gather:
-        X = distributed.gather_rows(X, shards.train)
-        X_test = None if X_test is None else distributed.gather_rows(X_test, shards.test)
-        if X is None:
+        Xg = distributed.gather_rows(X.X, shards.train)
+        Xt = None if X_test is None else distributed.gather_rows(X_test.X, shards.test)
+        if Xg is None:
             return None
+        X, X_test = TensorRows(Xg), None if Xt is None else TensorRows(Xt)
         rows = np.arange(len(labels))
     f = folds[rows]
-    fit, held = torch.from_numpy(np.flatnonzero(f >= 0)), torch.from_numpy(np.flatnonzero(f < 0))
-    scores = cross_fit(probe, stats=stats, X=X[fit], labels=labels[rows][fit.numpy()], folds=f[fit.numpy()],
-                       X_test=X_test, X_holdout=X[held] if (folds < 0).any() else None, variance=cfg.variance,
+    fit, held = np.flatnonzero(f >= 0), np.flatnonzero(f < 0)
+    scores = cross_fit(probe, stats=stats, X=X.subset(fit), labels=labels[rows][fit], folds=f[fit],
+                       X_test=X_test, X_holdout=X.subset(held) if (folds < 0).any() else None, variance=cfg.variance,
                        seed=cfg.seed, layer=layer)
     if not several or gather:
         return scores
     local = np.zeros((len(rows), scores.oof_scores.shape[1]), dtype=np.float32)  # (n_r, K): oof and held-out rows
-    local[fit.numpy()] = scores.oof_scores
+    local[fit] = scores.oof_scores
     if scores.holdout_scores is not None:
-        local[held.numpy()] = scores.holdout_scores
+        local[held] = scores.holdout_scores
     every = distributed.gather_rows(local, shards.train)
     test = None if scores.test_scores is None else distributed.gather_rows(scores.test_scores, shards.test)
     if every is None:
@@ -195,14 +285,40 @@ def _cross_fit_shards(probe: str, *, stats: ClassStats, X: torch.Tensor, X_test:
                                holdout_scores=every[folds < 0] if scores.holdout_scores is not None else None)
 
 
+def _score_group(group: list[LayerInfo], cfg: ProbeConfig, *, stats: dict[str, ClassStats],
+                 X: dict[str, RowSource], Xt: dict[str, RowSource], train: LabeledImages, folds: np.ndarray,
+                 shards: Shards, label: str, reporter, t0: float) -> list[ProbeScores]:
+    """All-reduce the statistics of one layer group, then cross-fit every probe on each of its layers."""
+    results: list[ProbeScores] = []
+    for s in stats.values():
+        s.all_reduce()  # sum over ranks: every rank now holds the statistics of all images
+    reporter.info(f"{label}: extracted {', '.join(i.name for i in group)} in {time.perf_counter() - t0:.1f}s")
+    with reporter.progress(f"{label}: probes", len(group) * len(cfg.probes)) as advance:
+        for info in group:
+            zeros = int(stats[info.name].zero_counts.sum())
+            if zeros:
+                reporter.warn(f"{info.name}: {zeros} all-zero activation vectors (dead units); "
+                              "MASC and NCM score them 0 for every class")
+            for probe in cfg.probes:
+                scores = _cross_fit_shards(probe, stats=stats[info.name], X=X[info.name],
+                                           X_test=Xt.get(info.name), labels=train.targets, folds=folds,
+                                           shards=shards, cfg=cfg, layer=info.name)
+                if scores is not None:
+                    results.append(scores)
+                advance(1, layer=info.name, probe=probe)
+    return results
+
+
 def probe_checkpoint(loaded: LoadedRun, checkpoint: str, cfg: ProbeConfig, *, train: LabeledImages,
                      folds: np.ndarray, train_source: ImageSource | None, test_source: ImageSource | None,
-                     reporter, shards: Shards | None = None) -> tuple[
-                         list[ProbeScores], list[LayerInfo], dict[str, Any] | None, str]:
+                     reporter, shards: Shards | None = None, cache: str = "auto", cache_root: Path | None = None,
+                     keep_cache: bool = False) -> tuple[list[ProbeScores], list[LayerInfo], dict[str, Any] | None, str]:
     """Score every requested layer x probe of one checkpoint; returns the scores, layers and model accuracies.
 
     `train_source` / `test_source` serve this rank's shard of the images (`shards`; default: one process, all
-    images). On ranks other than 0 the scores are [] and the accuracies None.
+    images). On ranks other than 0 the scores are [] and the accuracies None. Layers planned on disk (`cache`,
+    see `plan_layer`) cache their activations under `cache_root` (default RUN/probe-cache/...), deleted after
+    their group is scored unless `keep_cache`.
     """
     device = distributed.setup(resolve_device(cfg.device))
     test = loaded.splits.test
@@ -221,36 +337,44 @@ def probe_checkpoint(loaded: LoadedRun, checkpoint: str, cfg: ProbeConfig, *, tr
     K = len(train.classes)
     mine = shards.train[distributed.rank()]
     mine_test = shards.test[distributed.rank()]
-    groups = group_layers(infos, n_train=max(map(len, shards.train)), n_test=max(map(len, shards.test)),
-                          num_classes=K, folds=cfg.folds)
+    counts = np.bincount(train.targets[folds >= 0], minlength=K)           # what the probes are fitted on
+    plans = [plan_layer(i, probes=cfg.probes, class_counts=counts, folds=cfg.folds, n_train=max(map(len, shards.train)),
+                        n_test=max(map(len, shards.test)), cache=cache) for i in infos]
+    on_disk = [p.info.name for p in plans if p.on_disk]
+    if on_disk and distributed.world_size() > 1:
+        raise ProbeError(f"layers {', '.join(on_disk)} need the on-disk activation cache, which runs in one process "
+                         "only; probe without torchrun, or pool them (--pool avg:S)")
+    if on_disk:
+        cache_root = cache_root or loaded.run.path / CACHE_DIR / f"probe-{os.getpid()}"
+        reporter.info(f"caching activations of {', '.join(on_disk)} on disk under {cache_root} "
+                      f"({sum(p.disk_bytes for p in plans) / 2**30:.2f} GiB)")
+    routes = ", ".join(f"{p.info.name}: {p.route}" for p in plans)
+    reporter.info(f"routes: {routes}")
+    groups = [[p.info for p in g] for g in group_layers(plans)]
+    disk = {p.info.name for p in plans if p.on_disk}
     train_logits = np.zeros((len(mine), K), dtype=np.float32)
     test_logits = np.zeros((len(mine_test), K), dtype=np.float32) if test is not None else None
     results: list[ProbeScores] = []
     for g, group in enumerate(groups):
         extractor = ActivationExtractor(model, [i.name for i in group], pools=pools, device=device)
-        stats = {i.name: ClassStats(i.dim, K, cfg.folds, device=device, name=i.name) for i in group}
+        second = {p.info.name: p.second_moments for p in plans}
+        stats = {i.name: ClassStats(i.dim, K, cfg.folds, device=device, name=i.name, second_moments=second[i.name])
+                 for i in group}
+        where = {i.name: cache_root / f"{checkpoint}-{i.name}" for i in group if i.name in disk}
         t0 = time.perf_counter()
-        X = _extract(model, extractor, train_source, group, device=device, batch_size=cfg.batch_size,
-                     labels=train.targets[mine], folds=folds[mine], stats=stats,
-                     logits_out=train_logits if g == 0 else None)
-        Xt = (_extract(model, extractor, test_source, group, device=device, batch_size=cfg.batch_size,
-                       logits_out=test_logits if g == 0 else None) if test is not None else {})
-        for s in stats.values():
-            s.all_reduce()  # sum over ranks: every rank now holds the statistics of all images
-        reporter.info(f"{label}: extracted {', '.join(i.name for i in group)} in {time.perf_counter() - t0:.1f}s")
-        with reporter.progress(f"{label}: probes", len(group) * len(cfg.probes)) as advance:
-            for info in group:
-                zeros = int(stats[info.name].zero_counts.sum())
-                if zeros:
-                    reporter.warn(f"{info.name}: {zeros} all-zero activation vectors (dead units); "
-                                  "MASC and NCM score them 0 for every class")
-                for probe in cfg.probes:
-                    scores = _cross_fit_shards(probe, stats=stats[info.name], X=X[info.name],
-                                               X_test=Xt.get(info.name), labels=train.targets, folds=folds,
-                                               shards=shards, cfg=cfg, layer=info.name)
-                    if scores is not None:
-                        results.append(scores)
-                    advance(1, layer=info.name, probe=probe)
+        try:
+            X = _extract(model, extractor, train_source, group, device=device, batch_size=cfg.batch_size,
+                         labels=train.targets[mine], folds=folds[mine], stats=stats,
+                         logits_out=train_logits if g == 0 else None, caches={n: w / "train" for n, w in where.items()})
+            Xt = (_extract(model, extractor, test_source, group, device=device, batch_size=cfg.batch_size,
+                           logits_out=test_logits if g == 0 else None, caches={n: w / "test" for n, w in where.items()})
+                  if test is not None else {})
+            results += _score_group(group, cfg, stats=stats, X=X, Xt=Xt, train=train, folds=folds, shards=shards,
+                                    label=label, reporter=reporter, t0=t0)
+        finally:
+            if not keep_cache:
+                for w in where.values():
+                    shutil.rmtree(w, ignore_errors=True)
         del X, Xt, stats
     train_logits = distributed.gather_rows(train_logits, shards.train)
     test_logits = distributed.gather_rows(test_logits, shards.test) if test is not None else None
@@ -275,11 +399,15 @@ def _row_dict(row: ScoreRow, checkpoint: str) -> dict[str, Any]:
 
 
 def run_probe(loaded: LoadedRun, cfg: ProbeConfig, *, force: bool = False, reporter=None, fit_on: str = "given",
-              subdir: str = "probe") -> ProbeOutcome:
+              subdir: str = "probe", cache: str = "auto", cache_dir: Path | None = None,
+              keep_cache: bool = False) -> ProbeOutcome:
     """Probe the run's checkpoints; write RUN/<subdir>/ scores.csv, scores.json, oof.safetensors, layers.png.
 
     `fit_on="clean"` fits the probes on the clean labels instead of the given ones (the paper's true-label
     subspaces; research only, needs a clean_label column); agreement is then measured against those labels.
+    `cache` (auto, always, never; see `plan_layer`) puts layer activations that do not fit the memory budget
+    in an on-disk cache of safetensors shards under `cache_dir` (default RUN/probe-cache), in a folder of
+    its own that is deleted when the probe ends, failed or not, unless `keep_cache`.
     """
     reporter = reporter if reporter is not None and distributed.is_main() else NullReporter()
     t0 = time.perf_counter()
@@ -306,10 +434,24 @@ def run_probe(loaded: LoadedRun, cfg: ProbeConfig, *, force: bool = False, repor
     n_components: dict[str, list[int]] = {}
     model_rows: dict[str, dict[str, float | None]] = {}
     layer_meta: dict[str, dict[str, Any]] = {}
-    for checkpoint in expand_checkpoints(cfg.checkpoints, loaded.model_info):
-        results, infos, model_acc, label = probe_checkpoint(
+    if cache not in CACHE_MODES:
+        raise ProbeError(f"cache must be one of {', '.join(CACHE_MODES)}, got {cache!r}")
+    cache_parent = Path(cache_dir) if cache_dir is not None else run.path / CACHE_DIR
+    cache_root = cache_parent / f"{subdir}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    made_parent = not cache_parent.exists()
+    try:
+        probed = [(checkpoint, probe_checkpoint(
             loaded, checkpoint, cfg, train=train, folds=folds, train_source=train_source, test_source=test_source,
-            reporter=reporter, shards=shards)
+            reporter=reporter, shards=shards, cache=cache, cache_root=cache_root, keep_cache=keep_cache))
+            for checkpoint in expand_checkpoints(cfg.checkpoints, loaded.model_info)]
+    finally:
+        if keep_cache and cache_root.exists():
+            reporter.info(f"activation cache kept in {cache_root} (delete it when done)")
+        elif not keep_cache:
+            shutil.rmtree(cache_root, ignore_errors=True)
+            if made_parent and cache_parent.is_dir() and not any(cache_parent.iterdir()):
+                cache_parent.rmdir()
+    for checkpoint, (results, infos, model_acc, label) in probed:
         if model_acc is None:  # ranks other than 0 hold no scores: rank 0 summarizes and writes
             continue
         model_rows[checkpoint] = model_acc
