@@ -25,6 +25,7 @@ from noisefix.errors import DataError, ProbeError
 
 #: Activations buffered before a flush, in bytes (bounds the extra memory of `update`).
 BUFFER_BYTES = 2 * 128 * 2**20
+MAX_BUFFER_ROWS = 16384          # small layers: a few MiB of buffer, not 256 MiB each (GEMMs are big enough)
 
 
 @dataclass
@@ -127,8 +128,8 @@ def _too_big(name: str, need: int, have: int | None, device: torch.device, what:
 
 
 def _buffer_rows(dim: int) -> int:
-    """Rows buffered between flushes: BUFFER_BYTES over the two float32 buffers, at least 1024."""
-    return max(1024, BUFFER_BYTES // (2 * 4 * dim))
+    """Rows buffered between flushes: BUFFER_BYTES over the two float32 buffers, 1024 to MAX_BUFFER_ROWS."""
+    return min(MAX_BUFFER_ROWS, max(1024, BUFFER_BYTES // (2 * 4 * dim)))
 
 
 class ClassStats:
@@ -268,8 +269,10 @@ class ClassStats:
         self._flush()
         self._buffer = self._gram = None
         if self._total is None:
-            self._total = ClassMoments(None if self.second is None else self.second.sum(0), self.sums.sum(0),
-                                       self.counts.sum(0))
+            # one fold: views of the accumulators (read-only by contract), not a K*d^2 float64 copy
+            fold_sum = (lambda t: t[0]) if self.num_folds == 1 else (lambda t: t.sum(0))
+            self._total = ClassMoments(None if self.second is None else fold_sum(self.second), fold_sum(self.sums),
+                                       fold_sum(self.counts))
         return self._total
 
     def excluding(self, fold: int) -> ClassMoments:
