@@ -55,3 +55,27 @@ def test_bench_scaling_main(tmp_path):
 def test_bench_masc_profile_eigh(capsys):
     assert _load("bench_masc").main(["--profile-eigh", "48", "--classes", "3"]) == []
     assert "Lanczos" in capsys.readouterr().out
+
+
+def test_bench_extract_main(tmp_path):
+    out = tmp_path / "extract.md"
+    rows = _load("bench_extract").main(["--models", "mlp", "--n", "96", "--batch", "32", "--paper-n", "4",
+                                        "--device", "cpu", "--dtypes", "fp32,bf16", "--out", str(out)])
+    assert [(r["batch"], "paper" in r) for r in rows] == [(32, False), (1, True)]  # bf16 skipped on CPU
+    assert rows[0]["forward"] > 0 and rows[0]["extract"] > 0 and rows[1]["paper"] > 0
+    assert "| mlp | fp32 | 32 |" in out.read_text()
+
+
+def test_bench_probe_main(tmp_path, make_image_folder):
+    from noisefix.config import TrainConfig
+    from noisefix.stages import run_train
+
+    data = make_image_folder(train_per_class=20, test_per_class=5)
+    run = tmp_path / "run"
+    run_train(data, TrainConfig.for_model("mlp", epochs=2, batch_size=16, holdout=0.0), out=run)
+    out = tmp_path / "probe.md"
+    (row,) = _load("bench_probe").main([str(run), "--folds", "2", "--out", str(out)])
+    assert row["nf_s"] > 0 and row["p_s"] > 0
+    assert set(row["p_acc"]) <= set(row["nf_acc"]) and all(0 <= a <= 1 for a in row["p_acc"].values())
+    assert not (run / "bench-probe").exists()          # the scratch probe output is removed
+    assert "| run | mlp | 60 / 15 |" in out.read_text()

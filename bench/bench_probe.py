@@ -1,0 +1,108 @@
+"""Benchmark: `noisefix probe` end to end on a real run, against the paper-style pipeline, in one process.
+
+* noisefix: `run_probe` on the run's final checkpoint, every default layer, MASC, 5-fold cross-fitting (out-
+  of-fold scores for every training image, held-out and test scores), written to a scratch subfolder.
+* paper-style: batch-size-1 extraction of every default layer for the training and test images, all
+  activations kept in RAM, then per layer the paper's fit (per-class `np.cov` of [X_c; -X_c] in float64, full
+  `eigh`, the 99 % rule, `bench_masc.paper_fit`) on all training images (no cross-fitting) and the arccos
+  prediction of the test images.
+
+Both report the wall time, the peak resident memory above the start (psutil, sampled every 2 ms) and the
+test accuracy of MASC at each layer (the two should agree closely: same subspaces, except that noisefix
+holds out the run's held-out images). Run `python bench/bench_probe.py RUN [RUN ...] --out docs/benchmarks.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_masc import PeakRSS, machine, paper_fit, paper_predict, publish  # noqa: E402
+
+from noisefix.config import ProbeConfig  # noqa: E402
+from noisefix.extract import ActivationExtractor, resolve_layers  # noqa: E402
+from noisefix.images import ImageSource, to_float  # noqa: E402
+from noisefix.stage_probe import run_probe  # noqa: E402
+from noisefix.stages import load_run_model, open_run  # noqa: E402
+
+SCRATCH = "bench-probe"
+
+
+def paper_style(loaded) -> dict[str, float]:
+    """Batch-1 extraction of every default layer, all activations stored, one fit per layer; test acc per layer."""
+    model, _ = load_run_model(loaded, "final")
+    layers = resolve_layers(model, "default")
+    extractor = ActivationExtractor(model, layers)
+    train, test = loaded.splits.train, loaded.splits.test
+    acts = {}
+    for split in (train, test):
+        rows = {name: [] for name in layers}
+        for x, _ in ImageSource(split).batches(1):
+            for name, a in extractor(to_float(x)).items():
+                rows[name].append(a.numpy()[0])
+        acts[id(split)] = {name: np.stack(r) for name, r in rows.items()}
+    K = len(train.classes)
+    out = {}
+    for name in layers:
+        bases, _ = paper_fit(acts[id(train)][name], train.targets, K)
+        out[name] = float(np.mean(paper_predict(acts[id(test)][name], bases) == test.targets))
+    return out
+
+
+def bench_run(run: Path, folds: int) -> dict:
+    loaded = open_run(run)
+    cfg = ProbeConfig(probes=("masc",), folds=folds, checkpoints=("final",))
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        outcome = run_probe(loaded, cfg, force=True, subdir=SCRATCH)
+        t_nf = time.perf_counter() - t0
+    nf_mem = mem.peak
+    shutil.rmtree(run / SCRATCH, ignore_errors=True)
+    nf_acc = {r["layer"]: r["test_acc"] for r in outcome.rows}
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        p_acc = paper_style(loaded)
+        t_p = time.perf_counter() - t0
+    return {"run": str(run), "arch": loaded.model_info["arch"], "n_train": len(loaded.splits.train),
+            "n_test": len(loaded.splits.test), "nf_s": t_nf, "nf_mem": nf_mem, "p_s": t_p, "p_mem": mem.peak,
+            "nf_acc": nf_acc, "p_acc": p_acc}
+
+
+def table(rows: list[dict], folds: int) -> str:
+    head = (f"| run | model | train / test images | noisefix probe s ({folds}-fold, held-out + test) | paper-style s "
+            "(batch 1, one fit) | speed-up | peak MB noisefix | peak MB paper-style | MASC test acc per layer, "
+            "noisefix / paper-style |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        accs = ", ".join(f"{k} {100 * r['nf_acc'][k]:.1f}/{100 * r['p_acc'][k]:.1f}" for k in r["p_acc"] if k in r["nf_acc"])
+        lines.append(f"| {Path(r['run']).name} | {r['arch']} | {r['n_train']:,} / {r['n_test']:,} | {r['nf_s']:.1f} | "
+                     f"{r['p_s']:.1f} | {r['p_s'] / r['nf_s']:.1f}x | {r['nf_mem'] / 2**20:,.0f} | "
+                     f"{r['p_mem'] / 2**20:,.0f} | {accs} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", type=Path, help="run directories (noisefix train output)")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--out", help="markdown file to append the table to (default: print only)")
+    a = p.parse_args(argv)
+    started = datetime.now(timezone.utc)
+    rows = [bench_run(run, a.folds) for run in a.runs]
+    md = (f"\n### bench_probe ({started:%Y-%m-%d %H:%M} UTC)\n\nMachine: {machine()}, torch threads "
+          f"{torch.get_num_threads()}\n\n{table(rows, a.folds)}\n")
+    publish(md, a.out)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
