@@ -74,3 +74,16 @@ def noisefix_data(monkeypatch) -> Path:
         pytest.skip(f"shared MNIST files not found under {SHARED_DATA}")
     monkeypatch.setenv("NOISEFIX_DATA", str(SHARED_DATA))
     return SHARED_DATA
+
+
+@pytest.fixture
+def tiny_run(make_image_folder, tmp_path):
+    """A reopened 3-epoch MLP run (Adam) on 3 digit classes x 15 training images, 20 % of them held out."""
+    from noisefix.config import TrainConfig
+    from noisefix.stages import open_run, run_train
+
+    data = make_image_folder(train_per_class=15)
+    out = tmp_path / "run"
+    run_train(data, TrainConfig.for_model("mlp", optimizer="adam", lr=1e-3, epochs=3, batch_size=8, holdout=0.2),
+              out=out)
+    return open_run(out)

@@ -14,18 +14,8 @@ from noisefix.pipeline import run_pipeline
 from noisefix.stage_probe import run_probe
 from noisefix.stage_relabel import run_relabel
 from noisefix.stage_retrain import run_retrain
-from noisefix.stages import open_run, run_train
 
-FAST = dict(optimizer="adam", lr=1e-3, epochs=3, batch_size=8, holdout=0.2)
 PROBE = ProbeConfig(layers="x,relu1,fc5", folds=3)
-
-
-@pytest.fixture
-def tiny_run(make_image_folder, tmp_path):
-    data = make_image_folder(train_per_class=15)
-    out = tmp_path / "run"
-    run_train(data, TrainConfig.for_model("mlp", **FAST), out=out)
-    return open_run(out)
 
 
 def test_probe_writes_scores_for_every_layer_and_probe(tiny_run):

@@ -11,23 +11,13 @@ from typer.testing import CliRunner
 
 from noisefix import artifacts, extract
 from noisefix.cli import app
-from noisefix.config import ProbeConfig, TrainConfig
+from noisefix.config import ProbeConfig
 from noisefix.errors import ProbeError
 from noisefix.extract import LayerInfo
 from noisefix.stage_probe import MEMORY_BUDGET, group_layers, plan_layer, run_probe
-from noisefix.stages import open_run, run_train
 
-FAST = dict(optimizer="adam", lr=1e-3, epochs=3, batch_size=8, holdout=0.2)
 PROBE = ProbeConfig(layers="x,relu1,fc5", folds=3)  # x, relu1: Gram route (12 images per class < d); fc5: d = 3
 ALL = ("masc", "ncm", "logreg", "velpic")
-
-
-@pytest.fixture
-def tiny_run(make_image_folder, tmp_path):
-    data = make_image_folder(train_per_class=15)
-    out = tmp_path / "run"
-    run_train(data, TrainConfig.for_model("mlp", **FAST), out=out)
-    return open_run(out)
 
 
 def test_resnet18_sized_layer_is_planned_without_d2_statistics():
