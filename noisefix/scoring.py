@@ -174,20 +174,22 @@ class ProbeScores:
 
 
 def _fit_by_class(probe_name: str, X: RowSource, labels: np.ndarray, keep: np.ndarray, K: int, *,
-                  variance: float, moments: ClassMoments):
+                  variance: float, moments: ClassMoments, k_hint: np.ndarray | None = None):
     """MASC (or VeLPIC) fitted on the rows `keep` through the per-class Gram route, one class block at a time.
 
     Same subspaces as `MASC.fit` on X[keep] when every class has fewer rows than d (class rows in the same
     order, so the same n_c x n_c Gram matrices), without the (N, d) copy of the training rows: the peak is
     one class's block (n_c x d float32 + float64) and the fitted bases. VeLPIC's signs come from the
     float64 class sums of `moments` (the statistics of the same rows), as in `VeLPIC.fit_moments`.
+    `k_hint`: (K,) guesses of k_c (the all-data fit's, for the folds), as in `MASC.fit_moments`.
     """
     masc = make_probe("masc", variance=1 if probe_name == "velpic" else variance)
     masc._check_params()
     fits, device = [], torch.device("cpu")
     for c in range(K):
         Xc = X.take(np.flatnonzero(keep & (labels == c)))                              # (n_c, d)
-        fits.append(masc_module._gram_subspace(Xc.double(), masc.variance))
+        fits.append(masc_module._gram_subspace(Xc.double(), masc.variance,
+                                               None if k_hint is None else int(k_hint[c])))
         device = Xc.device
     masc._set_fitted(fits, np.bincount(labels[keep], minlength=K), X.dim, device)
     if probe_name == "masc":
@@ -238,18 +240,23 @@ def cross_fit(probe_name: str, *, stats: ClassStats | None, X, labels, folds, X_
             oof[rows] = X.score(rows, make().fit_moments(stats.excluding(f), **hint).decision_function, K)
     else:
         gram = probe_name in GRAM_PROBES
+        hint = None
+        if gram and (probe_name == "masc" or X_test is not None or X_holdout is not None):
+            # the all-data fit first: its k_c make the fold fits' first eigensolver guess right (MASC)
+            full = _fit_by_class(probe_name, X, labels, np.ones(len(X), dtype=bool), K, variance=variance,
+                                 moments=stats.total())
+            hint = full.n_components_ if probe_name == "masc" else None
         for f in range(F):
             rows, keep = np.flatnonzero(folds == f), folds != f
             if gram:
-                probe = _fit_by_class(probe_name, X, labels, keep, K, variance=variance, moments=stats.excluding(f))
+                probe = _fit_by_class(probe_name, X, labels, keep, K, variance=variance, moments=stats.excluding(f),
+                                      k_hint=hint)
             else:
                 train = np.flatnonzero(keep)
                 probe = make().fit(X.take(train), labels[train], num_classes=K)
             oof[rows] = X.score(rows, probe.decision_function, K)
-        if X_test is not None or X_holdout is not None:
-            everything = np.ones(len(X), dtype=bool)
-            full = (_fit_by_class(probe_name, X, labels, everything, K, variance=variance, moments=stats.total())
-                    if gram else make().fit(X.take(np.arange(len(X))), labels, num_classes=K))
+        if not gram and (X_test is not None or X_holdout is not None):
+            full = make().fit(X.take(np.arange(len(X))), labels, num_classes=K)
     test, held = (None if A is None else A.score(np.arange(len(A)), full.decision_function, K)
                   for A in (None if X_test is None else as_rows(X_test, what=f"layer {layer!r} test activations"),
                             None if X_holdout is None else as_rows(X_holdout, what=f"layer {layer!r} held-out "
