@@ -173,24 +173,35 @@ class ProbeScores:
     holdout_scores: np.ndarray | None = None
 
 
+GRAM_CACHE_BYTES = 2**30   # per-class Gram matrices kept across cross-fitting fits while they fit in this
+
+
 def _fit_by_class(probe_name: str, X: RowSource, labels: np.ndarray, keep: np.ndarray, K: int, *,
-                  variance: float, moments: ClassMoments, k_hint: np.ndarray | None = None):
+                  variance: float, moments: ClassMoments, k_hint: np.ndarray | None = None,
+                  grams: dict[int, torch.Tensor] | None = None):
     """MASC (or VeLPIC) fitted on the rows `keep` through the per-class Gram route, one class block at a time.
 
     Same subspaces as `MASC.fit` on X[keep] when every class has fewer rows than d (class rows in the same
     order, so the same n_c x n_c Gram matrices), without the (N, d) copy of the training rows: the peak is
-    one class's block (n_c x d float32 + float64) and the fitted bases. VeLPIC's signs come from the
-    float64 class sums of `moments` (the statistics of the same rows), as in `VeLPIC.fit_moments`.
-    `k_hint`: (K,) guesses of k_c (the all-data fit's, for the folds), as in `MASC.fit_moments`.
+    one class's block (n_c x d float64) and the fitted bases. `grams`: a dict in which each class's Gram
+    matrix over ALL its rows is kept; a later fit on a subset (a cross-fitting fold) takes its sub-block
+    instead of a new product. `k_hint`: (K,) guesses of k_c (the all-data fit's), as in
+    `MASC.fit_moments`. VeLPIC's signs come from the float64 class sums of `moments` (the statistics of the
+    same rows), as in `VeLPIC.fit_moments`.
     """
     masc = make_probe("masc", variance=1 if probe_name == "velpic" else variance)
     masc._check_params()
     fits, device = [], torch.device("cpu")
     for c in range(K):
-        Xc = X.take(np.flatnonzero(keep & (labels == c)))                              # (n_c, d)
-        fits.append(masc_module._gram_subspace(Xc.double(), masc.variance,
-                                               None if k_hint is None else int(k_hint[c])))
+        rows = np.flatnonzero(labels == c)
+        Xc = X.take(rows).double()                                                        # (n_c, d)
         device = Xc.device
+        if grams is not None and c not in grams:
+            grams[c] = Xc @ Xc.T                                                          # (n_c, n_c)
+        sel = torch.from_numpy(np.flatnonzero(keep[rows])).to(device)
+        G = None if grams is None else grams[c][sel][:, sel]
+        fits.append(masc_module._gram_subspace(Xc[sel], masc.variance, None if k_hint is None else int(k_hint[c]),
+                                               G=G))
     masc._set_fitted(fits, np.bincount(labels[keep], minlength=K), X.dim, device)
     if probe_name == "masc":
         return masc
@@ -239,18 +250,19 @@ def cross_fit(probe_name: str, *, stats: ClassStats | None, X, labels, folds, X_
             rows = np.flatnonzero(folds == f)
             oof[rows] = X.score(rows, make().fit_moments(stats.excluding(f), **hint).decision_function, K)
     else:
-        gram = probe_name in GRAM_PROBES
-        hint = None
-        if gram and (probe_name == "masc" or X_test is not None or X_holdout is not None):
-            # the all-data fit first: its k_c make the fold fits' first eigensolver guess right (MASC)
+        gram, hint, grams = probe_name in GRAM_PROBES, None, None
+        if gram:
+            # the all-data fit first: its k_c seed the folds' eigensolver (MASC), and each class's Gram matrix
+            # is formed once and kept (when small enough) for the folds, whose matrices are its sub-blocks
+            grams = {} if 8 * float(np.sum(counts.astype(np.float64) ** 2)) <= GRAM_CACHE_BYTES else None
             full = _fit_by_class(probe_name, X, labels, np.ones(len(X), dtype=bool), K, variance=variance,
-                                 moments=stats.total())
+                                 moments=stats.total(), grams=grams)
             hint = full.n_components_ if probe_name == "masc" else None
         for f in range(F):
             rows, keep = np.flatnonzero(folds == f), folds != f
             if gram:
                 probe = _fit_by_class(probe_name, X, labels, keep, K, variance=variance, moments=stats.excluding(f),
-                                      k_hint=hint)
+                                      k_hint=hint, grams=grams)
             else:
                 train = np.flatnonzero(keep)
                 probe = make().fit(X.take(train), labels[train], num_classes=K)

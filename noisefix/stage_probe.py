@@ -38,8 +38,9 @@ from noisefix.extract import (ActivationCache, ActivationExtractor, LayerInfo, l
                               resolve_layers, shard_rows)
 from noisefix.probes.stats import ClassStats
 from noisefix.report import NullReporter, plot_dynamics, plot_layers
-from noisefix.scoring import (GRAM_PROBES, SCORE_ROWS, ProbeScores, RowSource, ScoreRow, TensorRows, choose, cross_fit,
-                              make_folds, needs_second_moments, refits_on_activations, score_rows)
+from noisefix.scoring import (GRAM_CACHE_BYTES, GRAM_PROBES, SCORE_ROWS, ProbeScores, RowSource, ScoreRow,
+                              TensorRows, choose, cross_fit, make_folds, needs_second_moments,
+                              refits_on_activations, score_rows)
 from noisefix.stages import LoadedRun, load_run_model
 from noisefix.train import resolve_device, seed_everything
 
@@ -164,7 +165,8 @@ def plan_layer(info: LayerInfo, *, probes, class_counts, folds: int, n_train: in
       statistics   8 F K (d^2 + d) + 16 K (d^2 + d) + buffers  (no d^2 terms when no probe needs them)
       activations  4 N d in RAM; on disk 16 d R (train and test write buffers, R = extract.shard_rows(d))
       work         the largest of: scoring 4 d min(n_fit, SCORE_ROWS) (RAM) or 8 d R (disk); Gram route
-                   12 d n_max + 8 n_max^2 (one class block in float32 and float64, its Gram matrix);
+                   12 d n_max + 8 n_max^2 (one class block in float32 and float64, its Gram matrix)
+                   + min(8 sum(n_c^2), GRAM_CACHE_BYTES) (every class's Gram matrix, kept for the folds);
                    logreg 4 d n_fit (its training rows, copied into RAM).
     `cache`: "never" keeps activations in RAM, "always" puts them on disk, "auto" on disk when the RAM
     route would exceed `budget`. The fitted probes themselves (MASC bases: 8 d sum(k_c)) are not counted.
@@ -178,7 +180,9 @@ def plan_layer(info: LayerInfo, *, probes, class_counts, folds: int, n_train: in
     second = needs_second_moments(probes, counts, d)
     stats = ClassStats.nbytes(d, K, F, second_moments=second)
     rows = shard_rows(d)
-    fits = [12 * d * n_max + 8 * n_max * n_max if any(p in GRAM_PROBES for p in refit) else 0,
+    grams = 8 * int(np.sum(counts.astype(np.float64) ** 2))
+    grams = grams if grams <= GRAM_CACHE_BYTES else 0          # kept only when this small (scoring.cross_fit)
+    fits = [12 * d * n_max + 8 * n_max * n_max + grams if any(p in GRAM_PROBES for p in refit) else 0,
             4 * d * n_fit if "logreg" in refit else 0]
     ram = 4 * d * (n_train + n_test)
     ram_work = max([4 * d * min(max(n_fit, 1), SCORE_ROWS), *fits])

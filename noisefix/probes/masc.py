@@ -149,13 +149,15 @@ def _second_moment_subspace(S: torch.Tensor, variance: float, hint: int | None) 
     return _ClassFit(vals, basis, total)
 
 
-def _gram_subspace(Xc: torch.Tensor, variance: float, hint: int | None = None) -> _ClassFit:
+def _gram_subspace(Xc: torch.Tensor, variance: float, hint: int | None = None, *,
+                   G: torch.Tensor | None = None) -> _ClassFit:
     """Subspace from the rows of Xc (n_c, d) float64 with n_c < d, through the Gram matrix Xc Xc^T (n_c, n_c).
 
     If Xc Xc^T v = lam v then u = Xc^T v / sqrt(lam) is a unit eigenvector of Xc^T Xc with eigenvalue lam.
     `hint`: a guess of k_c (e.g. from an all-data fit), which saves the all-eigenvalues pass when it suffices.
+    `G`: Xc Xc^T when already known (a sub-block of a larger class's Gram matrix, for cross-fitting folds).
     """
-    G = Xc @ Xc.T
+    G = Xc @ Xc.T if G is None else G
     vals, V = _subspace(G, variance, hint)
     return _ClassFit(vals, (Xc.T @ V) / torch.from_numpy(np.sqrt(vals)).to(Xc.device), float(G.diagonal().sum()))
 
