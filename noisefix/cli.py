@@ -251,44 +251,9 @@ def probe(
     loaded = open_run(run, data_root=data, model=model, reporter=reporter)
     result = run_probe(loaded, cfg, force=force, reporter=reporter, cache=cache, cache_dir=cache_dir,
                        keep_cache=keep_cache)
-    show_scores(reporter, result)
+    reporter.show_scores(result)
     console.print(f"probe results: [bold]{result.out}[/] (scores.csv, scores.json, layers.png) in {result.seconds:.0f}s")
     next_step(f"noisefix relabel --run {loaded.run.path}")
-
-
-def show_scores(reporter: RichReporter, result, top: int | None = None) -> None:
-    """The probe table; with `top`, only the model rows and the `top` best rows by the label-only criterion."""
-    multi = len({r["checkpoint"] for r in result.rows}) > 1
-    held = any(r["holdout_agreement"] is not None for r in result.rows)
-    cols = (["checkpoint"] if multi else []) + ["layer", "probe", "dim", "mean k", "agree (trained-on, oof)"] + (
-        ["agree (held-out)"] if held else []) + ["clean acc", "test acc", "pick"]
-
-    def line(ckpt, layer, probe, dim, k, agree, held_agree, clean, test, pick):
-        return ([ckpt] if multi else []) + [layer, probe, dim, k, pct(agree)] + ([pct(held_agree)] if held else []) + [
-            pct(clean), pct(test), pick]
-
-    rows, marks = [], []
-    for ckpt, acc in result.model.items():
-        rows.append(line(ckpt, "(model output)", "model", None, None, acc["agreement"], acc.get("holdout_agreement"),
-                         acc["clean_acc"], acc["test_acc"], ""))
-    shown = result.rows if top is None else sorted(result.rows, key=lambda r: -r[result.criterion])[:top]
-    for r in shown:
-        if r["pick"]:
-            marks.append(len(rows))
-        rows.append(line(r["checkpoint"], r["layer"], r["probe"], r["dim"],
-                         None if r["mean_k"] is None else round(r["mean_k"], 1), r["agreement"],
-                         r["holdout_agreement"], r["clean_acc"], r["test_acc"], r["pick"]))
-    how = ("agreement with the given labels on held-out images" if result.criterion == "holdout_agreement"
-           else "out-of-fold agreement with the given labels")
-    reporter.table(f"probe scores (best = label-only pick by {how}; oracle = pick by clean numbers)",
-                   cols, rows, highlight=marks)
-    b, o = result.best, result.oracle
-    text = f"label-only pick: [bold]{b['layer']} / {b['probe']}[/]" + (f" @ {b['checkpoint']}" if multi else "")
-    if o is not None:
-        metric = "test_acc" if o["test_acc"] is not None else "clean_acc"
-        text += (f" ({metric.replace('_', ' ')} {pct(b[metric])}); oracle pick: {o['layer']} / {o['probe']} "
-                 f"({pct(o[metric])}), {100 * (o[metric] - b[metric]):.1f} points apart")
-    console.print(text, highlight=False)
 
 
 @app.command()
@@ -315,21 +280,9 @@ def relabel(
     reporter = RichReporter(console)
     loaded = open_run(run, stage="probe", reporter=reporter)
     result = run_relabel(loaded, cfg, force=force, reporter=reporter)
-    show_relabel(result.summary)
+    reporter.show_relabel(result.summary)
     console.print(f"issues: [bold]{result.out / 'labels.csv'}[/]  cleaned labels: [bold]{result.cleaned}[/]")
     next_step(f"noisefix retrain --run {loaded.run.path}")
-
-
-def show_relabel(s: dict) -> None:
-    src = ", ".join(f"{r['layer']}/{r['probe']}" + (f"@{r['checkpoint']}" if r["checkpoint"] != "final" else "")
-                    for r in s["sources"])
-    console.print(f"relabel from {src}: {s['n_issues']} of {s['n_images']} labels flagged ({pct(s['issue_rate'])})",
-                  highlight=False)
-    if "issue_detection" in s:
-        d = s["issue_detection"]
-        console.print(f"against the clean labels: precision {pct(d['precision'])}, recall {pct(d['recall'])}, "
-                      f"F1 {pct(d['f1'])}; label accuracy {pct(s['label_accuracy_before'])} -> "
-                      f"{pct(s['label_accuracy_after'])}", highlight=False)
 
 
 @app.command()
@@ -355,20 +308,8 @@ def retrain(
     reporter = RichReporter(console)
     loaded = open_run(run, stage="relabel", reporter=reporter)
     result = run_retrain(loaded, cfg, force=force, reporter=reporter)
-    show_retrain(result.metrics)
+    reporter.show_retrain(result.metrics)
     console.print(f"retrain results: [bold]{result.out / 'metrics.json'}[/]")
-
-
-def show_retrain(m: dict) -> None:
-    if m["test_acc_retrained"] is None:
-        console.print("retrained; no test split to measure the gain on")
-        return
-    text = (f"test accuracy: memorized model {pct(m['test_acc_memorized'])}, its best checkpoint "
-            f"{pct(m['test_acc_best_epoch'])} -> retrained on cleaned labels {pct(m['test_acc_retrained'])}")
-    if m.get("test_acc_baseline_given_labels") is not None:
-        text += (f"; the same early-stopped training on the given labels: {pct(m['test_acc_baseline_given_labels'])} "
-                 f"(gain from cleaning {100 * m['gain_vs_baseline']:+.1f} points)")
-    console.print(text, highlight=False)
 
 
 @app.command()
@@ -384,10 +325,10 @@ def demo(
 
     reporter = RichReporter(console)
     result = run_demo(out, force=force, seed=seed, reporter=reporter)
-    show_scores(reporter, result.probe)
-    show_relabel(result.relabel.summary)
+    reporter.show_scores(result.probe)
+    reporter.show_relabel(result.relabel.summary)
     if result.retrain is not None:
-        show_retrain(result.retrain.metrics)
+        reporter.show_retrain(result.retrain.metrics)
     console.print(f"demo outputs: [bold]{out}[/] (run in {out / 'run'})")
     next_step(f"noisefix relabel --run {out / 'run'} --ensemble 5 --force")
 
@@ -417,10 +358,10 @@ def clean(
     reporter = RichReporter(console)
     result = run_clean(data, out, model=model, labels_file=labels, epochs=epochs, probes=_split(probes),
                        retrain=do_retrain, seed=seed, force=force, on_bad_image=on_bad_image, reporter=reporter)
-    show_scores(reporter, result.probe, top=12)
-    show_relabel(result.relabel.summary)
+    reporter.show_scores(result.probe, top=12)
+    reporter.show_relabel(result.relabel.summary)
     if result.retrain is not None:
-        show_retrain(result.retrain.metrics)
+        reporter.show_retrain(result.retrain.metrics)
     console.print(f"issues: [bold]{result.relabel.out / 'labels.csv'}[/]  cleaned labels: [bold]{result.relabel.cleaned}[/]"
                   f"  dynamics: [bold]{result.probe.out / 'dynamics.png'}[/]")
     next_step(f"noisefix train {data} --labels {result.relabel.cleaned} --model {model}")

@@ -34,7 +34,8 @@ class NullReporter:
 
 
 class RichReporter(NullReporter):
-    """Progress bars and tables on a rich console (stderr for progress, stdout for results)."""
+    """Progress bars, tables and the stages' result summaries on a rich console (stderr for progress, stdout
+    for results)."""
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console()
@@ -66,6 +67,66 @@ class RichReporter(NullReporter):
         for i, row in enumerate(rows):
             table.add_row(*(_fmt(v) for v in row), style="bold green" if i in highlight else None)
         self.console.print(table)
+
+    def show_scores(self, result, top: int | None = None) -> None:
+        """The probe table; with `top`, only the model rows and the `top` best rows by the label-only criterion."""
+        multi = len({r["checkpoint"] for r in result.rows}) > 1
+        held = any(r["holdout_agreement"] is not None for r in result.rows)
+        cols = (["checkpoint"] if multi else []) + ["layer", "probe", "dim", "mean k", "agree (trained-on, oof)"] + (
+            ["agree (held-out)"] if held else []) + ["clean acc", "test acc", "pick"]
+
+        def line(ckpt, layer, probe, dim, k, agree, held_agree, clean, test, pick):
+            return (([ckpt] if multi else []) + [layer, probe, dim, k, pct(agree)]
+                    + ([pct(held_agree)] if held else []) + [pct(clean), pct(test), pick])
+
+        rows, marks = [], []
+        for ckpt, acc in result.model.items():
+            rows.append(line(ckpt, "(model output)", "model", None, None, acc["agreement"], acc.get("holdout_agreement"),
+                             acc["clean_acc"], acc["test_acc"], ""))
+        shown = result.rows if top is None else sorted(result.rows, key=lambda r: -r[result.criterion])[:top]
+        for r in shown:
+            if r["pick"]:
+                marks.append(len(rows))
+            rows.append(line(r["checkpoint"], r["layer"], r["probe"], r["dim"],
+                             None if r["mean_k"] is None else round(r["mean_k"], 1), r["agreement"],
+                             r["holdout_agreement"], r["clean_acc"], r["test_acc"], r["pick"]))
+        how = ("agreement with the given labels on held-out images" if result.criterion == "holdout_agreement"
+               else "out-of-fold agreement with the given labels")
+        self.table(f"probe scores (best = label-only pick by {how}; oracle = pick by clean numbers)",
+                       cols, rows, highlight=marks)
+        b, o = result.best, result.oracle
+        text = f"label-only pick: [bold]{b['layer']} / {b['probe']}[/]" + (f" @ {b['checkpoint']}" if multi else "")
+        if o is not None:
+            metric = "test_acc" if o["test_acc"] is not None else "clean_acc"
+            text += (f" ({metric.replace('_', ' ')} {pct(b[metric])}); oracle pick: {o['layer']} / {o['probe']} "
+                     f"({pct(o[metric])}), {100 * (o[metric] - b[metric]):.1f} points apart")
+        self.console.print(text, highlight=False)
+
+    def show_relabel(self, s: dict) -> None:
+        """The relabel summary line (and issue detection against clean labels, when known)."""
+        src = ", ".join(f"{r['layer']}/{r['probe']}" + (f"@{r['checkpoint']}" if r["checkpoint"] != "final" else "")
+                        for r in s["sources"])
+        self.console.print(f"relabel from {src}: {s['n_issues']} of {s['n_images']} labels flagged "
+                           f"({pct(s['issue_rate'])})", highlight=False)
+        if "issue_detection" in s:
+            d = s["issue_detection"]
+            self.console.print(f"against the clean labels: precision {pct(d['precision'])}, recall "
+                               f"{pct(d['recall'])}, F1 {pct(d['f1'])}; label accuracy "
+                               f"{pct(s['label_accuracy_before'])} -> {pct(s['label_accuracy_after'])}",
+                               highlight=False)
+
+    def show_retrain(self, m: dict) -> None:
+        """Test accuracy of the memorized model, its best checkpoint, the retrained one and the baseline."""
+        if m["test_acc_retrained"] is None:
+            self.console.print("retrained; no test split to measure the gain on")
+            return
+        text = (f"test accuracy: memorized model {pct(m['test_acc_memorized'])}, its best checkpoint "
+                f"{pct(m['test_acc_best_epoch'])} -> retrained on cleaned labels {pct(m['test_acc_retrained'])}")
+        if m.get("test_acc_baseline_given_labels") is not None:
+            text += (f"; the same early-stopped training on the given labels: "
+                     f"{pct(m['test_acc_baseline_given_labels'])} "
+                     f"(gain from cleaning {100 * m['gain_vs_baseline']:+.1f} points)")
+        self.console.print(text, highlight=False)
 
 
 def _fmt(value: Any) -> str:
