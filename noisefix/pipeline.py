@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from noisefix import artifacts
 from noisefix.config import ProbeConfig, RelabelConfig, RetrainConfig, TrainConfig

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from noisefix import artifacts
-from noisefix.config import ProbeConfig, Recipe
+from noisefix.config import Recipe
 from noisefix.corruption import corrupt_labels
 from noisefix.data import load_data, write_labels_file
 from noisefix.datasets import export_dataset, load_builtin
