@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_masc import machine, publish  # noqa: E402
 
-from noisefix.extract import ActivationExtractor, list_layers, plan_pooling  # noqa: E402
+from noisefix.extract import ActivationExtractor, apply_pooling, list_layers  # noqa: E402
 from noisefix.models import build_model, default_layers  # noqa: E402
 from noisefix.probes.stats import ClassStats  # noqa: E402
 
@@ -66,8 +66,7 @@ def bench_model(name: str, *, n: int, batch: int, device: torch.device, dtypes: 
     shape = SHAPES.get(name, (3, 32, 32))
     model = build_model(name, in_shape=shape, num_classes=classes).to(device).eval()
     layers = default_layers(model)
-    pools = plan_pooling(list_layers(model, shape, layers), "auto")        # as `noisefix probe` (--pool auto)
-    infos = list_layers(model, shape, layers, pools=pools)
+    infos, pools = apply_pooling(list_layers(model, shape, layers), "auto")   # as `noisefix probe` (--pool auto)
     images = torch.rand((n, *shape), generator=gen)
     labels = torch.randint(0, classes, (n,), generator=gen)
     fold_ids = torch.randint(0, folds, (n,), generator=gen)

@@ -177,7 +177,7 @@ def layers(
     """List the probe-able layers of a run's model (FX node names, output shapes, flattened dims)."""
     import numpy as np
 
-    from noisefix.extract import list_layers, parse_pool, plan_pooling, resolve_layers
+    from noisefix.extract import apply_pooling, list_layers, resolve_layers
     from noisefix.stage_probe import MEMORY_BUDGET, plan_layer
     from noisefix.stages import load_run_model, open_run
 
@@ -189,7 +189,7 @@ def layers(
     cols = ["layer", "shape", "dim"]
     rows = [[i.name, "x".join(map(str, i.shape)), i.dim] for i in infos]
     if memory:
-        infos = list_layers(net, in_shape, names, pools=plan_pooling(infos, parse_pool(pool)))
+        infos, _ = apply_pooling(infos, pool)
         train, test = loaded.splits.train, loaded.splits.test
         K = loaded.model_info["num_classes"]
         counts = np.bincount(train.targets[~loaded.holdout], minlength=K)

@@ -16,7 +16,7 @@ import contextlib
 import copy
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +145,13 @@ def plan_pooling(infos: list[LayerInfo], pool: int | None | str, *, max_dim: int
                 size = pool
         plan[info.name] = size
     return plan
+
+
+def apply_pooling(infos: list[LayerInfo], spec: str) -> tuple[list[LayerInfo], dict[str, int | None]]:
+    """`infos` (unpooled, from :func:`list_layers`) with their dims after the pooling plan of a ``--pool`` spec
+    ("none", "auto" or "avg:S"), and that plan (for :class:`ActivationExtractor`); no forward pass."""
+    pools = plan_pooling(infos, parse_pool(spec))
+    return [replace(i, dim=_pooled_dim(i.shape, pools[i.name])) for i in infos], pools
 
 
 def _disable_inplace(module: nn.Module) -> None:

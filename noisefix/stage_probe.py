@@ -34,7 +34,7 @@ from noisefix.config import ProbeConfig, dump_yaml
 from noisefix.data import LabeledImages
 from noisefix.images import ImageSource, to_float
 from noisefix.errors import ProbeError
-from noisefix.extract import (ActivationCache, ActivationExtractor, LayerInfo, list_layers, parse_pool, plan_pooling,
+from noisefix.extract import (ActivationCache, ActivationExtractor, LayerInfo, apply_pooling, list_layers,
                               resolve_layers, shard_rows)
 from noisefix.probes.stats import ClassStats
 from noisefix.report import NullReporter, plot_dynamics, plot_layers
@@ -332,12 +332,10 @@ def probe_checkpoint(loaded: LoadedRun, checkpoint: str, cfg: ProbeConfig, *, tr
     model.to(device)
     in_shape = tuple(loaded.model_info["in_shape"])
     names = resolve_layers(model, cfg.layers)
-    infos = list_layers(model, in_shape, names)
-    pools = plan_pooling(infos, parse_pool(cfg.pool))
+    infos, pools = apply_pooling(list_layers(model, in_shape, names), cfg.pool)
     pooled = [name for name, s in pools.items() if s]
     if pooled:
         reporter.info(f"pooling {', '.join(f'{n} to {pools[n]}x{pools[n]}' for n in pooled)} (--pool)")
-    infos = list_layers(model, in_shape, names, pools=pools)
     K = len(train.classes)
     mine = shards.train[distributed.rank()]
     mine_test = shards.test[distributed.rank()]

@@ -8,6 +8,7 @@ from noisefix.errors import ConfigError, ProbeError
 from noisefix.extract import (
     ActivationExtractor,
     LayerInfo,
+    apply_pooling,
     graph_nodes,
     list_layers,
     parse_pool,
@@ -151,6 +152,9 @@ def test_list_layers_shapes_and_dims():
     pooled = {i.name: i for i in list_layers(model, (1, 28, 28), ["block1.pool", "fc4"], pools={"block1.pool": 2})}
     assert pooled["block1.pool"] == LayerInfo("block1.pool", (16, 14, 14), 64)
     assert pooled["fc4"].dim == 10
+    applied, pools = apply_pooling(list_layers(model, (1, 28, 28), ["block1.pool", "fc4"]), "avg:2")
+    assert pools == {"block1.pool": 2, "fc4": None}
+    assert applied == list(pooled.values())                 # the same dims as a pooled forward pass
 
 
 def test_list_layers_reports_a_wrong_input_shape():
