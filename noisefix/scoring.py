@@ -194,14 +194,17 @@ def _fit_by_class(probe_name: str, X: RowSource, labels: np.ndarray, keep: np.nd
     fits, device = [], torch.device("cpu")
     for c in range(K):
         rows = np.flatnonzero(labels == c)
-        Xc = X.take(rows).double()                                                        # (n_c, d)
+        hint = None if k_hint is None else int(k_hint[c])
+        if grams is None:                                       # only the kept rows are read and multiplied
+            Xc = X.take(rows[keep[rows]]).double()                                        # (n_kept, d)
+            fits.append(masc_module._gram_subspace(Xc, masc.variance, hint))
+        else:                                                   # all of the class's rows: its Gram matrix
+            Xc = X.take(rows).double()                                                    # (n_c, d)
+            if c not in grams:
+                grams[c] = Xc @ Xc.T                                                      # (n_c, n_c)
+            sel = torch.from_numpy(np.flatnonzero(keep[rows])).to(Xc.device)
+            fits.append(masc_module._gram_subspace(Xc[sel], masc.variance, hint, G=grams[c][sel][:, sel]))
         device = Xc.device
-        if grams is not None and c not in grams:
-            grams[c] = Xc @ Xc.T                                                          # (n_c, n_c)
-        sel = torch.from_numpy(np.flatnonzero(keep[rows])).to(device)
-        G = None if grams is None else grams[c][sel][:, sel]
-        fits.append(masc_module._gram_subspace(Xc[sel], masc.variance, None if k_hint is None else int(k_hint[c]),
-                                               G=G))
     masc._set_fitted(fits, np.bincount(labels[keep], minlength=K), X.dim, device)
     if probe_name == "masc":
         return masc

@@ -5,6 +5,7 @@ from functools import partial
 import numpy as np
 import pytest
 
+from noisefix import scoring
 from noisefix.errors import ConfigError, ProbeError
 from noisefix.probes import make_probe
 from noisefix.probes.stats import ClassStats
@@ -47,9 +48,13 @@ def test_cross_fit_scores_each_image_without_its_fold(probe):
     assert (r.n_components is not None) == (probe == "masc")
 
 
+@pytest.mark.parametrize("cache_grams", [True, False])
 @pytest.mark.parametrize("probe", ["masc", "velpic"])
-def test_gram_route_for_small_classes_matches_the_moment_route(probe):
-    """Classes smaller than d are refitted per fold through Gram matrices: same scores as d x d moments."""
+def test_gram_route_for_small_classes_matches_the_moment_route(probe, cache_grams, monkeypatch):
+    """Classes smaller than d are refitted per fold through Gram matrices: same scores as d x d moments,
+    whether each class's Gram matrix is kept for the folds or (over GRAM_CACHE_BYTES) formed per fit."""
+    if not cache_grams:
+        monkeypatch.setattr(scoring, "GRAM_CACHE_BYTES", 0)
     rng = np.random.default_rng(3)
     X = np.maximum(rng.standard_normal((60, 40)), 0).astype(np.float32)     # 3 classes of ~20 < d = 40
     y = rng.integers(0, 3, 60)
