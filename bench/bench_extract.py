@@ -38,26 +38,27 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _rate(step, batches: list[torch.Tensor], device: torch.device, *, warmup: int = 2, start=None,
+def _rate(step, batches: list[tuple[torch.Tensor, ...]], device: torch.device, *, warmup: int = 2, start=None,
           finish=None) -> float:
-    """Images per second of step(x) over `batches` after `warmup` untimed batches (fewer if there are few).
+    """Images per second of step(b) over `batches` (tuples, images first) after `warmup` untimed batches
+    (fewer if there are few).
 
     `start()` runs untimed after the warm-up (e.g. fresh accumulators), `finish()` timed after the last batch
     (e.g. flushing buffered statistics).
     """
     warmup = min(warmup, len(batches) - 1)
-    for x in batches[:warmup]:
-        step(x)
+    for b in batches[:warmup]:
+        step(b)
     if start is not None:
         start()
     _sync(device)
     t0 = time.perf_counter()
-    for x in batches[warmup:]:
-        step(x)
+    for b in batches[warmup:]:
+        step(b)
     if finish is not None:
         finish()
     _sync(device)
-    return sum(len(x) for x in batches[warmup:]) / (time.perf_counter() - t0)
+    return sum(len(b[0]) for b in batches[warmup:]) / (time.perf_counter() - t0)
 
 
 def bench_model(name: str, *, n: int, batch: int, device: torch.device, dtypes: list[str], paper_n: int,
@@ -70,7 +71,8 @@ def bench_model(name: str, *, n: int, batch: int, device: torch.device, dtypes: 
     images = torch.rand((n, *shape), generator=gen)
     labels = torch.randint(0, classes, (n,), generator=gen)
     fold_ids = torch.randint(0, folds, (n,), generator=gen)
-    batches = [images[i:i + batch].to(device) for i in range(0, n, batch)]
+    batches = [(images[i:i + batch].to(device), labels[i:i + batch].to(device), fold_ids[i:i + batch].to(device))
+               for i in range(0, n, batch)]
     rows = []
     for dtype in dtypes:
         autocast = torch.bfloat16 if dtype == "bf16" else None
@@ -78,7 +80,6 @@ def bench_model(name: str, *, n: int, batch: int, device: torch.device, dtypes: 
             continue
         extractor = ActivationExtractor(model, layers, pools=pools, device=device, autocast_dtype=autocast)
         stats: dict[str, ClassStats] = {}
-        seen = {"i": 0}
 
         def fresh_stats():
             stats.clear()
@@ -89,28 +90,25 @@ def bench_model(name: str, *, n: int, batch: int, device: torch.device, dtypes: 
                 st.total()
 
         @torch.no_grad()
-        def forward(x):
+        def forward(b):
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast is not None):
-                model(x)
+                model(b[0])
 
         fresh_stats()
 
-        def extract(x):
-            i = seen["i"] % n
-            seen["i"] += len(x)
-            y, f = labels[i:i + len(x)].to(device), fold_ids[i:i + len(x)].to(device)
+        def extract(b):
+            x, y, f = b
             for layer, act in extractor(x).items():
                 stats[layer].update(act, y, f)
 
         rows.append({"model": name, "dtype": dtype, "batch": batch, "forward": _rate(forward, batches, device),
                      "extract": _rate(extract, batches, device, start=fresh_stats, finish=flush)})
-    singles = [images[i:i + 1].to(device) for i in range(min(paper_n, n))]
+    singles = [(images[i:i + 1].to(device),) for i in range(min(paper_n, n))]
     extractor = ActivationExtractor(model, layers, pools=pools, device=device)
     kept: list[dict] = []
     rows.append({"model": name, "dtype": "fp32", "batch": 1, "forward": None,
-                 "paper": _rate(lambda x: kept.append({k: v.cpu() for k, v in extractor(x).items()}),
+                 "paper": _rate(lambda b: kept.append({k: v.cpu() for k, v in extractor(b[0]).items()}),
                                 singles, device)})
-    rows[-1]["dims"] = sum(i.dim for i in infos)
     return rows
 
 

@@ -43,18 +43,20 @@ def paper_style(loaded) -> dict[str, float]:
     layers = resolve_layers(model, "default")
     extractor = ActivationExtractor(model, layers)
     train, test = loaded.splits.train, loaded.splits.test
-    acts = {}
-    for split in (train, test):
+
+    def keep_all(split) -> dict[str, np.ndarray]:
         rows = {name: [] for name in layers}
         for x, _ in ImageSource(split).batches(1):
             for name, a in extractor(to_float(x)).items():
                 rows[name].append(a.numpy()[0])
-        acts[id(split)] = {name: np.stack(r) for name, r in rows.items()}
+        return {name: np.stack(r) for name, r in rows.items()}
+
+    X, Xt = keep_all(train), keep_all(test)
     K = len(train.classes)
     out = {}
     for name in layers:
-        bases, _ = paper_fit(acts[id(train)][name], train.targets, K)
-        out[name] = float(np.mean(paper_predict(acts[id(test)][name], bases) == test.targets))
+        bases, _ = paper_fit(X[name], train.targets, K)
+        out[name] = float(np.mean(paper_predict(Xt[name], bases) == test.targets))
     return out
 
 

@@ -353,16 +353,15 @@ def probe_checkpoint(loaded: LoadedRun, checkpoint: str, cfg: ProbeConfig, *, tr
     routes = ", ".join(f"{p.info.name}: {p.route}" for p in plans)
     reporter.info(f"routes: {routes}")
     groups = [[p.info for p in g] for g in group_layers(plans)]
-    disk = {p.info.name for p in plans if p.on_disk}
+    plan_of = {p.info.name: p for p in plans}
     train_logits = np.zeros((len(mine), K), dtype=np.float32)
     test_logits = np.zeros((len(mine_test), K), dtype=np.float32) if test is not None else None
     results: list[ProbeScores] = []
     for g, group in enumerate(groups):
         extractor = ActivationExtractor(model, [i.name for i in group], pools=pools, device=device)
-        second = {p.info.name: p.second_moments for p in plans}
-        stats = {i.name: ClassStats(i.dim, K, cfg.folds, device=device, name=i.name, second_moments=second[i.name])
-                 for i in group}
-        where = {i.name: cache_root / f"{checkpoint}-{i.name}" for i in group if i.name in disk}
+        stats = {i.name: ClassStats(i.dim, K, cfg.folds, device=device, name=i.name,
+                                    second_moments=plan_of[i.name].second_moments) for i in group}
+        where = {i.name: cache_root / f"{checkpoint}-{i.name}" for i in group if plan_of[i.name].on_disk}
         t0 = time.perf_counter()
         try:
             X = _extract(model, extractor, train_source, group, device=device, batch_size=cfg.batch_size,
