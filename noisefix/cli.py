@@ -325,10 +325,7 @@ def demo(
 
     reporter = RichReporter(console)
     result = run_demo(out, force=force, seed=seed, reporter=reporter)
-    reporter.show_scores(result.probe)
-    reporter.show_relabel(result.relabel.summary)
-    if result.retrain is not None:
-        reporter.show_retrain(result.retrain.metrics)
+    reporter.show_pipeline(result)
     console.print(f"demo outputs: [bold]{out}[/] (run in {out / 'run'})")
     next_step(f"noisefix relabel --run {out / 'run'} --ensemble 5 --force")
 
@@ -358,10 +355,7 @@ def clean(
     reporter = RichReporter(console)
     result = run_clean(data, out, model=model, labels_file=labels, epochs=epochs, probes=_split(probes),
                        retrain=do_retrain, seed=seed, force=force, on_bad_image=on_bad_image, reporter=reporter)
-    reporter.show_scores(result.probe, top=12)
-    reporter.show_relabel(result.relabel.summary)
-    if result.retrain is not None:
-        reporter.show_retrain(result.retrain.metrics)
+    reporter.show_pipeline(result, top=12)
     console.print(f"issues: [bold]{result.relabel.out / 'labels.csv'}[/]  cleaned labels: [bold]{result.relabel.cleaned}[/]"
                   f"  dynamics: [bold]{result.probe.out / 'dynamics.png'}[/]")
     next_step(f"noisefix train {data} --labels {result.relabel.cleaned} --model {model}")

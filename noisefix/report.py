@@ -102,6 +102,13 @@ class RichReporter(NullReporter):
                      f"({pct(o[metric])}), {100 * (o[metric] - b[metric]):.1f} points apart")
         self.console.print(text, highlight=False)
 
+    def show_pipeline(self, outcome, top: int | None = None) -> None:
+        """A chained run's (`pipeline.PipelineOutcome`) probe table, relabel summary and, if run, retrain gain."""
+        self.show_scores(outcome.probe, top=top)
+        self.show_relabel(outcome.relabel.summary)
+        if outcome.retrain is not None:
+            self.show_retrain(outcome.retrain.metrics)
+
     def show_relabel(self, s: dict) -> None:
         """The relabel summary line (and issue detection against clean labels, when known)."""
         src = ", ".join(f"{r['layer']}/{r['probe']}" + (f"@{r['checkpoint']}" if r["checkpoint"] != "final" else "")
