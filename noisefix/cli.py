@@ -178,7 +178,7 @@ def layers(
     import numpy as np
 
     from noisefix.extract import apply_pooling, list_layers, resolve_layers
-    from noisefix.stage_probe import MEMORY_BUDGET, plan_layer
+    from noisefix.probe_plan import MEMORY_BUDGET, plan_layer
     from noisefix.stages import load_run_model, open_run
 
     loaded = open_run(run, model=model, reporter=RichReporter(console))

@@ -14,7 +14,8 @@ from noisefix.cli import app
 from noisefix.config import ProbeConfig
 from noisefix.errors import ProbeError
 from noisefix.extract import LayerInfo
-from noisefix.stage_probe import MEMORY_BUDGET, group_layers, plan_layer, run_probe
+from noisefix.probe_plan import MEMORY_BUDGET, group_layers, plan_layer
+from noisefix.stage_probe import run_probe
 
 PROBE = ProbeConfig(layers="x,relu1,fc5", folds=3)  # x, relu1: Gram route (12 images per class < d); fc5: d = 3
 ALL = ("masc", "ncm", "logreg", "velpic")

@@ -1,0 +1,123 @@
+"""How `noisefix probe` handles each layer and what it costs: the memory plan (docs/benchmarks.md, "Memory model").
+
+Per layer, from the class counts known before extraction: d x d second moments only where a probe is fitted
+from them (`scoring.refits_on_activations` is the one rule), activations in RAM or in the on-disk cache, and
+the bytes of statistics, activations and probe work; layers are then grouped so that each group fits the
+budget (one data pass per group). Used by the probe stage and by `noisefix layers --memory`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from noisefix.errors import ProbeError
+from noisefix.extract import LayerInfo, shard_rows
+from noisefix.probes.stats import ClassStats
+from noisefix.scoring import GRAM_CACHE_BYTES, GRAM_PROBES, SCORE_ROWS, needs_second_moments, refits_on_activations
+
+MEMORY_BUDGET = 6 * 2**30  # bytes of activations + statistics held at once per layer group
+CACHE_MODES = ("auto", "always", "never")
+
+
+def check_cache_mode(cache: str) -> None:
+    if cache not in CACHE_MODES:
+        raise ProbeError(f"cache must be one of {', '.join(CACHE_MODES)}, got {cache!r}")
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """How `probe` handles one layer and what it costs, in bytes (docs/benchmarks.md, "Memory model").
+
+    Attributes:
+        info: the layer.
+        second_moments: True when d x d second moments are accumulated (some probe is fitted from them).
+        on_disk: activations written to the on-disk cache instead of RAM.
+        refit: the probes refitted on the activations (logreg; MASC / VeLPIC through the Gram route).
+        stats_bytes: class statistics, `ClassStats.nbytes`.
+        activation_bytes: held for the whole layer group: N x d float32 in RAM, or the cache's write buffers.
+        work_bytes: transient peak while one probe of this layer is fitted and scored.
+        disk_bytes: size of the on-disk cache (0 in RAM).
+    """
+
+    info: LayerInfo
+    second_moments: bool
+    on_disk: bool
+    refit: tuple[str, ...]
+    stats_bytes: int
+    activation_bytes: int
+    work_bytes: int
+    disk_bytes: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.stats_bytes + self.activation_bytes + self.work_bytes
+
+    @property
+    def route(self) -> str:
+        """E.g. "d^2 moments, RAM" or "gram (no d^2), disk"."""
+        how = "gram (no d^2)" if any(p in GRAM_PROBES for p in self.refit) else (
+            "d^2 moments" if self.second_moments else "sums only")
+        return f"{how}, {'disk' if self.on_disk else 'RAM'}"
+
+
+def plan_layer(info: LayerInfo, *, probes, class_counts, folds: int, n_train: int, n_test: int,
+               cache: str = "auto", budget: int = MEMORY_BUDGET) -> LayerPlan:
+    """The route and bytes of one layer of dimension d, K = len(class_counts) classes, F = `folds`.
+
+    `class_counts` (K,): images per class that the probes are fitted on (all folds; held-out images not
+    counted), known from the labels before extraction. `n_train`, `n_test`: images whose activations this
+    process holds. Terms (N = n_train + n_test, n_fit = sum(class_counts), n_max = max(class_counts)):
+      statistics   8 F K (d^2 + d) + 16 K (d^2 + d) + buffers  (no d^2 terms when no probe needs them)
+      activations  4 N d in RAM; on disk 16 d R (train and test write buffers, R = extract.shard_rows(d))
+      work         the largest of: scoring 4 d min(n_fit, SCORE_ROWS) (RAM) or 8 d R (disk); Gram route
+                   12 d n_max + 8 n_max^2 (one class block in float32 and float64, its Gram matrix)
+                   + min(8 sum(n_c^2), GRAM_CACHE_BYTES) (every class's Gram matrix, kept for the folds);
+                   logreg 4 d n_fit (its training rows, copied into RAM).
+    `cache`: "never" keeps activations in RAM, "always" puts them on disk, "auto" on disk when the RAM
+    route would exceed `budget`. The fitted probes themselves (MASC bases: 8 d sum(k_c)) are not counted.
+    """
+    check_cache_mode(cache)
+    counts = np.asarray(class_counts, dtype=np.int64)
+    K, d, F = len(counts), info.dim, int(folds)
+    n_fit, n_max = int(counts.sum()), int(counts.max(initial=0))
+    refit = tuple(p for p in probes if refits_on_activations(p, counts, d))
+    second = needs_second_moments(probes, counts, d)
+    stats = ClassStats.nbytes(d, K, F, second_moments=second)
+    rows = shard_rows(d)
+    grams = 8 * int(np.sum(counts.astype(np.float64) ** 2))
+    grams = grams if grams <= GRAM_CACHE_BYTES else 0          # kept only when this small (scoring.cross_fit)
+    fits = [12 * d * n_max + 8 * n_max * n_max + grams if any(p in GRAM_PROBES for p in refit) else 0,
+            4 * d * n_fit if "logreg" in refit else 0]
+    ram = 4 * d * (n_train + n_test)
+    ram_work = max([4 * d * min(max(n_fit, 1), SCORE_ROWS), *fits])
+    on_disk = cache == "always" or (cache == "auto" and stats + ram + ram_work > budget)
+    if on_disk:
+        return LayerPlan(info, second, True, refit, stats, 16 * d * rows, max([8 * d * rows, *fits]), ram)
+    return LayerPlan(info, second, False, refit, stats, ram, ram_work, 0)
+
+
+def group_layers(plans: list[LayerPlan], *, budget: int = MEMORY_BUDGET) -> list[list[LayerPlan]]:
+    """Split layers into groups that fit `budget` bytes (one data pass per group): the statistics and
+    activations of a group are held together, the probes' work memory one layer at a time."""
+    groups: list[list[LayerPlan]] = [[]]
+    held = work = 0
+    for plan in plans:
+        if plan.nbytes > budget:
+            info = plan.info
+            parts = (f"statistics {plan.stats_bytes / 2**30:.1f} GiB ({plan.route}), activations "
+                     f"{plan.activation_bytes / 2**30:.1f} GiB, probe work {plan.work_bytes / 2**30:.1f} GiB")
+            hint = ("; leave logreg out (--probes masc,ncm,velpic): it refits on the activations in RAM"
+                    if "logreg" in plan.refit and plan.work_bytes > plan.stats_bytes else "")
+            disk = "" if plan.on_disk else "; or cache the activations on disk (--cache always)"
+            raise ProbeError(f"layer {info.name} (dim {info.dim}) needs {plan.nbytes / 2**30:.1f} GiB ({parts}), "
+                             f"over the {budget / 2**30:.0f} GiB budget: pool it (--pool avg:2), use fewer --folds or "
+                             f"drop it with --layers{hint}{disk}")
+        if held + plan.stats_bytes + plan.activation_bytes + max(work, plan.work_bytes) > budget and groups[-1]:
+            groups.append([])
+            held = work = 0
+        groups[-1].append(plan)
+        held += plan.stats_bytes + plan.activation_bytes
+        work = max(work, plan.work_bytes)
+    return groups
