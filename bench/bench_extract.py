@@ -26,8 +26,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_masc import machine, publish  # noqa: E402
 
-from noisefix.extract import ActivationExtractor, apply_pooling, list_layers  # noqa: E402
-from noisefix.models import build_model, default_layers  # noqa: E402
+from noisefix.nn.extract import ActivationExtractor, apply_pooling, list_layers
+from noisefix.nn.models import build_model, default_layers
 from noisefix.probes.stats import ClassStats  # noqa: E402
 
 SHAPES = {"mlp": (1, 28, 28), "cnn": (1, 28, 28), "alexnet": (3, 32, 32), "resnet18": (3, 32, 32)}

@@ -29,9 +29,10 @@ import numpy as np
 import psutil
 import torch
 
+from noisefix.data.splits import make_folds
 from noisefix.probes.masc import MASC
 from noisefix.probes.stats import ClassStats
-from noisefix.scoring import cross_fit, make_folds
+from noisefix.scoring.cross_fitting import cross_fit
 
 TAU = 0.99
 

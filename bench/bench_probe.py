@@ -29,10 +29,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_masc import PeakRSS, machine, paper_fit, paper_predict, publish  # noqa: E402
 
 from noisefix.config import ProbeConfig  # noqa: E402
-from noisefix.extract import ActivationExtractor, resolve_layers  # noqa: E402
-from noisefix.images import ImageSource, to_float  # noqa: E402
-from noisefix.stage_probe import run_probe  # noqa: E402
-from noisefix.stages import load_run_model, open_run  # noqa: E402
+from noisefix.data.images import ImageSource, to_float
+from noisefix.nn.extract import ActivationExtractor, resolve_layers
+from noisefix.stages.probe import run_probe
+from noisefix.stages.runs import load_run_model, open_run
 
 SCRATCH = "bench-probe"
 

@@ -28,14 +28,14 @@ import numpy as np
 import torch
 
 from noisefix.config import ProbeConfig, RelabelConfig, TrainConfig
-from noisefix.data import load_data
-from noisefix.images import ImageSource, to_float
-from noisefix.models import build_model
-from noisefix.pipeline import run_clean, run_pipeline
-from noisefix.relabel import issue_metrics, label_accuracy
-from noisefix.scoring import make_folds
-from noisefix.stage_retrain import fit_with_holdout
-from noisefix.train import EvalSet, evaluate, seed_everything, train_model
+from noisefix.data.folders import load_data
+from noisefix.data.images import ImageSource, to_float
+from noisefix.data.splits import make_folds
+from noisefix.nn.device import seed_everything
+from noisefix.nn.models import build_model
+from noisefix.nn.training import EvalSet, evaluate, fit_with_holdout, train_model
+from noisefix.scoring.issues import issue_metrics, label_accuracy
+from noisefix.stages.pipeline import run_clean, run_pipeline
 
 
 def cleanlab_oof_probs(source: ImageSource, labels: np.ndarray, cfg: TrainConfig, *, folds: int,

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from noisefix.config import TrainConfig
 from noisefix.errors import NoisefixError
-from noisefix.report import RichReporter, pct
+from noisefix.ui.reporter import RichReporter, pct
 
 app = typer.Typer(
     name="noisefix",
@@ -57,8 +57,8 @@ def single_process(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from noisefix import distributed
         from noisefix.errors import ConfigError
+        from noisefix.nn import distributed
 
         if distributed.world_size() > 1:
             name = fn.__name__.replace("_", " ")
@@ -108,7 +108,7 @@ def train(
     force: ForceOpt = False,
 ) -> None:
     """Train a model on a (possibly noisy) labeled image folder until it memorizes the labels."""
-    from noisefix.stages import run_train
+    from noisefix.stages.train import run_train
 
     cfg = TrainConfig.for_model(model, epochs=epochs, target_acc=target_acc, optimizer=optimizer, lr=lr,
                                 batch_size=batch_size, seed=seed, device=device, save_every=save_every,
@@ -140,7 +140,7 @@ def data_export(
     force: ForceOpt = False,
 ) -> None:
     """Write a built-in dataset as an image folder (and noisy labels with --corrupt)."""
-    from noisefix.datasets import export_dataset, load_builtin
+    from noisefix.data.builtin import export_dataset, load_builtin
 
     ds = load_builtin(name, data_root=data_root)
     path = export_dataset(ds, dest, corrupt=corrupt, noise=noise, seed=seed, train_subset=train_subset,
@@ -177,9 +177,9 @@ def layers(
     """List the probe-able layers of a run's model (FX node names, output shapes, flattened dims)."""
     import numpy as np
 
-    from noisefix.extract import apply_pooling, list_layers, resolve_layers
-    from noisefix.probe_plan import MEMORY_BUDGET, plan_layer
-    from noisefix.stages import load_run_model, open_run
+    from noisefix.nn.extract import apply_pooling, list_layers, resolve_layers
+    from noisefix.scoring.plan import MEMORY_BUDGET, plan_layer
+    from noisefix.stages.runs import load_run_model, open_run
 
     loaded = open_run(run, model=model, reporter=RichReporter(console))
     net, _ = load_run_model(loaded)
@@ -242,8 +242,8 @@ def probe(
 ) -> None:
     """Score every layer x probe with cross-fitted predictions; pick the best layer from the labels alone."""
     from noisefix.config import ProbeConfig
-    from noisefix.stage_probe import run_probe
-    from noisefix.stages import open_run
+    from noisefix.stages.probe import run_probe
+    from noisefix.stages.runs import open_run
 
     cfg = ProbeConfig(layers=layers, probes=_split(probes), folds=folds, variance=variance, pool=pool,
                       checkpoints=_split(checkpoint), batch_size=batch_size, seed=seed, device=device)
@@ -272,8 +272,8 @@ def relabel(
 ) -> None:
     """Write MASC-corrected labels and a ranked list of label issues from the cross-fitted probe scores."""
     from noisefix.config import RelabelConfig
-    from noisefix.stage_relabel import run_relabel
-    from noisefix.stages import open_run
+    from noisefix.stages.relabel import run_relabel
+    from noisefix.stages.runs import open_run
 
     cfg = RelabelConfig(layer=layer, probe=probe, checkpoint=checkpoint, min_margin=min_margin, mode=mode,
                         ensemble=ensemble)
@@ -301,8 +301,8 @@ def retrain(
 ) -> None:
     """Retrain the run's architecture on the cleaned labels and measure the test-accuracy gain."""
     from noisefix.config import RetrainConfig
-    from noisefix.stage_retrain import run_retrain
-    from noisefix.stages import open_run
+    from noisefix.stages.retrain import run_retrain
+    from noisefix.stages.runs import open_run
 
     cfg = RetrainConfig(epochs=epochs, start=start, patience=patience, seed=seed, device=device, baseline=baseline)
     reporter = RichReporter(console)
@@ -321,7 +321,7 @@ def demo(
     force: ForceOpt = False,
 ) -> None:
     """train -> probe -> relabel -> retrain on scikit-learn's digits with 40 % symmetric label noise."""
-    from noisefix.pipeline import run_demo
+    from noisefix.stages.pipeline import run_demo
 
     reporter = RichReporter(console)
     result = run_demo(out, force=force, seed=seed, reporter=reporter)
@@ -349,7 +349,7 @@ def clean(
     """One shot: short training with early checkpoints, probe them all, write cleaned labels and ranked issues."""
     import time
 
-    from noisefix.pipeline import run_clean
+    from noisefix.stages.pipeline import run_clean
 
     out = out or Path("runs") / f"{data.resolve().name}-clean-{time.strftime('%Y%m%d-%H%M%S')}"
     reporter = RichReporter(console)
@@ -374,7 +374,7 @@ def reproduce(
 ) -> None:
     """Run a paper benchmark (train -> probe -> relabel -> retrain per degree) and report it beside the paper."""
     from noisefix.config import load_recipe
-    from noisefix.reproduce import run_reproduce
+    from noisefix.stages.reproduce import run_reproduce
 
     spec = load_recipe(recipe)
     out = out or Path("reproduce") / (spec.name + ("-quick" if quick else ""))
@@ -388,7 +388,7 @@ def _terminate(signum, frame):
 
 
 def main() -> None:
-    from noisefix import distributed
+    from noisefix.nn import distributed
 
     signal.signal(signal.SIGTERM, _terminate)  # `kill` cleans up like Ctrl-C: no half-written outputs
     console.quiet = not distributed.is_main()  # under torchrun only rank 0 reports (errors still show on all)

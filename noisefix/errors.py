@@ -22,3 +22,10 @@ class ConfigError(NoisefixError):
 
 class ProbeError(NoisefixError):
     """A probe cannot be fitted or applied (unknown layer, degenerate class, non-finite activations)."""
+
+
+def shorten_names(names, *, limit: int = 8) -> str:
+    """Comma-join the first ``limit`` names for a one-line message, saying how many were left out."""
+    names = list(names)
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... (+{len(names) - limit} more)" if len(names) > limit else "")

@@ -80,7 +80,8 @@ def noisefix_data(monkeypatch) -> Path:
 def tiny_run(make_image_folder, tmp_path):
     """A reopened 3-epoch MLP run (Adam) on 3 digit classes x 15 training images, 20 % of them held out."""
     from noisefix.config import TrainConfig
-    from noisefix.stages import open_run, run_train
+    from noisefix.stages.runs import open_run
+    from noisefix.stages.train import run_train
 
     data = make_image_folder(train_per_class=15)
     out = tmp_path / "run"

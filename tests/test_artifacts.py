@@ -4,46 +4,54 @@ import os
 import pytest
 import torch
 
-from noisefix import artifacts
 from noisefix.errors import RunError
+from noisefix.io import atomic
+from noisefix.io.atomic import (
+    load_tensors,
+    save_tensors,
+    staged_dir,
+    write_json,
+    write_text,
+)
+from noisefix.io.run_dir import find_latest_run
 
 
 def test_atomic_write_leaves_no_temp_files(tmp_path):
     path = tmp_path / "a" / "x.json"
-    artifacts.write_json(path, {"a": 1})
+    write_json(path, {"a": 1})
     assert json.loads(path.read_text()) == {"a": 1}
     assert os.listdir(path.parent) == ["x.json"]
 
 
 def test_failed_write_keeps_previous_content(tmp_path, monkeypatch):
     path = tmp_path / "x.txt"
-    artifacts.write_text(path, "old")
+    write_text(path, "old")
 
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(artifacts.os, "replace", boom)
+    monkeypatch.setattr(atomic.os, "replace", boom)
     with pytest.raises(OSError):
-        artifacts.write_text(path, "new")
+        write_text(path, "new")
     assert path.read_text() == "old"
     assert os.listdir(tmp_path) == ["x.txt"]
 
 
 def test_staged_dir_swaps_only_on_success(tmp_path):
     final = tmp_path / "run"
-    with artifacts.staged_dir(final, force=False, what="run") as tmp:
+    with staged_dir(final, force=False, what="run") as tmp:
         (tmp / "a.txt").write_text("1")
     assert (final / "a.txt").read_text() == "1"
     with pytest.raises(RunError, match="--force"):
-        with artifacts.staged_dir(final, force=False, what="run"):
+        with staged_dir(final, force=False, what="run"):
             pass
     with pytest.raises(KeyboardInterrupt):
-        with artifacts.staged_dir(final, force=True, what="run") as tmp:
+        with staged_dir(final, force=True, what="run") as tmp:
             (tmp / "b.txt").write_text("half")
             raise KeyboardInterrupt
     assert sorted(os.listdir(tmp_path)) == ["run"]
     assert os.listdir(final) == ["a.txt"]
-    with artifacts.staged_dir(final, force=True, what="run") as tmp:
+    with staged_dir(final, force=True, what="run") as tmp:
         (tmp / "b.txt").write_text("2")
     assert os.listdir(final) == ["b.txt"]
     assert sorted(os.listdir(tmp_path)) == ["run"]
@@ -51,10 +59,10 @@ def test_staged_dir_swaps_only_on_success(tmp_path):
 
 def test_tensors_round_trip_safetensors(tmp_path):
     t = {"w": torch.arange(6.0).reshape(2, 3)}
-    artifacts.save_tensors(tmp_path / "t.safetensors", t)
-    assert torch.equal(artifacts.load_tensors(tmp_path / "t.safetensors")["w"], t["w"])
+    save_tensors(tmp_path / "t.safetensors", t)
+    assert torch.equal(load_tensors(tmp_path / "t.safetensors")["w"], t["w"])
     with pytest.raises(RunError):
-        artifacts.load_tensors(tmp_path / "missing.safetensors")
+        load_tensors(tmp_path / "missing.safetensors")
 
 
 def test_find_latest_run_filters_by_data_and_model(tmp_path):
@@ -63,9 +71,9 @@ def test_find_latest_run_filters_by_data_and_model(tmp_path):
         (runs / name).mkdir(parents=True)
         (runs / name / "manifest.json").write_text(json.dumps(
             {"model": model, "data_root": str((tmp_path / data).resolve())}))
-    assert artifacts.find_latest_run(runs_dir=runs, data_root=tmp_path / "d1", model="mlp").name == "a"
-    assert artifacts.find_latest_run(runs_dir=runs, model="cnn").name == "b"
+    assert find_latest_run(runs_dir=runs, data_root=tmp_path / "d1", model="mlp").name == "a"
+    assert find_latest_run(runs_dir=runs, model="cnn").name == "b"
     with pytest.raises(RunError, match="no run"):
-        artifacts.find_latest_run(runs_dir=runs, model="resnet18")
+        find_latest_run(runs_dir=runs, model="resnet18")
     with pytest.raises(RunError, match="with probe results"):
-        artifacts.find_latest_run(runs_dir=runs, stage="probe")
+        find_latest_run(runs_dir=runs, stage="probe")

@@ -9,7 +9,7 @@ pytest.importorskip("cleanlab")
 
 
 def test_cleaning_benchmark_runs_on_tiny_digits(tmp_path):
-    from noisefix.datasets import export_dataset, load_builtin
+    from noisefix.data.builtin import export_dataset, load_builtin
 
     spec = importlib.util.spec_from_file_location(
         "bench_cleaning", Path(__file__).resolve().parents[1] / "bench" / "cleaning_vs_cleanlab.py")

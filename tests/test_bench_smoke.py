@@ -68,7 +68,7 @@ def test_bench_extract_main(tmp_path):
 
 def test_bench_probe_main(tmp_path, make_image_folder):
     from noisefix.config import TrainConfig
-    from noisefix.stages import run_train
+    from noisefix.stages.train import run_train
 
     data = make_image_folder(train_per_class=20, test_per_class=5)
     run = tmp_path / "run"

@@ -1,6 +1,14 @@
 import pytest
 
-from noisefix.config import ProbeConfig, RelabelConfig, RetrainConfig, TrainConfig, dump_yaml, from_dict, load_yaml
+from noisefix.config import (
+    ProbeConfig,
+    RelabelConfig,
+    RetrainConfig,
+    TrainConfig,
+    dump_yaml,
+    from_dict,
+    load_yaml,
+)
 from noisefix.errors import ConfigError
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from noisefix.corruption import (
+from noisefix.data.noise import (
     corrupt_labels,
     corrupt_with_matrix,
     pairflip_matrix,

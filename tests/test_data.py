@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from noisefix.data import fingerprint, load_data, read_labels_file, write_labels_file
-from noisefix.images import ImageSource, to_float
+from noisefix.data.folders import fingerprint, load_data, write_labels_file
+from noisefix.data.images import ImageSource, to_float
 from noisefix.errors import ConfigError, DataError
 
 
@@ -128,7 +128,8 @@ def test_write_labels_file_round_trip(tiny_folder, fmt, clean):
     dest = tiny_folder.parent / f"out.{fmt}"
     paths = ["train/2/000.png", "train/0/003.png"]
     write_labels_file(dest, paths=paths, labels=np.array([1, 2]), classes=["0", "1", "2"], fmt=fmt, clean=clean)
-    t, got_fmt = read_labels_file(dest, tiny_folder, ["0", "1", "2"])
+    splits = load_data(tiny_folder, dest)
+    t, got_fmt = splits.train, splits.labels_format
     assert got_fmt == fmt
     assert t.paths == sorted(paths)
     np.testing.assert_array_equal(t.targets, [2, 1])

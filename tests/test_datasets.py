@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import noisefix.datasets as datasets
-from noisefix.data import load_data
-from noisefix.images import ImageSource
-from noisefix.datasets import ArrayDataset, export_dataset, load_builtin, read_idx
+import noisefix.data.builtin as datasets
+from noisefix.data.builtin import ArrayDataset, export_dataset, load_builtin, read_idx
+from noisefix.data.folders import load_data
+from noisefix.data.images import ImageSource
 from noisefix.errors import ConfigError, DataError
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -257,7 +257,7 @@ def test_export_bad_arrays(tmp_path):
 
 
 def test_tiny_imagenet_from_its_standard_folder(tmp_path):
-    from noisefix.datasets import load_builtin
+    from noisefix.data.builtin import load_builtin
 
     root = tmp_path / "tiny-imagenet-200"
     wnids = ["n02", "n01"]
@@ -281,7 +281,7 @@ def test_tiny_imagenet_from_its_standard_folder(tmp_path):
 
 
 def test_tiny_imagenet_missing_lists_places(tmp_path):
-    from noisefix.datasets import load_builtin
+    from noisefix.data.builtin import load_builtin
     from noisefix.errors import DataError
 
     with pytest.raises(DataError, match="tiny-imagenet not found"):

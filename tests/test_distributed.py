@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from noisefix import artifacts, distributed
-from noisefix.datasets import export_dataset, load_builtin
-from noisefix.stages import load_run_model, open_run
+from noisefix.data.builtin import export_dataset, load_builtin
+from noisefix.io.atomic import load_tensors
+from noisefix.nn import distributed
+from noisefix.stages.runs import load_run_model, open_run
 
 PROBE = ["--layers", "x,relu1,fc5", "--folds", "3", "--device", "cpu"]
 
@@ -86,7 +87,7 @@ def test_probe_two_processes_equals_single_process(ddp_run, tmp_path):
             assert ra[key] == pytest.approx(rb[key], abs=1e-4), (ra["layer"], ra["probe"], key)
     assert a["model"] == b["model"] and a["n_components"] == b["n_components"]
     assert (one / "probe" / "scores.csv").read_text().splitlines()[0] == (two / "probe" / "scores.csv").read_text().splitlines()[0]
-    ta, tb = (artifacts.load_tensors(r / "probe" / "oof.safetensors") for r in (one, two))
+    ta, tb = (load_tensors(r / "probe" / "oof.safetensors") for r in (one, two))
     assert ta.keys() == tb.keys()
     for key in ta:
         assert torch.allclose(ta[key], tb[key], rtol=1e-4, atol=1e-5), key

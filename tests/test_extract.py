@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from noisefix.errors import ConfigError, ProbeError
-from noisefix.extract import (
+from noisefix.nn.extract import (
     ActivationExtractor,
     LayerInfo,
     apply_pooling,
@@ -15,7 +15,7 @@ from noisefix.extract import (
     plan_pooling,
     resolve_layers,
 )
-from noisefix.models import PAPER_MODELS, build_model
+from noisefix.nn.models import PAPER_MODELS, build_model
 
 
 def test_mlp_activations_equal_a_manual_forward():
@@ -190,7 +190,7 @@ def test_plan_pooling():
 
 
 def test_activation_cache_reads_back_rows_classes_and_blocks(tmp_path):
-    from noisefix.extract import ActivationCache
+    from noisefix.probes.rows import ActivationCache
 
     rng = np.random.default_rng(0)
     X = torch.from_numpy(rng.standard_normal((50, 6)).astype(np.float32))

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from noisefix.data.splits import make_folds
 from noisefix.errors import ProbeError
 from noisefix.probes import MASC
 from noisefix.probes import masc as masc_module
 from noisefix.probes.stats import ClassStats
-from noisefix.scoring import cross_fit, make_folds
+from noisefix.scoring.cross_fitting import cross_fit
 
 
 def make_subspace_data(n, K, d, rank, noise, seed):

@@ -4,8 +4,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from noisefix.errors import ConfigError, RunError
-from noisefix.extract import graph_nodes, resolve_layers
-from noisefix.models import PAPER_MODELS, build_model, default_layers, load_weights
+from noisefix.nn.extract import graph_nodes, resolve_layers
+from noisefix.nn.models import PAPER_MODELS, build_model, default_layers, load_weights
 
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
 

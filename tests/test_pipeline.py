@@ -4,15 +4,15 @@ import json
 
 import pytest
 
-from noisefix import artifacts
 from noisefix.config import ProbeConfig, RelabelConfig, RetrainConfig, TrainConfig
-from noisefix.data import load_data
-from noisefix.datasets import export_dataset, load_builtin
+from noisefix.data.builtin import export_dataset, load_builtin
+from noisefix.data.folders import load_data
 from noisefix.errors import ProbeError, RunError
-from noisefix.pipeline import run_pipeline
-from noisefix.stage_probe import run_probe
-from noisefix.stage_relabel import run_relabel
-from noisefix.stage_retrain import run_retrain
+from noisefix.io.atomic import load_tensors, read_csv
+from noisefix.stages.pipeline import run_pipeline
+from noisefix.stages.probe import run_probe
+from noisefix.stages.relabel import run_relabel
+from noisefix.stages.retrain import run_retrain
 
 PROBE = ProbeConfig(layers="x,relu1,fc5", folds=3)
 
@@ -26,7 +26,7 @@ def test_probe_writes_scores_for_every_layer_and_probe(tiny_run):
     assert {(r["layer"], r["probe"]) for r in summary["rows"]} == {
         (l, p) for l in ("x", "relu1", "fc5") for p in ("masc", "ncm", "logreg", "velpic")}
     assert summary["best"]["pick"].startswith("best") or "best" in summary["best"]["pick"]
-    oof = artifacts.load_tensors(probe_dir / "oof.safetensors")
+    oof = load_tensors(probe_dir / "oof.safetensors")
     assert oof["final|relu1|masc|oof"].shape == (45, 3)
     assert (oof["folds"].numpy() == -1).sum() == tiny_run.holdout.sum() > 0
     assert result.best in result.rows
@@ -53,7 +53,7 @@ def test_relabel_needs_probe_results_then_writes_ranked_issues(tiny_run):
     with pytest.raises(RunError, match="not probed"):
         run_relabel(tiny_run, RelabelConfig(layer="relu3"))
     result = run_relabel(tiny_run, RelabelConfig(ensemble=2))
-    rows = artifacts.read_csv(tiny_run.run.relabel / "labels.csv")
+    rows = read_csv(tiny_run.run.relabel / "labels.csv")
     assert list(rows[0]) == ["path", "given_label", "suggested_label", "score", "is_issue"]
     scores = [float(r["score"]) for r in rows]
     assert scores == sorted(scores, reverse=True) and len(rows) == 45
@@ -103,7 +103,7 @@ def test_end_to_end_on_digits_with_known_noise(tmp_path):
 
 
 def test_clean_scans_early_checkpoints_end_to_end_on_digits(tmp_path):
-    from noisefix.pipeline import run_clean
+    from noisefix.stages.pipeline import run_clean
 
     data = export_dataset(load_builtin("digits"), tmp_path / "digits", corrupt=0.4, seed=0, train_subset=600,
                           test_subset=200)

@@ -9,13 +9,16 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from noisefix import artifacts, extract
 from noisefix.cli import app
 from noisefix.config import ProbeConfig
 from noisefix.errors import ProbeError
-from noisefix.extract import LayerInfo
-from noisefix.probe_plan import MEMORY_BUDGET, group_layers, plan_layer
-from noisefix.stage_probe import run_probe
+from noisefix.io.atomic import load_tensors
+from noisefix.nn.extract import LayerInfo
+from noisefix.probes import rows
+from noisefix.probes.rows import SHARD_BYTES
+from noisefix.scoring.plan import MEMORY_BUDGET, group_layers, plan_layer
+from noisefix.stages import probe as probe_stage
+from noisefix.stages.probe import run_probe
 
 PROBE = ProbeConfig(layers="x,relu1,fc5", folds=3)  # x, relu1: Gram route (12 images per class < d); fc5: d = 3
 ALL = ("masc", "ncm", "logreg", "velpic")
@@ -32,7 +35,7 @@ def test_resnet18_sized_layer_is_planned_without_d2_statistics():
         assert plan.nbytes < MEMORY_BUDGET and len(group_layers([plan])) == 1
     big = plan_layer(layer, probes=ALL, class_counts=np.full(10, 4000), folds=5, n_train=40000, n_test=10000,
                      budget=2 * 2**30)                                       # 3.3 GB of activations > 2 GiB
-    assert big.on_disk and big.disk_bytes == 4 * 16384 * 50000 and big.activation_bytes <= 4 * extract.SHARD_BYTES
+    assert big.on_disk and big.disk_bytes == 4 * 16384 * 50000 and big.activation_bytes <= 4 * SHARD_BYTES
     with pytest.raises(ProbeError, match="leave logreg out"):               # logreg copies its 2.6 GB of rows
         group_layers([big], budget=2 * 2**30)
     lean = plan_layer(layer, probes=("masc", "ncm", "velpic"), class_counts=np.full(10, 4000), folds=5,
@@ -61,7 +64,7 @@ def _rows(path):
 
 
 def test_disk_cache_gives_the_same_scores_as_ram(tiny_run, tmp_path, monkeypatch):
-    monkeypatch.setattr(extract, "SHARD_BYTES", 4 * 64 * 7)                # 7 rows of x per shard: many shards
+    monkeypatch.setattr(rows, "SHARD_BYTES", 4 * 64 * 7)                # 7 rows of x per shard: many shards
     run_probe(tiny_run, PROBE, cache="never", subdir="probe_ram")
     cache_dir = tmp_path / "cache"
     run_probe(tiny_run, PROBE, cache="always", cache_dir=cache_dir, subdir="probe_disk")
@@ -75,7 +78,7 @@ def test_disk_cache_gives_the_same_scores_as_ram(tiny_run, tmp_path, monkeypatch
         for key in ("mean_k", "agreement", "holdout_agreement", "clean_acc", "test_acc"):
             if ra[key]:
                 assert float(ra[key]) == pytest.approx(float(rb[key]), abs=1e-6), (ra["layer"], ra["probe"], key)
-    ta, tb = artifacts.load_tensors(ram / "oof.safetensors"), artifacts.load_tensors(disk / "oof.safetensors")
+    ta, tb = load_tensors(ram / "oof.safetensors"), load_tensors(disk / "oof.safetensors")
     assert ta.keys() == tb.keys()
     for key in ta:
         assert torch.allclose(ta[key], tb[key], rtol=1e-5, atol=1e-6), key
@@ -84,19 +87,18 @@ def test_disk_cache_gives_the_same_scores_as_ram(tiny_run, tmp_path, monkeypatch
 
 
 def test_kept_cache_holds_safetensors_shards_and_a_crash_leaves_nothing(tiny_run, tmp_path, monkeypatch):
-    monkeypatch.setattr(extract, "SHARD_BYTES", 4 * 128 * 10)
+    monkeypatch.setattr(rows, "SHARD_BYTES", 4 * 128 * 10)
     cfg = ProbeConfig(layers="relu1", probes=("masc", "ncm"), folds=3)
     run_probe(tiny_run, cfg, cache="always", cache_dir=tmp_path / "kept", keep_cache=True)
     shards = sorted((tmp_path / "kept").rglob("*.safetensors"))
     assert len(shards) > 2 and not list((tmp_path / "kept").rglob("*.tmp*"))
-    assert artifacts.load_tensors(shards[0])["x"].shape[1] == 128
+    assert load_tensors(shards[0])["x"].shape[1] == 128
 
-    from noisefix import stage_probe
 
     def boom(*args, **kwargs):
         raise RuntimeError("crash while scoring")
 
-    monkeypatch.setattr(stage_probe, "_score_group", boom)
+    monkeypatch.setattr(probe_stage, "_score_group", boom)
     with pytest.raises(RuntimeError, match="crash"):
         run_probe(tiny_run, cfg, cache="always", cache_dir=tmp_path / "crash", subdir="probe_crash")
     assert not (tmp_path / "crash").exists() and not (tiny_run.run.path / "probe_crash").exists()

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from noisefix.errors import ConfigError, DataError
-from noisefix.relabel import ensemble, issue_metrics, label_accuracy, normalize_scores, relabel
+from noisefix.scoring.issues import (
+    ensemble,
+    issue_metrics,
+    label_accuracy,
+    normalize_scores,
+    relabel,
+)
 
 
 def make_data(n=2000, K=5, noise=0.3, signal=0.6, seed=0, views=1):

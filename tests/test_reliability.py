@@ -20,17 +20,26 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import noisefix
-from noisefix import artifacts
 from noisefix.cli import app
-from noisefix.config import ProbeConfig, RelabelConfig, TrainConfig, load_recipe, load_yaml
-from noisefix.data import DataSplits, LabeledImages, load_data
-from noisefix.images import ImageSource
+from noisefix.config import (
+    ProbeConfig,
+    RelabelConfig,
+    TrainConfig,
+    load_recipe,
+    load_yaml,
+)
+from noisefix.data.folders import DataSplits, LabeledImages, load_data
+from noisefix.data.images import ImageSource
 from noisefix.errors import ConfigError, DataError, RunError
-from noisefix.models import build_model, load_weights
-from noisefix.report import NullReporter
-from noisefix.stage_probe import run_probe
-from noisefix.stage_relabel import run_relabel
-from noisefix.stages import check_images, open_run, run_train
+from noisefix.io import atomic
+from noisefix.io.atomic import load_tensors, read_csv, read_json, save_tensors
+from noisefix.nn.models import build_model, load_weights
+from noisefix.stages import train as train_stage
+from noisefix.stages.probe import run_probe
+from noisefix.stages.relabel import run_relabel
+from noisefix.stages.runs import open_run
+from noisefix.stages.train import check_images, run_train
+from noisefix.ui.reporter import NullReporter
 
 FAST = dict(optimizer="sgd", lr=0.05, epochs=1, batch_size=16, holdout=0.2, device="cpu")
 PROBE = ProbeConfig(layers="x,relu1", probes=("masc", "ncm"), folds=3, device="cpu")
@@ -104,8 +113,8 @@ def test_cli_bad_images_skipped_and_listed(tiny_folder, tmp_path):
     assert result.exit_code == 0, result.output
     text = result.output.replace("\n", "")
     assert "skipping 2 bad image(s)" in text and all(p in text for p in bad)
-    assert {r["path"] for r in artifacts.read_csv(out / "skipped_images.csv")} == bad
-    assert not bad & {r["path"] for r in artifacts.read_csv(out / "labels.csv")}
+    assert {r["path"] for r in read_csv(out / "skipped_images.csv")} == bad
+    assert not bad & {r["path"] for r in read_csv(out / "labels.csv")}
 
 
 def test_cli_error_is_one_line_even_when_long(tmp_path):
@@ -235,11 +244,11 @@ def test_same_seed_same_labels_weights_and_scores(pipeline):
     assert (a / "relabel" / "labels.csv").read_bytes() == (b / "relabel" / "labels.csv").read_bytes()
     assert ra.cleaned.read_bytes() == rb.cleaned.read_bytes()
     for name in ("model.safetensors", "checkpoints/epoch_0000.safetensors"):
-        ta, tb = artifacts.load_tensors(a / name), artifacts.load_tensors(b / name)
+        ta, tb = load_tensors(a / name), load_tensors(b / name)
         assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
-    ja, jb = artifacts.read_json(a / "probe" / "scores.json"), artifacts.read_json(b / "probe" / "scores.json")
+    ja, jb = read_json(a / "probe" / "scores.json"), read_json(b / "probe" / "scores.json")
     assert ja["rows"] == jb["rows"] and len(ja["rows"]) == 4
-    oa, ob = artifacts.load_tensors(a / "probe" / "oof.safetensors"), artifacts.load_tensors(b / "probe" / "oof.safetensors")
+    oa, ob = load_tensors(a / "probe" / "oof.safetensors"), load_tensors(b / "probe" / "oof.safetensors")
     assert all(torch.equal(oa[k], ob[k]) for k in oa)
 
 
@@ -248,7 +257,7 @@ def test_same_seed_same_labels_weights_and_scores(pipeline):
 
 def _crash_in_save_file(monkeypatch, *, when: str, exc: BaseException):
     """Make safetensors' writer write half a file named like `when`, then raise `exc` (Ctrl-C or a crash)."""
-    real = artifacts.save_file
+    real = atomic.save_file
 
     def fake(tensors, filename, metadata=None):
         if when in Path(filename).name:
@@ -256,7 +265,7 @@ def _crash_in_save_file(monkeypatch, *, when: str, exc: BaseException):
             raise exc
         return real(tensors, filename, metadata=metadata)
 
-    monkeypatch.setattr(artifacts, "save_file", fake)
+    monkeypatch.setattr(atomic, "save_file", fake)
 
 
 def test_interrupted_train_keeps_previous_run_and_leaves_nothing_half_written(tiny_folder, tmp_path, monkeypatch):
@@ -301,13 +310,13 @@ def test_run_dir_never_silently_overwritten(tiny_folder, tmp_path, monkeypatch):
     assert tree_hashes(out) == before
     # with --force, the old run stays whole until the new one is complete
     seen = []
-    real = artifacts.save_tensors
+    real = save_tensors
 
     def watching(path, tensors, metadata=None):
         seen.append(tree_hashes(out) == before)
         return real(path, tensors, metadata)
 
-    monkeypatch.setattr(artifacts, "save_tensors", watching)
+    monkeypatch.setattr(train_stage, "save_tensors", watching)   # where the train stage looks it up
     run_train(tiny_folder, TrainConfig.for_model("mlp", **{**FAST, "seed": 9}), out=out, force=True)
     assert len(seen) >= 3 and all(seen)
     assert tree_hashes(out)["model.safetensors"] != before["model.safetensors"]

@@ -7,7 +7,7 @@ import pytest
 
 from noisefix.config import load_recipe
 from noisefix.errors import ConfigError
-from noisefix.reproduce import run_reproduce
+from noisefix.stages.reproduce import run_reproduce
 
 RECIPE_DIR = Path(__file__).resolve().parents[1] / "recipes"
 RECIPES = sorted(RECIPE_DIR.glob("*.yaml"))

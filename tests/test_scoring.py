@@ -5,12 +5,17 @@ from functools import partial
 import numpy as np
 import pytest
 
-from noisefix import scoring
+from noisefix.data.splits import make_folds
 from noisefix.errors import ConfigError, ProbeError
 from noisefix.probes import make_probe
 from noisefix.probes.stats import ClassStats
-from noisefix.scoring import (ScoreRow, choose, cross_fit, estimate_noise_rate, make_folds,
-                              needs_second_moments, refits_on_activations, score_rows)
+from noisefix.scoring import cross_fitting as cross_fit_module
+from noisefix.scoring.cross_fitting import (
+    cross_fit,
+    needs_second_moments,
+    refits_on_activations,
+)
+from noisefix.scoring.selection import ScoreRow, choose, estimate_noise_rate, score_rows
 
 
 def test_folds_are_stratified_balanced_and_seeded():
@@ -54,7 +59,7 @@ def test_gram_route_for_small_classes_matches_the_moment_route(probe, cache_gram
     """Classes smaller than d are refitted per fold through Gram matrices: same scores as d x d moments,
     whether each class's Gram matrix is kept for the folds or (over GRAM_CACHE_BYTES) formed per fit."""
     if not cache_grams:
-        monkeypatch.setattr(scoring, "GRAM_CACHE_BYTES", 0)
+        monkeypatch.setattr(cross_fit_module, "GRAM_CACHE_BYTES", 0)
     rng = np.random.default_rng(3)
     X = np.maximum(rng.standard_normal((60, 40)), 0).astype(np.float32)     # 3 classes of ~20 < d = 40
     y = rng.integers(0, 3, 60)

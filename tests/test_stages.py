@@ -3,10 +3,11 @@ import json
 import numpy as np
 import pytest
 
-from noisefix import artifacts
 from noisefix.config import TrainConfig
 from noisefix.errors import DataError, RunError
-from noisefix.stages import load_run_model, open_run, run_train
+from noisefix.io.atomic import load_tensors, read_csv
+from noisefix.stages.runs import load_run_model, open_run
+from noisefix.stages.train import run_train
 
 FAST = dict(optimizer="adam", lr=1e-3, epochs=3, batch_size=8)
 
@@ -26,7 +27,7 @@ def test_train_writes_a_complete_run_dir(tiny_run):
     info = json.loads((out / "model.json").read_text())
     assert info["classes"] == ["0", "1", "2"] and info["in_shape"] == [1, 8, 8]
     assert info["checkpoints"][0] == 0 and (out / "checkpoints" / "epoch_0000.safetensors").exists()
-    lines = artifacts.read_jsonl(out / "metrics.jsonl")
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in lines] == list(range(1, info["final_epoch"] + 1)) and "test_acc" in lines[0]
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest["versions"]) >= {"torch", "torchvision", "noisefix"} and manifest["seed"] == 0
@@ -52,8 +53,8 @@ def test_bad_data_writes_nothing(tmp_path):
 def test_same_seed_same_weights(tiny_folder, tmp_path):
     a = run_train(tiny_folder, TrainConfig.for_model("mlp", **FAST), out=tmp_path / "a")
     b = run_train(tiny_folder, TrainConfig.for_model("mlp", **FAST), out=tmp_path / "b")
-    ta = artifacts.load_tensors(a.run.weights)
-    tb = artifacts.load_tensors(b.run.weights)
+    ta = load_tensors(a.run.weights)
+    tb = load_tensors(b.run.weights)
     assert all(np.array_equal(ta[k].numpy(), tb[k].numpy()) for k in ta)
 
 
@@ -105,7 +106,7 @@ def test_bad_images_skipped_and_listed(tiny_folder, tmp_path):
     bad = _break_images(tiny_folder)
     out = run_train(tiny_folder, TrainConfig.for_model("mlp", **FAST), out=tmp_path / "run",
                     on_bad_image="skip").run.path
-    listed = {r["path"] for r in artifacts.read_csv(out / "skipped_images.csv")}
+    listed = {r["path"] for r in read_csv(out / "skipped_images.csv")}
     assert listed == bad
     loaded = open_run(out)
     assert not bad & set(loaded.splits.train.paths) and len(loaded.splits.train) == 30 - 1

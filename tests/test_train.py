@@ -3,12 +3,13 @@ import pytest
 import torch
 
 from noisefix.config import TrainConfig
-from noisefix.data import load_data
-from noisefix.images import ImageSource
-from noisefix.datasets import export_dataset, load_builtin
-from noisefix.models import build_model
-from noisefix.train import EvalSet, evaluate, resolve_device, seed_everything, train_model
+from noisefix.data.builtin import export_dataset, load_builtin
+from noisefix.data.folders import load_data
+from noisefix.data.images import ImageSource
 from noisefix.errors import ConfigError
+from noisefix.nn.device import resolve_device, seed_everything
+from noisefix.nn.models import build_model
+from noisefix.nn.training import EvalSet, evaluate, train_model
 
 
 @pytest.fixture(scope="module")

@@ -44,10 +44,6 @@ class ClassMoments:
     counts: torch.Tensor
 
     @property
-    def has_second(self) -> bool:
-        return self.second_or_none is not None
-
-    @property
     def second(self) -> torch.Tensor:
         if self.second_or_none is None:
             raise ProbeError(f"these class statistics (dim {self.dim}) were accumulated without second moments "

@@ -6,16 +6,16 @@ import io
 from pathlib import Path
 from typing import Any
 
-from noisefix import artifacts
 from noisefix.config import Recipe
-from noisefix.scoring import choose
+from noisefix.io.atomic import read_json, write_bytes, write_json, write_text
+from noisefix.scoring.selection import choose
 
 
 def _scores(run: Path, subdir: str = "probe") -> tuple[list[dict[str, Any]], str]:
     path = run / subdir / "scores.json"
     if not path.exists():
         return [], "agreement"
-    scores = artifacts.read_json(path)
+    scores = read_json(path)
     return scores["rows"], scores.get("criterion", "agreement")
 
 
@@ -31,7 +31,7 @@ def _picks(rows: list[dict[str, Any]], criterion: str) -> dict[str, Any]:
 
 def summarize_run(run: Path) -> dict[str, Any]:
     """The figures the report needs from one finished run directory (accuracies as fractions)."""
-    info = artifacts.read_json(run / "model.json")
+    info = read_json(run / "model.json")
     rows, criterion = _scores(run)
     final = [r for r in rows if r["checkpoint"] == "final"]
     init = [r for r in rows if r["checkpoint"] == "init" and r["layer"] != "x"]
@@ -52,13 +52,13 @@ def summarize_run(run: Path) -> dict[str, Any]:
     out["true_label_masc"] = _picks([r for r in clean_rows if r["layer"] != "x"], clean_criterion)
     relabel = run / "relabel" / "summary.json"
     if relabel.exists():
-        s = artifacts.read_json(relabel)
+        s = read_json(relabel)
         out["relabel"] = {"label_acc_before": s.get("label_accuracy_before"),
                           "label_acc_after": s.get("label_accuracy_after"),
                           "f1": s.get("issue_detection", {}).get("f1"), "n_issues": s["n_issues"]}
     retrain = run / "retrain" / "metrics.json"
     if retrain.exists():
-        out["retrain_test_acc"] = artifacts.read_json(retrain)["test_acc_retrained"]
+        out["retrain_test_acc"] = read_json(retrain)["test_acc_retrained"]
     return out
 
 
@@ -121,8 +121,8 @@ def write_report(out: Path, recipe: Recipe, results: list[dict[str, Any]], *, qu
             else _pct(acc) for layer, acc in r["masc_by_layer"].items()) + " |")
     lines += ["", "![MASC vs the model per corruption degree](report.png)", ""]
     md = out / "report.md"
-    artifacts.write_text(md, "\n".join(lines) + "\n")
-    artifacts.write_json(out / "report.json", {"recipe": recipe.name, "quick": quick, "expected": recipe.expected,
+    write_text(md, "\n".join(lines) + "\n")
+    write_json(out / "report.json", {"recipe": recipe.name, "quick": quick, "expected": recipe.expected,
                                                "results": results})
     _plot(out / "report.png", recipe, results)
     return md
@@ -158,4 +158,4 @@ def _plot(path: Path, recipe: Recipe, results: list[dict[str, Any]]) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    artifacts.write_bytes(path, buf.getvalue())
+    write_bytes(path, buf.getvalue())

@@ -15,17 +15,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from noisefix import artifacts, distributed
-from noisefix.artifacts import RunDir
 from noisefix.config import TrainConfig, dump_yaml
-from noisefix.data import DataSplits, drop_paths, fingerprint, load_data
-from noisefix.images import ImageSource, scan_images
-from noisefix.errors import ConfigError, DataError, RunError
-from noisefix.models import build_model, load_weights
-from noisefix.report import NullReporter
-from noisefix.scoring import stratified_holdout
-from noisefix.train import EpochResult, EvalSet, seed_everything, train_model
-
+from noisefix.data.folders import DataSplits, drop_paths, fingerprint, load_data
+from noisefix.data.images import ImageSource, scan_images
+from noisefix.data.splits import stratified_holdout
+from noisefix.errors import ConfigError, DataError
+from noisefix.io.atomic import (
+    append_jsonl,
+    check_writable,
+    save_tensors,
+    staged_dir,
+    write_csv,
+    write_json,
+    write_text,
+)
+from noisefix.io.run_dir import RUNS_DIR, RunDir, make_manifest
+from noisefix.nn import distributed
+from noisefix.nn.device import seed_everything
+from noisefix.nn.models import build_model
+from noisefix.nn.training import EpochResult, EvalSet, train_model
+from noisefix.ui.reporter import NullReporter
 
 SKIPPED = "skipped_images.csv"
 
@@ -43,7 +52,7 @@ class TrainOutcome:
 
 def default_run_path(data_root: Path, model: str) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return artifacts.RUNS_DIR / f"{Path(data_root).resolve().name}-{model}-{stamp}"
+    return RUNS_DIR / f"{Path(data_root).resolve().name}-{model}-{stamp}"
 
 
 def write_run_labels(path: Path, splits: DataSplits, holdout: np.ndarray) -> None:
@@ -57,7 +66,7 @@ def write_run_labels(path: Path, splits: DataSplits, holdout: np.ndarray) -> Non
         if train.clean_targets is not None:
             row.append(train.classes[train.clean_targets[i]])
         rows.append(row)
-    artifacts.write_csv(path, header, rows)
+    write_csv(path, header, rows)
 
 
 def check_images(splits: DataSplits, on_bad_image: str, reporter) -> tuple[DataSplits, list[tuple[str, str]]]:
@@ -93,7 +102,7 @@ def run_train(data_root: Path, cfg: TrainConfig, *, labels_file: Path | None = N
     if target == root or root in target.parents or target in root.parents:
         raise ConfigError(f"the run directory {out} would be inside (or contain) the data folder {data_root}; "
                           "noisefix never writes into your data: pass --out elsewhere or run from another folder")
-    artifacts.check_writable(out, force=force, what="run directory")
+    check_writable(out, force=force, what="run directory")
     splits = load_data(Path(data_root), labels_file)
     data_fingerprint = fingerprint(splits)
     splits, skipped = check_images(splits, on_bad_image, reporter)
@@ -119,33 +128,33 @@ def run_train(data_root: Path, cfg: TrainConfig, *, labels_file: Path | None = N
     if not distributed.is_main():
         fit()
         return distributed.broadcast_object(None)  # rank 0's outcome, once the run directory is in place
-    with artifacts.staged_dir(out, force=force, what="run directory") as tmp:
+    with staged_dir(out, force=force, what="run directory") as tmp:
         run = RunDir(tmp)
-        artifacts.write_json(run.manifest, artifacts.make_manifest(
+        write_json(run.manifest, make_manifest(
             argv=sys.argv, seed=cfg.seed, data_root=data_root, labels_file=labels_file,
             fingerprint=data_fingerprint, extra={"model": cfg.model, "stage": "train"}))
         if skipped:
-            artifacts.write_csv(tmp / SKIPPED, ["path", "reason"], skipped)
-        artifacts.write_text(run.config, dump_yaml({"train": cfg}))
+            write_csv(tmp / SKIPPED, ["path", "reason"], skipped)
+        write_text(run.config, dump_yaml({"train": cfg}))
         write_run_labels(run.labels, splits, holdout)
         saved: list[int] = []
         best = {"epoch": None, "acc": -1.0, "by": "holdout" if holdout.any() else "test", "test_acc": None}
         oracle = {"epoch": None, "acc": -1.0}
 
         def save(epoch: int, m: torch.nn.Module) -> None:
-            artifacts.save_tensors(run.checkpoint(epoch), m.state_dict(), {"epoch": str(epoch)})
+            save_tensors(run.checkpoint(epoch), m.state_dict(), {"epoch": str(epoch)})
             saved.append(epoch)
 
         with reporter.progress("train", cfg.epochs) as advance:
             def on_epoch(r: EpochResult) -> None:
-                artifacts.append_jsonl(run.metrics, r.as_dict())
+                append_jsonl(run.metrics, r.as_dict())
                 test = r.eval_acc.get("test")
                 if test is not None and test > oracle["acc"]:
                     oracle.update(epoch=r.epoch, acc=test)
                 score = r.eval_acc.get(best["by"])
                 if score is not None and score > best["acc"]:
                     best.update(epoch=r.epoch, acc=score, test_acc=test)
-                    artifacts.save_tensors(run.checkpoints / "best.safetensors", model.state_dict(),
+                    save_tensors(run.checkpoints / "best.safetensors", model.state_dict(),
                                            {"epoch": str(r.epoch)})
                 fields = {"loss": r.loss, "train": r.train_acc}
                 if r.train_clean_acc is not None:
@@ -155,8 +164,8 @@ def run_train(data_root: Path, cfg: TrainConfig, *, labels_file: Path | None = N
 
             history = fit(on_epoch=on_epoch, save=save)
         last = history[-1]
-        artifacts.save_tensors(run.weights, model.state_dict(), {"epoch": str(last.epoch)})
-        artifacts.write_json(run.model_json, {
+        save_tensors(run.weights, model.state_dict(), {"epoch": str(last.epoch)})
+        write_json(run.model_json, {
             "arch": cfg.model, "in_shape": list(in_shape), "num_classes": len(train.classes),
             "classes": train.classes, "checkpoints": sorted(set(saved)), "final_epoch": last.epoch,
             "holdout": int(holdout.sum()),
@@ -171,66 +180,3 @@ def run_train(data_root: Path, cfg: TrainConfig, *, labels_file: Path | None = N
         run=RunDir(out), epochs=last.epoch, train_acc=last.train_acc, test_acc=last.eval_acc.get("test"),
         best_epoch=best["epoch"], best_test_acc=best["test_acc"] if best["by"] == "holdout" else oracle["acc"],
         seconds=time.perf_counter() - t0))
-
-
-@dataclass
-class LoadedRun:
-    run: RunDir
-    manifest: dict
-    model_info: dict
-    splits: DataSplits
-    holdout: np.ndarray  # bool (N,) over splits.train: images the network was not trained on
-
-
-def open_run(run_path: Path | None, *, data_root: Path | None = None, model: str | None = None,
-             stage: str | None = None, reporter=None) -> LoadedRun:
-    """Resolve a run (the newest matching one under ./runs/ when not given), reload and verify its data."""
-    reporter = reporter or NullReporter()
-    if run_path is None:
-        run_path = artifacts.find_latest_run(data_root=data_root, model=model, stage=stage)
-        reporter.info(f"using run [bold]{run_path}[/] (newest under {artifacts.RUNS_DIR}/; pass --run to choose)")
-    run = RunDir(Path(run_path)).require()
-    manifest = artifacts.read_json(run.manifest)
-    info = artifacts.read_json(run.model_json)
-    root = Path(data_root) if data_root is not None else Path(manifest["data_root"])
-    labels_file = manifest.get("labels_file")
-    splits = load_data(root, Path(labels_file) if labels_file else None)
-    if splits.train.classes != info["classes"]:
-        raise RunError(f"the data at {root} has classes {splits.train.classes[:6]}... but run {run.path} was "
-                       f"trained on {info['classes'][:6]}...; pass the data the run was trained on")
-    if fingerprint(splits) != manifest["data_fingerprint"]:
-        raise RunError(f"the data at {root} differs from the data run {run.path} was trained on (fingerprint "
-                       "mismatch: images or labels changed); retrain, or pass the original data")
-    if (run.path / SKIPPED).exists():
-        splits = apply_skips(splits, {r["path"] for r in artifacts.read_csv(run.path / SKIPPED)})
-    held = {r["path"] for r in artifacts.read_csv(run.labels) if r.get("split") == "holdout"}
-    holdout = np.array([p in held for p in splits.train.paths], dtype=bool)
-    return LoadedRun(run=run, manifest=manifest, model_info=info, splits=splits, holdout=holdout)
-
-
-def load_run_model(loaded: LoadedRun, checkpoint: str = "final") -> tuple[torch.nn.Module, str]:
-    """Rebuild the run's model with the weights of `checkpoint` (final | best | init | EPOCH)."""
-    info = loaded.model_info
-    model = build_model(info["arch"], in_shape=tuple(info["in_shape"]), num_classes=info["num_classes"])
-    run = loaded.run
-    if checkpoint == "final":
-        path, label = run.weights, f"final (epoch {info['final_epoch']})"
-    elif checkpoint == "best":
-        path, label = run.checkpoints / "best.safetensors", f"best (epoch {info.get('best_epoch')})"
-    else:
-        epoch = 0 if checkpoint == "init" else _parse_epoch(checkpoint)
-        path, label = run.checkpoint(epoch), f"epoch {epoch}"
-    if not path.exists():
-        have = ", ".join(["final", "best"] + [str(e) for e in info.get("checkpoints", [])])
-        raise RunError(f"checkpoint {checkpoint!r} not saved in {run.path}; available: {have} "
-                       "(train with --save-every to keep more)")
-    load_weights(model, path)
-    model.eval()
-    return model, label
-
-
-def _parse_epoch(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise RunError(f"checkpoint must be final, best, init or an epoch number, got {text!r}") from None

@@ -7,25 +7,28 @@ clean test split, when there is one, only measures the result.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
-from noisefix import artifacts
 from noisefix.config import RetrainConfig, TrainConfig, from_dict, load_yaml
-from noisefix.data import load_data
-from noisefix.images import ImageSource
+from noisefix.data.folders import load_data
+from noisefix.data.images import ImageSource
 from noisefix.errors import RunError
-from noisefix.models import build_model, load_weights
-from noisefix.report import NullReporter
-from noisefix.scoring import stratified_holdout
-from noisefix.stages import LoadedRun
-from noisefix.train import EpochResult, EvalSet, evaluate, resolve_device, seed_everything, train_model
+from noisefix.io.atomic import (
+    append_jsonl,
+    check_writable,
+    read_json,
+    save_tensors,
+    staged_dir,
+    write_json,
+)
+from noisefix.nn.device import resolve_device, seed_everything
+from noisefix.nn.models import build_model, load_weights
+from noisefix.nn.training import EpochResult, EvalSet, evaluate, fit_with_holdout
+from noisefix.stages.runs import LoadedRun
+from noisefix.ui.reporter import NullReporter
 
 
 @dataclass
@@ -34,38 +37,14 @@ class RetrainOutcome:
     metrics: dict[str, Any]
 
 
-def fit_with_holdout(model: torch.nn.Module, source: ImageSource, labels: np.ndarray, cfg: TrainConfig, *,
-                     holdout: float, patience: int, seed: int, eval_sets: dict[str, EvalSet],
-                     clean_labels: np.ndarray | None = None, on_epoch=None) -> tuple[list[EpochResult], int]:
-    """Train on a stratified part of `labels`, stop on held-out agreement, restore the best epoch's weights.
-
-    Returns the history and the best epoch. Used by retrain (and by benchmarks for a fair noisy baseline).
-    """
-    mask = stratified_holdout(labels, holdout, seed=seed)
-    fit, held = np.flatnonzero(~mask), np.flatnonzero(mask)
-    sets = {"holdout": EvalSet(source, labels, indices=held), **eval_sets}
-    best = {"acc": -1.0, "epoch": 0, "state": copy.deepcopy(model.state_dict())}
-
-    def stop(history: list[EpochResult]) -> bool:
-        last = history[-1]
-        if last.eval_acc["holdout"] > best["acc"]:
-            best.update(acc=last.eval_acc["holdout"], epoch=last.epoch, state=copy.deepcopy(model.state_dict()))
-        return last.epoch - best["epoch"] >= patience
-
-    history = train_model(model, source, labels, cfg, indices=fit, clean_labels=clean_labels, eval_sets=sets,
-                          stop=stop, on_epoch=on_epoch)
-    model.load_state_dict(best["state"])
-    return history, best["epoch"]
-
-
 def run_retrain(loaded: LoadedRun, cfg: RetrainConfig, *, force: bool = False, reporter=None) -> RetrainOutcome:
     reporter = reporter or NullReporter()
     run = loaded.run
     summary_path = run.relabel / "summary.json"
     if not summary_path.exists():
         raise RunError(f"no relabel results in {run.path}; run `noisefix relabel --run {run.path}` first")
-    artifacts.check_writable(run.retrain, force=force, what="retrain results")
-    relabel_summary = artifacts.read_json(summary_path)
+    check_writable(run.retrain, force=force, what="retrain results")
+    relabel_summary = read_json(summary_path)
     train_cfg = from_dict(TrainConfig, load_yaml(run.config)["train"], where=str(run.config))
     overrides = {"seed": cfg.seed, "device": cfg.device, "save_every": 0, "save_epochs": ()}
     if cfg.epochs is not None:
@@ -87,7 +66,7 @@ def run_retrain(loaded: LoadedRun, cfg: RetrainConfig, *, force: bool = False, r
             load_weights(model, run.weights)
         with reporter.progress(name, train_cfg.epochs) as advance:
             def on_epoch(r: EpochResult) -> None:
-                artifacts.append_jsonl(log, r.as_dict())
+                append_jsonl(log, r.as_dict())
                 advance(1, loss=r.loss, **r.eval_acc)
 
             history, best_epoch = fit_with_holdout(
@@ -101,7 +80,7 @@ def run_retrain(loaded: LoadedRun, cfg: RetrainConfig, *, force: bool = False, r
                   f"{cfg.holdout:.0%} held-out cleaned labels, patience {cfg.patience}"
                   + ("; then the same on the given labels, the baseline the gain is measured against"
                      if cfg.baseline else ""))
-    with artifacts.staged_dir(run.retrain, force=force, what="retrain results") as tmp:
+    with staged_dir(run.retrain, force=force, what="retrain results") as tmp:
         model, history, best_epoch, after = fit("retrain (cleaned)", split, tmp / "metrics.jsonl")
         baseline = None
         if cfg.baseline:
@@ -126,7 +105,6 @@ def run_retrain(loaded: LoadedRun, cfg: RetrainConfig, *, force: bool = False, r
             "memorized_epochs": info["final_epoch"],
             "start": cfg.start,
         }
-        artifacts.save_tensors(tmp / "model.safetensors", model.state_dict())
-        artifacts.write_json(tmp / "metrics.json", metrics)
+        save_tensors(tmp / "model.safetensors", model.state_dict())
+        write_json(tmp / "metrics.json", metrics)
     return RetrainOutcome(out=run.retrain, metrics=metrics)
-

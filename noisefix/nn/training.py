@@ -11,6 +11,7 @@ step; loss and accuracy are summed over ranks, and rank 0 decides when to stop.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -19,9 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from noisefix import distributed
 from noisefix.config import TrainConfig
-from noisefix.images import ImageSource, to_float
+from noisefix.data.images import ImageSource, to_float
+from noisefix.data.splits import stratified_holdout
+from noisefix.nn import distributed
+from noisefix.nn.device import resolve_device, seed_everything
 
 
 @dataclass
@@ -49,24 +52,6 @@ class EpochResult:
         out.update({f"{name}_acc": acc for name, acc in self.eval_acc.items()})
         out["seconds"] = self.seconds
         return out
-
-
-def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec.startswith("cuda") and not torch.cuda.is_available():
-        from noisefix.errors import ConfigError
-
-        raise ConfigError(f"--device {spec} asked for, but no CUDA device is available; use --device cpu or auto")
-    return torch.device(spec)
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed torch once per stage; returns a CPU generator for shuffling."""
-    torch.manual_seed(seed)
-    gen = torch.Generator()
-    gen.manual_seed(seed)
-    return gen
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -197,3 +182,27 @@ def train_model(
         if done:
             break
     return history
+
+
+def fit_with_holdout(model: torch.nn.Module, source: ImageSource, labels: np.ndarray, cfg: TrainConfig, *,
+                     holdout: float, patience: int, seed: int, eval_sets: dict[str, EvalSet],
+                     clean_labels: np.ndarray | None = None, on_epoch=None) -> tuple[list[EpochResult], int]:
+    """Train on a stratified part of `labels`, stop on held-out agreement, restore the best epoch's weights.
+
+    Returns the history and the best epoch. Used by retrain (and by benchmarks for a fair noisy baseline).
+    """
+    mask = stratified_holdout(labels, holdout, seed=seed)
+    fit, held = np.flatnonzero(~mask), np.flatnonzero(mask)
+    sets = {"holdout": EvalSet(source, labels, indices=held), **eval_sets}
+    best = {"acc": -1.0, "epoch": 0, "state": copy.deepcopy(model.state_dict())}
+
+    def stop(history: list[EpochResult]) -> bool:
+        last = history[-1]
+        if last.eval_acc["holdout"] > best["acc"]:
+            best.update(acc=last.eval_acc["holdout"], epoch=last.epoch, state=copy.deepcopy(model.state_dict()))
+        return last.epoch - best["epoch"] >= patience
+
+    history = train_model(model, source, labels, cfg, indices=fit, clean_labels=clean_labels, eval_sets=sets,
+                          stop=stop, on_epoch=on_epoch)
+    model.load_state_dict(best["state"])
+    return history, best["epoch"]

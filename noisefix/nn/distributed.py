@@ -86,11 +86,6 @@ def destroy() -> None:
         dist.destroy_process_group()
 
 
-def barrier() -> None:
-    if initialized():
-        dist.barrier()
-
-
 def shard(n: int, *, of_rank: int | None = None, world: int | None = None, strided: bool = True) -> np.ndarray:
     """int64 indices of the `n` rows that rank `of_rank` (default: this one) handles, ascending.
 

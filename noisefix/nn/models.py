@@ -24,14 +24,19 @@ import torchvision
 from torch import nn
 from torchvision.models.feature_extraction import get_graph_node_names
 
-from noisefix.errors import ConfigError, RunError
+from noisefix.errors import ConfigError, RunError, shorten_names
 
 PAPER_MODELS = ("mlp", "cnn", "alexnet", "resnet18")
 
+
 # torchvision families whose first Conv2d (in module order) is the first op applied to the image.
 _ADAPTABLE_FAMILIES = ("resnet", "resnext", "wide_resnet", "vgg", "alexnet", "mobilenet")
+
+
 # Smallest side the cnn and alexnet accept: three 2x2 max-pools need 8 pixels.
 _MIN_SIDE = 8
+
+
 # Modules whose output repeats their input in eval mode: never worth probing.
 TRIVIAL_MODULES = (
     nn.Identity, nn.Flatten, nn.Unflatten,
@@ -294,13 +299,6 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise RunError(f"weights file {str(path)!r} does not hold a state_dict of tensors; save model.state_dict()")
     return state
-
-
-def shorten_names(names, *, limit: int = 8) -> str:
-    """Comma-join the first ``limit`` names for a one-line message, saying how many were left out."""
-    names = list(names)
-    shown = ", ".join(names[:limit])
-    return shown + (f", ... (+{len(names) - limit} more)" if len(names) > limit else "")
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:

@@ -33,9 +33,17 @@ import numpy as np
 from noisefix.errors import ConfigError, DataError
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+
+
 LABELS_FORMATS = ("csv", "lines")
+
+
 _TEST_DIRS = ("test", "val")
+
+
 _INT = re.compile(r"[0-9]+")
+
+
 MAX_CLASSES = 100_000  # integer labels name classes "0".."max"; a larger max is a typo, not a class
 
 
@@ -124,9 +132,6 @@ def _load_folder(folder: Path, root: Path) -> LabeledImages:
     paths = [p for found in per_class for p in found]
     targets = [i for i, found in enumerate(per_class) for _ in found]
     return _sorted_split(root, paths, targets, classes)
-
-
-# ---------------------------------------------------------------- labels files
 
 
 def _read_rows(path: Path) -> tuple[list[tuple[int, str, str, str | None]], str]:
@@ -257,16 +262,6 @@ def _rows_to_split(rows, file: Path, root: Path, classes: list[str] | None, test
     return _sorted_split(root, list(first_line), labels, classes, clean)
 
 
-def read_labels_file(path, root, classes: list[str] | None) -> tuple[LabeledImages, str]:
-    """The training split a labels file defines, and its format ("csv" or "lines").
-
-    ``classes`` maps class names to labels; None derives them from the file's labels (module docstring).
-    """
-    root = Path(root).resolve()
-    rows, fmt = _read_rows(Path(path))
-    return _rows_to_split(rows, Path(path), root, classes), fmt
-
-
 def write_labels_file(dest, *, paths, labels, classes, fmt: str, clean=None) -> None:
     """Write a labels file that ``load_data`` reads back: class names, rows in the given order, atomically.
 
@@ -295,9 +290,6 @@ def write_labels_file(dest, *, paths, labels, classes, fmt: str, clean=None) -> 
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-# ---------------------------------------------------------------- loading
 
 
 def _layout(root: Path) -> tuple[Path, Path | None]:

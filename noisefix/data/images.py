@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from noisefix.data import LabeledImages
+from noisefix.data.folders import LabeledImages
 from noisefix.errors import ConfigError, DataError
 
 _CHUNK = 256  # images per decoding task

@@ -17,23 +17,21 @@ import copy
 import math
 import re
 from dataclasses import dataclass, replace
-from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+from torchvision.models.feature_extraction import (
+    create_feature_extractor,
+    get_graph_node_names,
+)
 
-from noisefix.artifacts import save_tensors
-from noisefix.errors import ConfigError, ProbeError
-from noisefix.models import TRIVIAL_MODULES, default_layers, shorten_names
-from noisefix.scoring import RowSource
-
-#: Bytes of float32 activations per cache shard (a shard is written, and read back, whole or by slices).
-SHARD_BYTES = 64 * 2**20
+from noisefix.errors import ConfigError, ProbeError, shorten_names
+from noisefix.nn.models import TRIVIAL_MODULES, default_layers
 
 INPUT = "x"
+
+
 # Nodes left out of "all": reshapes of the previous node, and ops that return no per-image tensor.
 _TRIVIAL_OPS = frozenset(
     {"flatten", "view", "reshape", "contiguous", "squeeze", "unsqueeze", "size", "dim", "getattr", "getitem"}
@@ -259,103 +257,3 @@ def list_layers(
         shape = tuple(act.shape[1:])
         infos.append(LayerInfo(name=name, shape=shape, dim=_pooled_dim(shape, (pools or {}).get(name))))
     return infos
-
-
-def shard_rows(dim: int) -> int:
-    """Rows of d float32 activations in one cache shard: SHARD_BYTES / (4 d), at least 1."""
-    return max(1, SHARD_BYTES // (4 * dim))
-
-
-class ActivationCache(RowSource):
-    """One layer's activations (N, d) float32 on disk, written during extraction, read back by rows.
-
-    ``append`` buffers rows (with their row ids in [0, N) and labels) and writes every ``shard_rows(d)`` of
-    them as one safetensors file ``DIR/shard-NNNNN.safetensors`` (atomically: a temporary name, then a
-    rename), its rows sorted by label so one class of a shard is a contiguous slice; ``close`` writes the
-    last shard. Reading (:meth:`take`, :meth:`blocks`, see ``scoring.RowSource``) memory-maps a shard and
-    copies only the slice that covers the requested rows, so a class's rows cost their own size and
-    scoring one shard at a time costs one shard. The directory is the caller's to delete.
-    Only row ids and shard positions (N int64 + 2 N int32) stay in RAM.
-    """
-
-    def __init__(self, directory: Path, dim: int, num_rows: int, *, rows_per_shard: int | None = None):
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.dim, self._n = int(dim), int(num_rows)
-        self.rows_per_shard = rows_per_shard or shard_rows(self.dim)
-        self._paths: list[Path] = []
-        self._buffer: list[tuple[torch.Tensor, np.ndarray, np.ndarray]] = []
-        self._pending = 0
-        self._shard = np.full(self._n, -1, dtype=np.int32)     # row id -> shard holding it
-        self._pos = np.zeros(self._n, dtype=np.int32)          # row id -> position in that shard
-
-    def append(self, x: torch.Tensor, ids, labels=None) -> None:
-        """Add rows x (B, d) (any float dtype, any device) with row ids (B,) and labels (B,) (None: all 0)."""
-        x = x.detach().float().cpu()
-        if x.dim() != 2 or x.shape[1] != self.dim:
-            raise ProbeError(f"cache for dim {self.dim} got activations of shape {tuple(x.shape)}")
-        ids = np.asarray(ids, dtype=np.int64)
-        labels = np.zeros(len(ids), dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
-        start = 0
-        while start < len(x):
-            take = min(len(x) - start, self.rows_per_shard - self._pending)
-            self._buffer.append((x[start:start + take], ids[start:start + take], labels[start:start + take]))
-            self._pending += take
-            start += take
-            if self._pending == self.rows_per_shard:
-                self._write()
-
-    def _write(self) -> None:
-        if not self._pending:
-            return
-        x = torch.cat([b[0] for b in self._buffer])
-        ids = np.concatenate([b[1] for b in self._buffer])
-        order = np.argsort(np.concatenate([b[2] for b in self._buffer]), kind="stable")   # by label, then arrival
-        self._buffer, self._pending = [], 0
-        if len(ids) and (ids.min() < 0 or ids.max() >= self._n or (self._shard[ids] >= 0).any()):
-            raise ProbeError(f"activation cache {self.directory}: row ids must be new and lie in [0, {self._n})")
-        path = self.directory / f"shard-{len(self._paths):05d}.safetensors"
-        save_tensors(path, {"x": x[torch.from_numpy(order)]})                              # (rows, d) float32
-        self._shard[ids[order]] = len(self._paths)
-        self._pos[ids[order]] = np.arange(len(order), dtype=np.int32)
-        self._paths.append(path)
-
-    def close(self) -> "ActivationCache":
-        """Write the buffered rows; every row id must have been appended. Returns self, ready to read."""
-        self._write()
-        missing = int((self._shard < 0).sum())
-        if missing:
-            raise ProbeError(f"activation cache {self.directory}: {missing} of {self._n} rows were never written")
-        return self
-
-    def nbytes_on_disk(self) -> int:
-        return sum(p.stat().st_size for p in self._paths)
-
-    def _read(self, shard: int, pos: np.ndarray) -> torch.Tensor:
-        """Rows at positions `pos` of one shard: reads the slice [min(pos), max(pos)] only."""
-        from safetensors import safe_open
-
-        lo, hi = int(pos.min()), int(pos.max()) + 1
-        with safe_open(str(self._paths[shard]), framework="pt") as f:
-            part = f.get_slice("x")[lo:hi]                                                  # (hi - lo, d)
-        if hi - lo == len(pos) and np.array_equal(pos, np.arange(lo, hi)):
-            return part
-        return part[torch.from_numpy(pos - lo)]
-
-    def _by_shard(self, g: np.ndarray):
-        """(positions into g, shard, positions in that shard) for each shard holding rows g, shard order."""
-        shard = self._shard[g]
-        order = np.argsort(shard, kind="stable")
-        bounds = np.flatnonzero(np.diff(shard[order])) + 1
-        for part in np.split(order, bounds) if len(g) else []:
-            yield part, int(shard[part[0]]), self._pos[g[part]].astype(np.int64)
-
-    def _take(self, g: np.ndarray) -> torch.Tensor:
-        out = torch.empty((len(g), self.dim), dtype=torch.float32)
-        for where, shard, pos in self._by_shard(g):
-            out[torch.from_numpy(where)] = self._read(shard, pos)
-        return out
-
-    def _blocks(self, g: np.ndarray):
-        for where, shard, pos in self._by_shard(g):
-            yield where, self._read(shard, pos)

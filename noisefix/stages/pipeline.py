@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from noisefix import artifacts
 from noisefix.config import ProbeConfig, RelabelConfig, RetrainConfig, TrainConfig
-from noisefix.report import NullReporter
-from noisefix.stage_probe import ProbeOutcome, run_probe
-from noisefix.stage_relabel import RelabelOutcome, run_relabel
-from noisefix.stage_retrain import RetrainOutcome, run_retrain
-from noisefix.stages import TrainOutcome, open_run, run_train
+from noisefix.io.atomic import check_writable
+from noisefix.stages.probe import ProbeOutcome, run_probe
+from noisefix.stages.relabel import RelabelOutcome, run_relabel
+from noisefix.stages.retrain import RetrainOutcome, run_retrain
+from noisefix.stages.runs import open_run
+from noisefix.stages.train import TrainOutcome, run_train
+from noisefix.ui.reporter import NullReporter
 
 DEMO_NOISE = 0.4
 
@@ -40,11 +41,11 @@ def run_pipeline(data: Path, run: Path, *, labels_file: Path | None, train_cfg: 
 
 def run_demo(out: Path, *, force: bool = False, seed: int = 0, reporter=None) -> PipelineOutcome:
     """Digits with 40 % symmetric noise: export, memorize with the paper's MLP, probe, relabel, retrain."""
-    from noisefix.datasets import export_dataset, load_builtin
+    from noisefix.data.builtin import export_dataset, load_builtin
 
     reporter = reporter or NullReporter()
     out = Path(out)
-    artifacts.check_writable(out, force=force, what="demo output")
+    check_writable(out, force=force, what="demo output")
     data = out / "digits"
     export_dataset(load_builtin("digits"), data, corrupt=DEMO_NOISE, seed=seed, force=True)
     reporter.info(f"exported scikit-learn digits to {data} with {DEMO_NOISE:.0%} symmetric label noise (seed {seed})")

@@ -32,15 +32,22 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from noisefix.corruption import corrupt_labels
-from noisefix.data import write_labels_file
+from noisefix.data.folders import write_labels_file
+from noisefix.data.noise import corrupt_labels
+from noisefix.data.splits import stratified_indices
 from noisefix.errors import ConfigError, DataError
 
 BUILTIN = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "tiny-imagenet")
+
+
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )  # fmt: skip
+
+
 _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
 _SUBDIRS = {
     "mnist": ("", "mnist", "MNIST/raw"),
     "fashion-mnist": ("", "fashion-mnist", "FashionMNIST/raw"),
@@ -48,9 +55,17 @@ _SUBDIRS = {
     "cifar100": ("",),
     "tiny-imagenet": ("",),
 }
+
+
 _CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+
+
 _TINY_FOLDER = "tiny-imagenet-200"
+
+
 _SYSTEM_PLACES = {"fashion-mnist": ("/usr/share/datasets/fashion-mnist",)}
+
+
 _DIGITS_TEST_FRACTION = 1 / 3
 
 
@@ -72,23 +87,13 @@ def _folder_names(names) -> list[str]:
     return [f"{i:0{width}d}_" + re.sub(r"[/\s]+", "_", n) for i, n in enumerate(names)]
 
 
-def _stratified_indices(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Sorted int64 (n,) indices drawn without replacement, each class in proportion to its count."""
-    classes, counts = np.unique(labels, return_counts=True)
-    quota = counts * (n / len(labels))
-    take = np.floor(quota).astype(np.int64)
-    take[np.argsort(take - quota, kind="stable")[: n - take.sum()]] += 1  # largest remainders first
-    picks = [rng.choice(np.flatnonzero(labels == c), size=t, replace=False) for c, t in zip(classes, take)]
-    return np.sort(np.concatenate(picks)).astype(np.int64)
-
-
 def _load_digits() -> ArrayDataset:
     from sklearn.datasets import load_digits
 
     d = load_digits()
     x = np.round(d.images * (255 / 16)).astype(np.uint8)  # (1797, 8, 8)
     y = d.target.astype(np.int64)
-    test = _stratified_indices(y, round(len(y) * _DIGITS_TEST_FRACTION), np.random.default_rng(0))
+    test = stratified_indices(y, round(len(y) * _DIGITS_TEST_FRACTION), np.random.default_rng(0))
     train = np.setdiff1d(np.arange(len(y)), test)
     return ArrayDataset("digits", x[train], y[train], x[test], y[test], [str(i) for i in range(10)])
 
@@ -227,9 +232,6 @@ def load_builtin(name: str, *, data_root=None, download: bool = True) -> ArrayDa
     return _load_idx(name, place, classes)
 
 
-# ---------------------------------------------------------------- export
-
-
 def _check_arrays(ds: ArrayDataset) -> None:
     for split, x, y in (("train", ds.x_train, ds.y_train), ("test", ds.x_test, ds.y_test)):
         grey, rgb = x.ndim == 3, x.ndim == 4 and x.shape[-1] == 3
@@ -244,7 +246,7 @@ def _subset(labels: np.ndarray, n, rng: np.random.Generator, what: str) -> np.nd
         return np.arange(len(labels))
     if isinstance(n, bool) or int(n) != n or not 1 <= n <= len(labels):
         raise ConfigError(f"{what}={n!r} is invalid; give an integer in [1, {len(labels)}] or None for all")
-    return _stratified_indices(labels, int(n), rng)
+    return stratified_indices(labels, int(n), rng)
 
 
 def _check_dest(dest: Path, force: bool) -> None:

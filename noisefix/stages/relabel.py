@@ -13,14 +13,21 @@ from typing import Any
 
 import numpy as np
 
-from noisefix import artifacts
 from noisefix.config import RelabelConfig
-from noisefix.data import write_labels_file
+from noisefix.data.folders import write_labels_file
 from noisefix.errors import RunError
-from noisefix.relabel import ensemble, issue_metrics, label_accuracy, relabel
-from noisefix.report import NullReporter
-from noisefix.scoring import estimate_noise_rate
-from noisefix.stages import LoadedRun
+from noisefix.io.atomic import (
+    check_writable,
+    load_tensors,
+    read_json,
+    staged_dir,
+    write_csv,
+    write_json,
+)
+from noisefix.scoring.issues import ensemble, issue_metrics, label_accuracy, relabel
+from noisefix.scoring.selection import estimate_noise_rate
+from noisefix.stages.runs import LoadedRun
+from noisefix.ui.reporter import NullReporter
 
 CLEANED_NAMES = {"csv": "cleaned_labels.csv", "lines": "cleaned_labels.txt", None: "cleaned_labels.csv"}
 
@@ -62,9 +69,9 @@ def run_relabel(loaded: LoadedRun, cfg: RelabelConfig, *, force: bool = False, r
     run = loaded.run
     if not (run.probe / "scores.json").exists():
         raise RunError(f"no probe results in {run.path}; run `noisefix probe --run {run.path}` first")
-    artifacts.check_writable(run.relabel, force=force, what="relabel results")
-    scores = artifacts.read_json(run.probe / "scores.json")
-    tensors = artifacts.load_tensors(run.probe / "oof.safetensors")
+    check_writable(run.relabel, force=force, what="relabel results")
+    scores = read_json(run.probe / "scores.json")
+    tensors = load_tensors(run.probe / "oof.safetensors")
     train = loaded.splits.train
     given = train.targets
     if not np.array_equal(tensors["labels"].numpy(), given):
@@ -98,7 +105,7 @@ def run_relabel(loaded: LoadedRun, cfg: RelabelConfig, *, force: bool = False, r
         summary["label_accuracy_after"] = (label_accuracy(cleaned_labels, clean) if cfg.mode == "relabel"
                                            else label_accuracy(given[keep], clean[keep]))
     fmt = loaded.splits.labels_format
-    with artifacts.staged_dir(run.relabel, force=force, what="relabel results") as tmp:
+    with staged_dir(run.relabel, force=force, what="relabel results") as tmp:
         header = ["path", "given_label", "suggested_label", "score", "is_issue"] + (["clean_label"] if clean is not None else [])
         rows = []
         for i in result.order:
@@ -107,11 +114,11 @@ def run_relabel(loaded: LoadedRun, cfg: RelabelConfig, *, force: bool = False, r
             if clean is not None:
                 row.append(classes[clean[i]])
             rows.append(row)
-        artifacts.write_csv(tmp / "labels.csv", header, rows)
+        write_csv(tmp / "labels.csv", header, rows)
         cleaned_name = CLEANED_NAMES[fmt]
         write_labels_file(tmp / cleaned_name, paths=[p for p, k in zip(train.paths, keep) if k],
                           labels=cleaned_labels[keep], classes=classes, fmt=fmt or "csv",
                           clean=clean[keep] if clean is not None else None)
         summary["cleaned_labels_file"] = str(run.relabel / cleaned_name)
-        artifacts.write_json(tmp / "summary.json", summary)
+        write_json(tmp / "summary.json", summary)
     return RelabelOutcome(out=run.relabel, cleaned=run.relabel / cleaned_name, summary=summary)

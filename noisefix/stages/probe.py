@@ -29,19 +29,40 @@ from typing import Any
 import numpy as np
 import torch
 
-from noisefix import artifacts, distributed
 from noisefix.config import ProbeConfig, dump_yaml
-from noisefix.data import LabeledImages
-from noisefix.images import ImageSource, to_float
+from noisefix.data.folders import LabeledImages
+from noisefix.data.images import ImageSource, to_float
+from noisefix.data.splits import make_folds
 from noisefix.errors import ProbeError
-from noisefix.extract import ActivationCache, ActivationExtractor, LayerInfo, apply_pooling, list_layers, resolve_layers
+from noisefix.io.atomic import (
+    check_writable,
+    save_tensors,
+    staged_dir,
+    write_csv,
+    write_json,
+)
+from noisefix.nn import distributed
+from noisefix.nn.device import resolve_device, seed_everything
+from noisefix.nn.extract import (
+    ActivationExtractor,
+    LayerInfo,
+    apply_pooling,
+    list_layers,
+    resolve_layers,
+)
+from noisefix.probes.rows import ActivationCache, RowSource, TensorRows
 from noisefix.probes.stats import ClassStats
-from noisefix.report import NullReporter, plot_dynamics, plot_layers
-from noisefix.probe_plan import check_cache_mode, group_layers, plan_layer
-from noisefix.scoring import (ProbeScores, RowSource, ScoreRow, TensorRows, choose, cross_fit, make_folds,
-                              refits_on_activations, score_rows)
-from noisefix.stages import LoadedRun, load_run_model
-from noisefix.train import resolve_device, seed_everything
+from noisefix.scoring.cross_fitting import ProbeScores, cross_fit, refits_on_activations
+from noisefix.scoring.plan import check_cache_mode, group_layers, plan_layer
+from noisefix.scoring.selection import ScoreRow, choose, score_rows
+from noisefix.stages.runs import (
+    LoadedRun,
+    checkpoint_epochs,
+    expand_checkpoints,
+    load_run_model,
+)
+from noisefix.ui.plots import plot_dynamics, plot_layers
+from noisefix.ui.reporter import NullReporter
 
 CACHE_DIR = "probe-cache"  # default place of the on-disk activation cache, under the run dir
 
@@ -89,31 +110,6 @@ def _subset(split: LabeledImages, idx: np.ndarray) -> LabeledImages:
         return split
     return dataclasses.replace(split, paths=[split.paths[i] for i in idx], targets=split.targets[idx],
                                clean_targets=None if split.clean_targets is None else split.clean_targets[idx])
-
-
-def expand_checkpoints(spec: tuple[str, ...], model_info: dict) -> list[str]:
-    """`all` -> init, every saved epoch, final; otherwise the names as given (deduplicated, in order)."""
-    out: list[str] = []
-    for item in spec:
-        if item == "all":
-            out += ["init"] + [str(e) for e in model_info.get("checkpoints", []) if e not in (0, model_info["final_epoch"])]
-            out.append("final")
-        else:
-            out.append(item)
-    return list(dict.fromkeys(out))
-
-
-def checkpoint_epochs(checkpoints: list[str], model_info: dict) -> dict[str, int]:
-    """Epoch number of each probed checkpoint that has one (init = 0, final = the last epoch)."""
-    out = {}
-    for c in checkpoints:
-        if c == "init":
-            out[c] = 0
-        elif c == "final":
-            out[c] = int(model_info["final_epoch"])
-        elif c.isdigit():
-            out[c] = int(c)
-    return out
 
 
 def _extract(model, extractor: ActivationExtractor, source: ImageSource | None, infos: list[LayerInfo], *,
@@ -315,7 +311,7 @@ def run_probe(loaded: LoadedRun, cfg: ProbeConfig, *, force: bool = False, repor
     distributed.setup(resolve_device(cfg.device))
     run = loaded.run
     out_dir = run.path / subdir
-    artifacts.check_writable(out_dir, force=force, what="probe results")
+    check_writable(out_dir, force=force, what="probe results")
     train, test = loaded.splits.train, loaded.splits.test
     if fit_on == "clean":
         if train.clean_targets is None:
@@ -389,11 +385,11 @@ def run_probe(loaded: LoadedRun, cfg: ProbeConfig, *, force: bool = False, repor
         "rows": rows, "criterion": criterion, "best": best, "oracle": oracle, "oracle_metric": oracle_metric, "model": model_rows,
         "layers": layer_meta, "n_components": n_components, "classes": train.classes,
     }
-    with artifacts.staged_dir(out_dir, force=force, what="probe results") as tmp:
+    with staged_dir(out_dir, force=force, what="probe results") as tmp:
         cols = ["checkpoint", *ROW_FIELDS, "pick"]
-        artifacts.write_csv(tmp / "scores.csv", cols, ([r[c] for c in cols] for r in rows))
-        artifacts.write_json(tmp / "scores.json", summary)
-        artifacts.save_tensors(tmp / "oof.safetensors", tensors)
+        write_csv(tmp / "scores.csv", cols, ([r[c] for c in cols] for r in rows))
+        write_json(tmp / "scores.json", summary)
+        save_tensors(tmp / "oof.safetensors", tensors)
         epochs = checkpoint_epochs(list(model_rows), loaded.model_info)
         if len(epochs) > 1:
             plot_dynamics(tmp / "dynamics.png", rows, epochs=epochs, criterion=criterion, model_acc=model_rows,

@@ -13,24 +13,24 @@ heuristic; a clean test or validation accuracy, when there is one, is the better
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 import torch
 
-from noisefix.errors import ConfigError, DataError, ProbeError
+from noisefix.errors import DataError, ProbeError
 from noisefix.probes import make_probe
 from noisefix.probes import masc as masc_module
-from noisefix.probes.stats import ClassMoments, ClassStats, as_features, as_labels
+from noisefix.probes.rows import RowSource, as_rows
+from noisefix.probes.stats import ClassMoments, ClassStats, as_labels
 
 #: Probes fitted from per-class statistics; the others are refitted on the activations of each fold.
 MOMENT_PROBES = ("masc", "ncm", "velpic")
+
+
 #: Moment probes that switch to the per-class Gram route when every class has fewer images than d.
 GRAM_PROBES = ("masc", "velpic")
-#: Rows scored at once when activations are in RAM (bounds the copy of a fold's rows).
-SCORE_ROWS = 8192
 
 
 def refits_on_activations(probe: str, class_counts, dim: int) -> bool:
@@ -49,109 +49,6 @@ def refits_on_activations(probe: str, class_counts, dim: int) -> bool:
 def needs_second_moments(probes, class_counts, dim: int) -> bool:
     """True when some probe in `probes` is fitted from d x d second moments (MASC / VeLPIC off the Gram route)."""
     return any(p in GRAM_PROBES and not refits_on_activations(p, class_counts, dim) for p in probes)
-
-
-class RowSource:
-    """One layer's activations, (N, d) float32, read by rows wherever they live (RAM: `TensorRows`; disk:
-    `extract.ActivationCache`). `subset(rows)` is a view of some rows, renumbered 0..len(rows)-1.
-
-    Subclasses implement `_take(g)` (rows g, in that order, as one tensor) and `_blocks(g)` (yield
-    (positions into g, tensor of those rows), a bounded number of rows at a time, covering g once).
-    """
-
-    dim: int
-    _n: int
-    _rows: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return self._n if self._rows is None else len(self._rows)
-
-    def _global(self, idx) -> np.ndarray:
-        idx = np.asarray(idx, dtype=np.int64)
-        return idx if self._rows is None else self._rows[idx]
-
-    def subset(self, rows) -> "RowSource":
-        view = copy.copy(self)
-        view._rows = self._global(rows)
-        return view
-
-    def take(self, idx) -> torch.Tensor:
-        """Rows idx (in that order): float32 (len(idx), d)."""
-        return self._take(self._global(idx))
-
-    def blocks(self, idx):
-        """(positions into idx, float32 rows) blocks covering rows idx, a bounded number at a time."""
-        return self._blocks(self._global(idx))
-
-    def score(self, idx, fn, num_classes: int) -> np.ndarray:
-        """fn (rows -> (b, K) scores) applied to rows idx block by block: float32 (len(idx), K)."""
-        out = np.zeros((len(idx), num_classes), dtype=np.float32)
-        for pos, X in self.blocks(idx):
-            out[pos] = fn(X)
-        return out
-
-    def _take(self, g: np.ndarray) -> torch.Tensor:
-        raise NotImplementedError
-
-    def _blocks(self, g: np.ndarray):
-        raise NotImplementedError
-
-
-class TensorRows(RowSource):
-    """Activations held in RAM as one float32 (N, d) tensor (checked for NaN/inf once)."""
-
-    def __init__(self, X, *, what: str = "activations"):
-        self.X = as_features(X, what=what)
-        self._n, self.dim = self.X.shape
-
-    def _take(self, g: np.ndarray) -> torch.Tensor:
-        if len(g) == self.X.shape[0] and np.array_equal(g, np.arange(len(g))):
-            return self.X                                                     # all rows in order: no copy
-        return self.X[torch.from_numpy(g)]
-
-    def _blocks(self, g: np.ndarray):
-        for start in range(0, len(g), SCORE_ROWS):
-            pos = np.arange(start, min(start + SCORE_ROWS, len(g)))
-            yield pos, self._take(g[pos])
-
-
-def as_rows(X, *, what: str) -> RowSource:
-    """X itself when it is a RowSource, else its rows in RAM (a tensor or array (N, d))."""
-    return X if isinstance(X, RowSource) else TensorRows(X, what=what)
-
-
-def make_folds(labels, num_folds: int, *, seed: int) -> np.ndarray:
-    """Stratified fold ids (N,) int64 in [0, num_folds): each class is shuffled and dealt out round-robin.
-
-    The deal continues across classes, so fold sizes differ by at most one overall and within each class.
-    """
-    labels = np.asarray(labels)
-    if not isinstance(num_folds, (int, np.integer)) or num_folds < 2:
-        raise ConfigError(f"folds must be an integer >= 2 for cross-fitting, got {num_folds!r}")
-    if num_folds > len(labels):
-        raise ConfigError(f"folds ({num_folds}) cannot exceed the number of images ({len(labels)})")
-    rng = np.random.default_rng(seed)
-    folds = np.empty(len(labels), dtype=np.int64)
-    offset = 0
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        folds[idx] = (offset + np.arange(len(idx))) % num_folds
-        offset += len(idx)
-    return folds
-
-
-def stratified_holdout(labels, fraction: float, *, seed: int) -> np.ndarray:
-    """bool (N,) mask of a stratified, seeded `fraction` of the samples (at least one per class with >= 2)."""
-    labels = np.asarray(labels)
-    mask = np.zeros(len(labels), dtype=bool)
-    if fraction <= 0:
-        return mask
-    rng = np.random.default_rng(seed)
-    for k in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == k))
-        take = int(round(fraction * len(idx))) if len(idx) >= 2 else 0
-        mask[idx[: max(take, 1 if len(idx) >= 2 else 0)]] = True
-    return mask
 
 
 @dataclass
@@ -278,65 +175,3 @@ def cross_fit(probe_name: str, *, stats: ClassStats | None, X, labels, folds, X_
                                                                                   "activations")))
     return ProbeScores(layer=layer, probe=probe_name, oof_scores=oof, test_scores=test,
                        n_components=getattr(full, "n_components_", None), holdout_scores=held)
-
-
-@dataclass
-class ScoreRow:
-    """Summary of one layer x probe: agreement of oof predictions with the given labels (label-only),
-    accuracy against clean labels and on the test set when known (oracles), MASC mean k_c, layer dim."""
-
-    layer: str
-    probe: str
-    agreement: float
-    clean_acc: float | None
-    test_acc: float | None
-    mean_k: float | None
-    dim: int | None
-    holdout_agreement: float | None = None
-
-
-def _accuracy(scores: np.ndarray, labels) -> float:
-    return float(np.mean(np.argmax(scores, axis=1) == np.asarray(labels)))
-
-
-def score_rows(results: list[ProbeScores], *, labels, clean_labels=None, test_labels=None,
-               holdout_labels=None, dims: dict[str, int] | None = None) -> list[ScoreRow]:
-    """One ScoreRow per ProbeScores, in order; dims maps layer name -> feature dimension.
-
-    `agreement` is out-of-fold agreement with the given labels on the images the network trained on;
-    `holdout_agreement` the agreement with the given labels on held-out images it never saw.
-    """
-    return [ScoreRow(layer=r.layer, probe=r.probe,
-                     agreement=_accuracy(r.oof_scores, labels),
-                     clean_acc=None if clean_labels is None else _accuracy(r.oof_scores, clean_labels),
-                     test_acc=(None if test_labels is None or r.test_scores is None
-                               else _accuracy(r.test_scores, test_labels)),
-                     mean_k=None if r.n_components is None else float(np.mean(r.n_components)),
-                     dim=None if dims is None else dims.get(r.layer),
-                     holdout_agreement=(None if holdout_labels is None or r.holdout_scores is None
-                                        else _accuracy(r.holdout_scores, holdout_labels)))
-            for r in results]
-
-
-def choose(rows: list, *, by: str = "agreement"):
-    """The row with the highest `by`: "holdout_agreement" or "agreement" (labels only) or the oracles
-    "test_acc" / "clean_acc". Rows are ScoreRows or dicts with those keys. Ties go to the earliest row.
-    """
-    if by not in ("agreement", "holdout_agreement", "test_acc", "clean_acc"):
-        raise ConfigError(f"choose by agreement, holdout_agreement, test_acc or clean_acc, not {by!r}")
-    values = [r[by] if isinstance(r, dict) else getattr(r, by) for r in rows]
-    if not rows or any(v is None for v in values):
-        raise ConfigError(f"cannot choose by {by}: it is unknown for some rows (no test set or clean labels?); "
-                          "use by='agreement'")
-    return rows[int(np.argmax(values))]
-
-
-def estimate_noise_rate(agreement: float, accuracy: float, num_classes: int) -> float:
-    """Symmetric noise rate p from agreement = (1 - p) * accuracy + p / K, clipped to [0, 1].
-
-    NaN when accuracy <= 1/K (a chance-level probe says nothing about p).
-    """
-    chance = 1.0 / num_classes
-    if accuracy <= chance:
-        return float("nan")
-    return float(np.clip((accuracy - agreement) / (accuracy - chance), 0.0, 1.0))

@@ -13,11 +13,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from noisefix.errors import ProbeError
-from noisefix.extract import LayerInfo, shard_rows
+from noisefix.nn.extract import LayerInfo
+from noisefix.probes.rows import SCORE_ROWS, shard_rows
 from noisefix.probes.stats import ClassStats
-from noisefix.scoring import GRAM_CACHE_BYTES, GRAM_PROBES, SCORE_ROWS, needs_second_moments, refits_on_activations
+from noisefix.scoring.cross_fitting import (
+    GRAM_CACHE_BYTES,
+    GRAM_PROBES,
+    needs_second_moments,
+    refits_on_activations,
+)
 
 MEMORY_BUDGET = 6 * 2**30  # bytes of activations + statistics held at once per layer group
+
+
 CACHE_MODES = ("auto", "always", "never")
 
 

@@ -16,15 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from noisefix.config import Recipe
-from noisefix.corruption import corrupt_labels
-from noisefix.data import load_data, write_labels_file
-from noisefix.datasets import export_dataset, load_builtin
-from noisefix.report import NullReporter
-from noisefix.stage_probe import run_probe
-from noisefix.stage_relabel import run_relabel
-from noisefix.stage_retrain import run_retrain
-from noisefix.stages import open_run, run_train
-from noisefix.reproduce_report import summarize_run, write_report
+from noisefix.data.builtin import export_dataset, load_builtin
+from noisefix.data.folders import load_data, write_labels_file
+from noisefix.data.noise import corrupt_labels
+from noisefix.stages.probe import run_probe
+from noisefix.stages.relabel import run_relabel
+from noisefix.stages.reproduce_report import summarize_run, write_report
+from noisefix.stages.retrain import run_retrain
+from noisefix.stages.runs import open_run
+from noisefix.stages.train import run_train
+from noisefix.ui.reporter import NullReporter
 
 
 @dataclass

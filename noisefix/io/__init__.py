@@ -1,0 +1,1 @@
+"""Files: atomic writes and readers (`atomic`) and the layout of a run directory (`run_dir`)."""

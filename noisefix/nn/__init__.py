@@ -1,0 +1,2 @@
+"""Networks: the model zoo and backbones by name, layer feature extraction, the one training loop, device
+and seed, and the torchrun helpers."""

@@ -1,0 +1,106 @@
+"""Opening a finished training run: its files checked, its data reloaded and matched by fingerprint, its
+weights (any saved checkpoint) loaded into a fresh model; checkpoint names parsed in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from noisefix.data.folders import DataSplits, fingerprint, load_data
+from noisefix.errors import RunError
+from noisefix.io.atomic import read_csv, read_json
+from noisefix.io.run_dir import RUNS_DIR, RunDir, find_latest_run
+from noisefix.nn.models import build_model, load_weights
+from noisefix.stages.train import SKIPPED, apply_skips
+from noisefix.ui.reporter import NullReporter
+
+
+@dataclass
+class LoadedRun:
+    run: RunDir
+    manifest: dict
+    model_info: dict
+    splits: DataSplits
+    holdout: np.ndarray  # bool (N,) over splits.train: images the network was not trained on
+
+
+def open_run(run_path: Path | None, *, data_root: Path | None = None, model: str | None = None,
+             stage: str | None = None, reporter=None) -> LoadedRun:
+    """Resolve a run (the newest matching one under ./runs/ when not given), reload and verify its data."""
+    reporter = reporter or NullReporter()
+    if run_path is None:
+        run_path = find_latest_run(data_root=data_root, model=model, stage=stage)
+        reporter.info(f"using run [bold]{run_path}[/] (newest under {RUNS_DIR}/; pass --run to choose)")
+    run = RunDir(Path(run_path)).require()
+    manifest = read_json(run.manifest)
+    info = read_json(run.model_json)
+    root = Path(data_root) if data_root is not None else Path(manifest["data_root"])
+    labels_file = manifest.get("labels_file")
+    splits = load_data(root, Path(labels_file) if labels_file else None)
+    if splits.train.classes != info["classes"]:
+        raise RunError(f"the data at {root} has classes {splits.train.classes[:6]}... but run {run.path} was "
+                       f"trained on {info['classes'][:6]}...; pass the data the run was trained on")
+    if fingerprint(splits) != manifest["data_fingerprint"]:
+        raise RunError(f"the data at {root} differs from the data run {run.path} was trained on (fingerprint "
+                       "mismatch: images or labels changed); retrain, or pass the original data")
+    if (run.path / SKIPPED).exists():
+        splits = apply_skips(splits, {r["path"] for r in read_csv(run.path / SKIPPED)})
+    held = {r["path"] for r in read_csv(run.labels) if r.get("split") == "holdout"}
+    holdout = np.array([p in held for p in splits.train.paths], dtype=bool)
+    return LoadedRun(run=run, manifest=manifest, model_info=info, splits=splits, holdout=holdout)
+
+
+def load_run_model(loaded: LoadedRun, checkpoint: str = "final") -> tuple[torch.nn.Module, str]:
+    """Rebuild the run's model with the weights of `checkpoint` (final | best | init | EPOCH)."""
+    info = loaded.model_info
+    model = build_model(info["arch"], in_shape=tuple(info["in_shape"]), num_classes=info["num_classes"])
+    run = loaded.run
+    if checkpoint == "final":
+        path, label = run.weights, f"final (epoch {info['final_epoch']})"
+    elif checkpoint == "best":
+        path, label = run.checkpoints / "best.safetensors", f"best (epoch {info.get('best_epoch')})"
+    else:
+        epoch = 0 if checkpoint == "init" else parse_epoch(checkpoint)
+        path, label = run.checkpoint(epoch), f"epoch {epoch}"
+    if not path.exists():
+        have = ", ".join(["final", "best"] + [str(e) for e in info.get("checkpoints", [])])
+        raise RunError(f"checkpoint {checkpoint!r} not saved in {run.path}; available: {have} "
+                       "(train with --save-every to keep more)")
+    load_weights(model, path)
+    model.eval()
+    return model, label
+
+
+def parse_epoch(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise RunError(f"checkpoint must be final, best, init or an epoch number, got {text!r}") from None
+
+
+def expand_checkpoints(spec: tuple[str, ...], model_info: dict) -> list[str]:
+    """`all` -> init, every saved epoch, final; otherwise the names as given (deduplicated, in order)."""
+    out: list[str] = []
+    for item in spec:
+        if item == "all":
+            out += ["init"] + [str(e) for e in model_info.get("checkpoints", []) if e not in (0, model_info["final_epoch"])]
+            out.append("final")
+        else:
+            out.append(item)
+    return list(dict.fromkeys(out))
+
+
+def checkpoint_epochs(checkpoints: list[str], model_info: dict) -> dict[str, int]:
+    """Epoch number of each probed checkpoint that has one (init = 0, final = the last epoch)."""
+    out = {}
+    for c in checkpoints:
+        if c == "init":
+            out[c] = 0
+        elif c == "final":
+            out[c] = int(model_info["final_epoch"])
+        elif c.isdigit():
+            out[c] = int(c)
+    return out

@@ -1,0 +1,1 @@
+"""What users see: the Reporter protocol (Null / Rich console reporters) and the plots."""
