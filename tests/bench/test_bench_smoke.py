@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("psutil")
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 def _load(name):

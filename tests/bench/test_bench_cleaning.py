@@ -12,7 +12,7 @@ def test_cleaning_benchmark_runs_on_tiny_digits(tmp_path):
     from noisefix.data.builtin import export_dataset, load_builtin
 
     spec = importlib.util.spec_from_file_location(
-        "bench_cleaning", Path(__file__).resolve().parents[1] / "bench" / "cleaning_vs_cleanlab.py")
+        "bench_cleaning", Path(__file__).resolve().parents[2] / "bench" / "cleaning_vs_cleanlab.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     data = export_dataset(load_builtin("digits"), tmp_path / "d", corrupt=0.4, seed=0, train_subset=300,

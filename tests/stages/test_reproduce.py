@@ -9,7 +9,7 @@ from noisefix.config import load_recipe
 from noisefix.errors import ConfigError
 from noisefix.stages.reproduce import run_reproduce
 
-RECIPE_DIR = Path(__file__).resolve().parents[1] / "recipes"
+RECIPE_DIR = Path(__file__).resolve().parents[2] / "recipes"
 RECIPES = sorted(RECIPE_DIR.glob("*.yaml"))
 
 TINY = """
