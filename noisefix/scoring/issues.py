@@ -10,6 +10,14 @@ This removes the per-example scale (VeLPIC's raw dot products grow with ||x||) a
 different ranges (MASC's cos^2 in [0, 1], NCM's cosine in [-1, 1], logistic-regression probabilities)
 on one scale, while keeping the relative gap between classes, which is what a margin measures.
 Non-finite scores (-inf: a class absent from a fold's training data) become -1; a row of zeros stays zero.
+
+Flagging (`flag_issues`) ranks by a label quality (lower = more suspicious; `quality.assess_labels` gives the
+calibrated one and its log odds) and has two rules: "noise-aware" (default) flags, in each given class, about
+the expected number of wrong labels, lowest quality first; "disagree" flags every example whose normalized
+margin exceeds `min_margin` (what `relabel` does). Both only flag examples with margin > min_margin, so an
+example whose given label is a best class is never flagged, and both can be capped by `max_issues`. A flagged
+example gets a suggested label only when the posterior of its most likely other class reaches
+`min_suggest`; otherwise it is left for review with no suggestion.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from noisefix.errors import ConfigError, DataError
+
+FLAG_RULES = ("noise-aware", "disagree")
 
 
 @dataclass
@@ -100,6 +110,111 @@ def ensemble(score_list, *, weights=None) -> np.ndarray:
     return sum(wi * m for wi, m in zip(w / w.sum(), mats))
 
 
+@dataclass
+class Flags:
+    """Result of `flag_issues` for N examples.
+
+    Attributes:
+        is_issue: bool (N,), the flagged examples.
+        suggested: int64 (N,), the label to use: the suggestion for a flagged example with strong evidence,
+            the given label otherwise (also for examples left for review).
+        needs_review: bool (N,), flagged examples without a strong suggestion.
+        order: int64 (N,), example indices, most suspicious first (quality ascending, then margin descending,
+            then index).
+    """
+
+    is_issue: np.ndarray
+    suggested: np.ndarray
+    needs_review: np.ndarray
+    order: np.ndarray
+
+
+def resolve_max_issues(max_issues, n: int) -> int | None:
+    """A cap on the number of flags from `max_issues`: None (no cap), a count (int >= 0) or a fraction of
+    the n examples (a float in (0, 1), rounded down). Raises ConfigError otherwise."""
+    if max_issues is None:
+        return None
+    bad = ConfigError(f"max_issues must be a count >= 0 or a fraction in (0, 1), got {max_issues!r}")
+    if isinstance(max_issues, bool) or not isinstance(max_issues, (int, float, np.integer, np.floating)):
+        raise bad
+    if isinstance(max_issues, (int, np.integer)):
+        if max_issues < 0:
+            raise bad
+        return int(max_issues)
+    if 0 < max_issues < 1:
+        return int(np.floor(max_issues * n))
+    if max_issues >= 1 and float(max_issues).is_integer():
+        return int(max_issues)
+    raise bad
+
+
+def check_flag_options(flag: str, min_margin: float, min_suggest: float) -> None:
+    if flag not in FLAG_RULES:
+        raise ConfigError(f"flag must be one of {', '.join(FLAG_RULES)}, got {flag!r}")
+    if not min_margin >= 0:
+        raise ConfigError(f"min_margin must be >= 0, got {min_margin}")
+    if not 0 <= min_suggest <= 1:
+        raise ConfigError(f"min_suggest must be in [0, 1], got {min_suggest}")
+
+
+def _check_row_array(a, n: int, name: str, *, ndim: int = 1) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim != ndim or len(a) != n or np.isnan(a).any():
+        raise DataError(f"{name} must be a NaN-free array with {n} rows and {ndim} dimension(s), got shape {a.shape}")
+    return a
+
+
+def _noise_aware(quality, given, candidates, expected_wrong, K: int) -> np.ndarray:
+    """In each given class c, the round(expected_wrong[c]) candidates of lowest quality (all if fewer)."""
+    expected = _check_row_array(expected_wrong, K, "expected_wrong")
+    if (expected < 0).any():
+        raise DataError(f"expected_wrong must be >= 0 for every class, got {expected.tolist()}")
+    flags = np.zeros(len(given), dtype=bool)
+    for c in range(K):
+        rows = np.flatnonzero(candidates & (given == c))
+        take = rows[np.argsort(quality[rows], kind="stable")][: int(np.round(expected[c]))]
+        flags[take] = True
+    return flags
+
+
+def flag_issues(quality, given, *, margin, posterior, expected_wrong=None, flag: str = "noise-aware",
+                max_issues=None, min_margin: float = 0.0, min_suggest: float = 0.5) -> Flags:
+    """Flag likely wrong labels among N examples (module docstring).
+
+    quality: (N,) label quality, lower = more suspicious (label_quality or its log odds); margin: (N,)
+    normalized margin of the best class over the given one (`relabel(...).score`); posterior: (N, K)
+    P(true class | scores, given); expected_wrong: (K,) expected number of wrong labels per given class
+    (required by "noise-aware"); max_issues: None, a count or a fraction of N (`resolve_max_issues`).
+    """
+    check_flag_options(flag, min_margin, min_suggest)
+    posterior = np.asarray(posterior, dtype=np.float64)
+    if posterior.ndim != 2:
+        raise DataError(f"posterior must be an (examples, classes) array, got shape {posterior.shape}")
+    _, given = _check_scores(posterior, given)
+    n, K = posterior.shape
+    quality = _check_row_array(quality, n, "quality")
+    margin = _check_row_array(margin, n, "margin")
+    cap = resolve_max_issues(max_issues, n)
+    order = np.lexsort((np.arange(n), -margin, quality))                                  # last key first
+    candidates = margin > min_margin
+    if flag == "disagree":
+        is_issue = candidates
+    elif expected_wrong is None:
+        raise ConfigError("the noise-aware rule needs expected_wrong per class; use flag='disagree' without it")
+    else:
+        is_issue = _noise_aware(quality, given, candidates, expected_wrong, K)
+    if cap is not None and is_issue.sum() > cap:
+        kept = order[is_issue[order]][:cap]                                                # most suspicious
+        is_issue = np.zeros(n, dtype=bool)
+        is_issue[kept] = True
+    others = posterior.copy()
+    others[np.arange(n), given] = -1.0
+    alt = others.argmax(axis=1)
+    strong = is_issue & (others.max(axis=1) >= min_suggest)
+    return Flags(is_issue=is_issue, suggested=np.where(strong, alt, given).astype(np.int64),
+                 needs_review=is_issue & ~strong, order=order)
+
+
 def issue_metrics(is_issue, given, clean) -> dict:
     """Precision, recall and F1 of an (N,) issue mask against the true issues given != clean.
 
@@ -127,3 +242,37 @@ def label_accuracy(labels, clean) -> float:
         raise DataError(f"labels and clean labels must be (N,) arrays of one length, got {labels.shape}, "
                         f"{clean.shape}")
     return float(np.mean(labels == clean)) if len(labels) else 1.0
+
+
+def ranking_metrics(quality, given, clean) -> dict:
+    """AUROC and average precision of (N,) `quality` (lower = more suspicious) at finding given != clean.
+
+    Both are None when every label is right or every label is wrong (nothing to rank against).
+    """
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    quality = np.asarray(quality, dtype=np.float64)
+    given, clean = np.asarray(given), np.asarray(clean)
+    if not (quality.shape == given.shape == clean.shape) or quality.ndim != 1 or np.isnan(quality).any():
+        raise DataError(f"quality, given and clean must be NaN-free (N,) arrays of one length, got "
+                        f"{quality.shape}, {given.shape}, {clean.shape}")
+    wrong = given != clean
+    if wrong.all() or not wrong.any():
+        return {"auroc": None, "average_precision": None}
+    suspicion = -np.clip(quality, -1e300, 1e300)                                         # +-inf log odds rank too
+    return {"auroc": float(roc_auc_score(wrong, suspicion)),
+            "average_precision": float(average_precision_score(wrong, suspicion))}
+
+
+def confusion_table(given, suggested, is_issue, *, num_classes: int) -> np.ndarray:
+    """int64 (K, K + 1) counts of flagged examples: row = given class, column = suggested class, the last
+    column = flagged for review (no suggestion: suggested equals given)."""
+    given, suggested, is_issue = np.asarray(given), np.asarray(suggested), np.asarray(is_issue, dtype=bool)
+    if not (given.shape == suggested.shape == is_issue.shape) or given.ndim != 1:
+        raise DataError(f"given, suggested and is_issue must be (N,) arrays of one length, got {given.shape}, "
+                        f"{suggested.shape}, {is_issue.shape}")
+    K = num_classes
+    column = np.where(suggested == given, K, suggested)[is_issue]
+    table = np.zeros((K, K + 1), dtype=np.int64)
+    np.add.at(table, (given[is_issue], column), 1)
+    return table

@@ -5,11 +5,15 @@ import pytest
 
 from noisefix.errors import ConfigError, DataError
 from noisefix.scoring.issues import (
+    confusion_table,
     ensemble,
+    flag_issues,
     issue_metrics,
     label_accuracy,
     normalize_scores,
+    ranking_metrics,
     relabel,
+    resolve_max_issues,
 )
 
 
@@ -75,3 +79,61 @@ def test_metrics_edge_cases_and_bad_input():
         relabel(np.ones((3, 2)), np.array([0, 1, 2]))
     with pytest.raises(ConfigError, match="min_margin"):
         relabel(np.ones((3, 2)), np.array([0, 1, 1]), min_margin=-1)
+
+
+def hand_case():
+    """Six examples, two classes: quality, margin and posterior chosen by hand."""
+    given = np.array([0, 0, 0, 1, 1, 1])
+    quality = np.array([0.1, 0.4, 0.9, 0.05, 0.3, 0.95])
+    margin = np.array([0.8, 0.2, 0.0, 0.9, 0.3, 0.0])
+    posterior = np.empty((6, 2))
+    posterior[np.arange(6), given] = quality
+    posterior[np.arange(6), 1 - given] = 1 - quality
+    return quality, given, margin, posterior
+
+
+def test_noise_aware_flags_the_expected_number_per_class_lowest_quality_first():
+    quality, given, margin, posterior = hand_case()
+    f = flag_issues(quality, given, margin=margin, posterior=posterior, expected_wrong=[1.4, 2.6])
+    assert f.is_issue.tolist() == [True, False, False, True, True, False]
+    assert f.order.tolist() == [3, 0, 4, 1, 2, 5]
+    assert f.suggested.tolist() == [1, 0, 0, 0, 0, 1] and not f.needs_review.any()
+    many = flag_issues(quality, given, margin=margin, posterior=posterior, expected_wrong=[3, 3])
+    assert many.is_issue.tolist() == [True, True, False, True, True, False]            # margin 0: never flagged
+    strict = flag_issues(quality, given, margin=margin, posterior=posterior, expected_wrong=[3, 3], min_margin=0.25)
+    assert strict.is_issue.tolist() == [True, False, False, True, True, False]
+    dis = flag_issues(quality, given, margin=margin, posterior=posterior, flag="disagree")
+    assert dis.is_issue.tolist() == (margin > 0).tolist()
+
+
+def test_max_issues_caps_by_count_or_fraction_and_review_needs_no_suggestion():
+    quality, given, margin, posterior = hand_case()
+    kw = dict(margin=margin, posterior=posterior, flag="disagree")
+    assert flag_issues(quality, given, max_issues=2, **kw).is_issue.tolist() == [True, False, False, True, False, False]
+    assert flag_issues(quality, given, max_issues=0.5, **kw).is_issue.sum() == 3
+    assert flag_issues(quality, given, max_issues=0, **kw).is_issue.sum() == 0
+    review = flag_issues(quality, given, min_suggest=0.92, **kw)                          # only row 3 is that sure
+    assert review.needs_review.tolist() == [True, True, False, False, True, False]
+    assert np.array_equal(review.suggested[review.needs_review], given[review.needs_review])
+    assert resolve_max_issues(None, 10) is None and resolve_max_issues(3.0, 10) == 3
+    for bad in (-1, 1.5, "10", True, float("nan")):
+        with pytest.raises(ConfigError, match="max_issues"):
+            resolve_max_issues(bad, 10)
+    with pytest.raises(ConfigError, match="noise-aware"):
+        flag_issues(quality, given, margin=margin, posterior=posterior)
+    with pytest.raises(ConfigError, match="flag must be one of noise-aware, disagree"):
+        flag_issues(quality, given, margin=margin, posterior=posterior, flag="all")
+    with pytest.raises(DataError, match="margin"):
+        flag_issues(quality, given, margin=margin[:3], posterior=posterior, flag="disagree")
+
+
+def test_confusion_table_and_ranking_metrics():
+    given = np.array([0, 0, 1, 1, 2])
+    suggested = np.array([1, 0, 1, 2, 2])
+    table = confusion_table(given, suggested, np.array([True, True, False, True, True]), num_classes=3)
+    assert table.tolist() == [[0, 1, 0, 1], [0, 0, 1, 0], [0, 0, 0, 1]]                  # last column: review
+    clean = np.array([1, 0, 1, 1, 2])
+    perfect = ranking_metrics(np.array([0.1, 0.9, 0.8, 0.7, 0.95]), given, clean)
+    assert perfect == {"auroc": 1.0, "average_precision": 1.0}
+    assert ranking_metrics(np.array([-np.inf, 1.0, 2.0, np.inf, 0.0]), given, clean)["auroc"] == 1.0
+    assert ranking_metrics(np.ones(5), given, given) == {"auroc": None, "average_precision": None}

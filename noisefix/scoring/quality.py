@@ -1,0 +1,440 @@
+"""Calibrated label quality and the estimated noise rate from cross-fitted probe scores (numpy only).
+
+N images, K classes. `scores` is one (N, K) array of out-of-fold probe scores (higher = more likely this
+class; rows are normalized as in `issues.normalize_scores`) or a list of M such arrays (an ensemble); `given`
+is the (N,) array of labels in [0, K) the dataset came with. `fit_mask`, bool (N,), marks the images the
+noise is fitted on: held-out images the network never trained on when there are any (on trained-on images
+a network's features can carry the given label itself), every image otherwise.
+
+The model, fitted by maximum likelihood of the *given* labels (no clean labels needed):
+- each source's normalized scores z become class probabilities with one temperature, softmax(z / t), read as
+  P(true class | scores); an ensemble averages its sources' calibrated probabilities and sharpens or flattens
+  the average with one more temperature, softmax(log mean / t_e): q;
+- the given label is the true class passed through a class-conditional noise matrix T, T[i, j] = P(given j |
+  true i) (rows sum to 1), independent of the scores given the true class; so P(given j | scores) = (q T)[j].
+EM fits (t, T) with the true class latent. The temperature is identified by how disagreement with the given
+labels grows as the probe's confidence falls; the noise by the disagreement left where the probe is sure. The
+M step for T adds `smoothing` pseudo-images per class from the current symmetric fit, (1 - w) on the diagonal
+and w / (K - 1) elsewhere, so a small fit set shrinks towards symmetric noise.
+
+Which images fit what: the temperatures use `temperature_mask` (default every image: measured on the digits
+demo, 120 held-out images leave the temperature unidentified and the fit runs to t -> 0, while all 1,198
+cross-fitted images give the clean-label optimum within a factor of 1.5); T is then refitted on `fit_mask`
+with the temperatures fixed.
+
+label_quality = P(true = given | scores, given) = q[given] T[given, given] / (q T)[given], in [0, 1]. Its log
+odds, log(q_g T_gg) - log sum_{i != g} q_i T_ig, are computed in log space and finite for every row (T is
+floored at 1e-9), so even labels whose quality rounds to 0 or 1 keep a strict ranking. For fixed other scores
+the log odds rise with the given class's score and fall with any other class's.
+
+The noise estimate is a *wrong fraction*: the share of images whose given label is not the true class (the
+paper's symmetric rate p redraws the label uniformly, the true class included: wrong fraction p (K - 1) / K).
+Overall it pools the mean of 1 - label_quality over the fit images (unbiased for held-out images, but from
+few) with the mean over all N images (precise, but trained-on images can look cleaner than they are), by the
+evidence that the two differ (`estimate_noise`); per given class it is the all-image mean scaled to that
+total. The interval is a bootstrap over the fit images (T refitted on each resample). It covers sampling
+error only: confident errors of the probe itself are indistinguishable from wrong labels and count as noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from noisefix.errors import ConfigError, DataError
+from noisefix.scoring.issues import (
+    Flags,
+    check_flag_options,
+    ensemble,
+    flag_issues,
+    normalize_scores,
+    relabel,
+    resolve_max_issues,
+)
+
+_MIN_T, _MAX_T = 1e-4, 1e2  # bounds of a fitted temperature on logits of order 1
+_T_FLOOR = 1e-9             # smallest entry of a noise matrix: keeps every log odds finite
+
+
+@dataclass
+class NoiseModel:
+    """A fitted calibration of M score sources over K classes.
+
+    Attributes:
+        temperatures: float64 (M,), one per source: softmax(normalized scores / temperature).
+        ensemble_temperature: temperature on the log of the sources' mean probability (1.0 for one source).
+        transition: float64 (K, K), T[i, j] = P(given j | true i); rows sum to 1.
+        log_likelihood: mean log P(given | scores) over the fit images.
+        n_fit: number of images T was fitted on.
+    """
+
+    temperatures: np.ndarray
+    ensemble_temperature: float
+    transition: np.ndarray
+    log_likelihood: float
+    n_fit: int
+
+
+@dataclass
+class NoiseEstimate:
+    """Estimated wrong fraction: the share of images whose given label is not the true class.
+
+    Attributes:
+        rate: overall wrong fraction (see `estimate_noise`).
+        interval: (low, high), central bootstrap interval of `rate` at `level`.
+        per_class: float64 (K,), wrong fraction among the images given each class (0 for an empty class).
+        per_class_interval: float64 (K, 2), bootstrap interval of each per-class rate.
+        expected_wrong: float64 (K,), expected number of wrong labels among the images given each class.
+        fit_rate: mean of 1 - label_quality over the fit images only.
+        pooled_rate: mean of 1 - label_quality over all N images.
+        fit_weight: weight of fit_rate in `rate` (the rest is pooled_rate; see `estimate_noise`).
+        level: coverage of the intervals; NaN intervals when no bootstrap was run.
+    """
+
+    rate: float
+    interval: tuple[float, float]
+    per_class: np.ndarray
+    per_class_interval: np.ndarray
+    expected_wrong: np.ndarray
+    fit_rate: float
+    pooled_rate: float
+    fit_weight: float
+    level: float
+
+
+@dataclass
+class LabelQuality:
+    """`assess_labels` for N images over K classes.
+
+    Attributes:
+        label_quality: float64 (N,), P(given label is right | scores, given) in [0, 1].
+        log_odds: float64 (N,), finite log(label_quality / (1 - label_quality)); rank by it.
+        posterior: float64 (N, K), P(true class | scores, given); rows sum to 1.
+        probs: float64 (N, K), calibrated P(true class | scores), ignoring the given label.
+        model: the fitted NoiseModel.
+        noise: the NoiseEstimate.
+    """
+
+    label_quality: np.ndarray
+    log_odds: np.ndarray
+    posterior: np.ndarray
+    probs: np.ndarray
+    model: NoiseModel
+    noise: NoiseEstimate
+
+
+def _as_sources(scores) -> list[np.ndarray]:
+    """One (N, K) array or a list of them -> list of normalized (N, K) float64 arrays of one shape."""
+    mats = list(scores) if isinstance(scores, (list, tuple)) or np.ndim(scores) == 3 else [scores]
+    if not mats:
+        raise ConfigError("label quality needs at least one score array")
+    mats = [normalize_scores(m) for m in mats]
+    if mats[0].shape[1] < 2:
+        raise DataError(f"label quality needs at least 2 classes, got scores of shape {mats[0].shape}")
+    if any(m.shape != mats[0].shape for m in mats):
+        raise DataError(f"score arrays must share one shape, got {[m.shape for m in mats]}")
+    return mats
+
+
+def _check_given(given, n: int, K: int) -> np.ndarray:
+    given = np.asarray(given)
+    if given.shape != (n,) or (n and not np.issubdtype(given.dtype, np.integer)):
+        raise DataError(f"given labels must be {n} integer class indices, got shape {given.shape} dtype {given.dtype}")
+    if n and (given.min() < 0 or given.max() >= K):
+        raise DataError(f"given labels must lie in [0, {K}), got {given.min()}..{given.max()}")
+    return given.astype(np.int64)
+
+
+def _check_mask(mask, n: int, name: str) -> np.ndarray:
+    if mask is None:
+        return np.ones(n, dtype=bool)
+    mask = np.asarray(mask)
+    if mask.shape != (n,) or mask.dtype != bool:
+        raise DataError(f"{name} must be a bool array of {n} rows, got shape {mask.shape} dtype {mask.dtype}")
+    if not mask.any():
+        raise DataError(f"{name} selects no images; pass None to use every image")
+    return mask
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log softmax of an (N, K) array, stable for large logits."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def symmetric_transition(wrong: float, K: int) -> np.ndarray:
+    """(K, K) noise matrix with wrong fraction `wrong` spread evenly over the other K - 1 classes."""
+    if K == 1:
+        return np.ones((1, 1))
+    T = np.full((K, K), wrong / (K - 1))
+    np.fill_diagonal(T, 1.0 - wrong)
+    return T
+
+
+def _fit_temperature(z: np.ndarray, r: np.ndarray, temperature: float, *, steps: int = 10) -> float:
+    """Damped Newton on b = 1 / t for max sum_n sum_i r_ni log softmax(b z_n)_i (concave in b)."""
+    b = 1.0 / temperature
+    target = float(np.sum(r * z))
+    for _ in range(steps):
+        q = np.exp(log_softmax(b * z))
+        mean = np.sum(q * z, axis=1)                                                        # (n,)
+        grad = target - float(mean.sum())
+        curv = float(np.sum(q * z * z) - np.sum(mean * mean))                               # -f''(b) >= 0
+        step = grad / curv if curv > 1e-12 else np.sign(grad) * b
+        b = float(np.clip(b + np.clip(step, -0.5 * b, 2.0 * b), 1.0 / _MAX_T, 1.0 / _MIN_T))
+        if abs(step) <= 1e-6 * b:
+            break
+    return 1.0 / b
+
+
+def _m_step_transition(r: np.ndarray, cells: np.ndarray, smoothing: float) -> np.ndarray:
+    """T from the soft counts C[i, j] = sum of r[n, i] over images given j, smoothed towards symmetric;
+    `cells` (n K,) = given[n] K + i, the flat (given, true) cell of each entry of r."""
+    K = r.shape[1]
+    counts = np.bincount(cells, weights=r.ravel(), minlength=K * K).reshape(K, K).T         # (K, K) true x given
+    wrong = 1.0 - np.trace(counts) / max(counts.sum(), 1e-300)
+    rows = counts + smoothing * symmetric_transition(wrong, K)
+    T = rows / np.maximum(rows.sum(axis=1, keepdims=True), 1e-300)
+    T = np.maximum(T, _T_FLOOR)
+    return T / T.sum(axis=1, keepdims=True)
+
+
+def _em(z: np.ndarray, given: np.ndarray, *, temperature: float, transition: np.ndarray, smoothing: float,
+        max_iter: int, tol: float, fit_temperature: bool = True) -> tuple[float, np.ndarray, float]:
+    """EM for (t, T) on (n, K) logits z and (n,) given labels; returns (t, T, mean log-likelihood)."""
+    t, T, last = temperature, transition, -np.inf
+    K = z.shape[1]
+    logT, cells = np.log(T), (given[:, None] * K + np.arange(K)).ravel()
+    logq = log_softmax(z / t)
+    for _ in range(max_iter):
+        joint = logq + logT[:, given].T                                                     # (n, K) log q_i T_iy
+        top = joint.max(axis=1, keepdims=True)
+        like = top[:, 0] + np.log(np.exp(joint - top).sum(axis=1))                          # (n,) log P(y | z)
+        ll = float(np.mean(like))
+        r = np.exp(joint - like[:, None])                                                   # E step
+        T = _m_step_transition(r, cells, smoothing)
+        logT = np.log(T)
+        if fit_temperature:
+            t = _fit_temperature(z, r, t)
+            logq = log_softmax(z / t)
+        if ll - last < tol:
+            break
+        last = ll
+    return t, T, ll
+
+
+def _ensemble_logits(logps: list[np.ndarray]) -> np.ndarray:
+    """(N, K) log of the mean of the sources' probabilities, from their (N, K) log probabilities."""
+    if len(logps) == 1:
+        return logps[0]
+    stack = np.stack(logps)                                                                 # (M, N, K)
+    top = stack.max(axis=0)
+    return top + np.log(np.mean(np.exp(stack - top), axis=0))
+
+
+def _check_fit_options(smoothing: float, max_iter: int) -> None:
+    if not smoothing >= 0:
+        raise ConfigError(f"smoothing must be >= 0, got {smoothing}")
+    if not (isinstance(max_iter, int) and max_iter >= 1):
+        raise ConfigError(f"max_iter must be a positive integer, got {max_iter}")
+
+
+def fit_noise_model(scores, given, *, fit_mask=None, temperature_mask=None, smoothing: float = 10.0,
+                    max_iter: int = 300, tol: float = 1e-8) -> NoiseModel:
+    """Fit the temperatures on `temperature_mask`, then the noise matrix T on `fit_mask` (module docstring).
+
+    smoothing: pseudo-images per class pulling T towards symmetric noise (>= 0).
+    """
+    _check_fit_options(smoothing, max_iter)
+    sources = _as_sources(scores)
+    n, K = sources[0].shape
+    given = _check_given(given, n, K)
+    noise_rows = _check_mask(fit_mask, n, "fit_mask")
+    temp_rows = _check_mask(temperature_mask, n, "temperature_mask")
+    start = symmetric_transition(min(0.2, 1.0 - 1.0 / K), K)
+    opts = dict(smoothing=smoothing, max_iter=max_iter, tol=tol)
+    temps, logps = [], []
+    for z in sources:
+        t, T, _ = _em(z[temp_rows], given[temp_rows], temperature=0.1, transition=start, **opts)
+        temps.append(t)
+        logps.append(log_softmax(z / t))
+    t_e, T = 1.0, start
+    if len(sources) > 1:
+        ens = _ensemble_logits(logps)
+        t_e, T, _ = _em(ens[temp_rows], given[temp_rows], temperature=1.0, transition=start, **opts)
+    logits = _ensemble_logits(logps) / t_e
+    _, T, ll = _em(logits[noise_rows], given[noise_rows], temperature=1.0, transition=T, fit_temperature=False,
+                   **opts)
+    return NoiseModel(temperatures=np.array(temps), ensemble_temperature=float(t_e), transition=T,
+                      log_likelihood=ll, n_fit=int(noise_rows.sum()))
+
+
+def calibrated_log_probs(scores, model: NoiseModel) -> np.ndarray:
+    """(N, K) calibrated log P(true class | scores) of the model's sources (module docstring)."""
+    sources = _as_sources(scores)
+    if len(sources) != len(model.temperatures):
+        raise DataError(f"the noise model was fitted on {len(model.temperatures)} score sources, got {len(sources)}")
+    ens = _ensemble_logits([log_softmax(z / t) for z, t in zip(sources, model.temperatures)])
+    return log_softmax(ens / model.ensemble_temperature)
+
+
+def label_posterior(log_probs, given, transition) -> tuple[np.ndarray, np.ndarray]:
+    """P(true class | scores, given), (N, K), and the finite (N,) log odds that the given label is right,
+    from calibrated (N, K) log probabilities and a (K, K) noise matrix."""
+    log_probs = np.asarray(log_probs, dtype=np.float64)
+    n, K = log_probs.shape
+    given = _check_given(given, n, K)
+    joint = log_probs + np.log(np.maximum(np.asarray(transition, dtype=np.float64), _T_FLOOR))[:, given].T
+    top = joint.max(axis=1, keepdims=True)
+    total = top[:, 0] + np.log(np.exp(joint - top).sum(axis=1))
+    posterior = np.exp(joint - total[:, None])
+    rows = np.arange(n)
+    mine = joint[rows, given]
+    others = joint.copy()
+    others[rows, given] = -np.inf
+    o_top = others.max(axis=1)
+    rest = o_top + np.log(np.exp(others - o_top[:, None]).sum(axis=1))
+    return posterior, mine - rest
+
+
+def _quality(log_probs: np.ndarray, given: np.ndarray, transition: np.ndarray):
+    posterior, log_odds = label_posterior(log_probs, given, transition)
+    return posterior, log_odds, posterior[np.arange(len(given)), given]
+
+
+def _given_quality(log_probs: np.ndarray, given: np.ndarray, transition: np.ndarray) -> np.ndarray:
+    """(N,) label quality alone (the bootstrap's inner loop)."""
+    joint = log_probs + np.log(transition)[:, given].T
+    top = joint.max(axis=1)
+    total = top + np.log(np.exp(joint - top[:, None]).sum(axis=1))
+    return np.exp(joint[np.arange(len(given)), given] - total)
+
+
+def _rates(quality: np.ndarray, given: np.ndarray, mask: np.ndarray, K: int) -> tuple[float, float, np.ndarray]:
+    """Mean of 1 - quality over the fit images, over all images, and per given class over all images."""
+    count = np.bincount(given, minlength=K)
+    per_class = np.bincount(given, weights=1.0 - quality, minlength=K) / np.maximum(count, 1)
+    return float(np.mean(1.0 - quality[mask])), float(np.mean(1.0 - quality)), per_class
+
+
+def _pool_weight(quality: np.ndarray, mask: np.ndarray, se_fit: float) -> float:
+    """Weight of the fit-image rate against the all-image rate: d^2 / (d^2 + se^2), d the gap between the
+    fit images' and the other images' rates (1 when every image is a fit image: the two coincide)."""
+    if mask.all():
+        return 1.0
+    gap = float(np.mean(quality[~mask]) - np.mean(quality[mask]))
+    return gap * gap / (gap * gap + se_fit * se_fit) if gap or se_fit else 0.0
+
+
+def _check_boot(n_boot: int, level: float) -> None:
+    if not (isinstance(n_boot, int) and n_boot >= 0):
+        raise ConfigError(f"n_boot must be an integer >= 0, got {n_boot}")
+    if not 0 < level < 1:
+        raise ConfigError(f"level must be in (0, 1), got {level}")
+
+
+def _bootstrap(log_probs, given, model: NoiseModel, mask, *, smoothing: float, n_boot: int, seed: int):
+    """(n_boot,) fit-image rates, (n_boot,) all-image rates, (n_boot, K) per-class rates, T refitted on
+    resamples of the fit images."""
+    K = log_probs.shape[1]
+    rng = np.random.default_rng(seed)
+    rows = np.flatnonzero(mask)
+    fit, pooled, per_class = np.empty(n_boot), np.empty(n_boot), np.empty((n_boot, K))
+    for b in range(n_boot):
+        pick = rows[rng.integers(0, len(rows), len(rows))]
+        _, T, _ = _em(log_probs[pick], given[pick], temperature=1.0, transition=model.transition,
+                      smoothing=smoothing, max_iter=100, tol=1e-7, fit_temperature=False)
+        quality = _given_quality(log_probs, given, T)
+        _, pooled[b], per_class[b] = _rates(quality, given, mask, K)
+        fit[b] = float(np.mean(1.0 - quality[pick]))
+    return fit, pooled, per_class
+
+
+def estimate_noise(log_probs, given, model: NoiseModel, *, fit_mask=None, smoothing: float = 10.0,
+                   n_boot: int = 200, level: float = 0.95, seed: int = 0) -> NoiseEstimate:
+    """Wrong fraction overall and per given class from calibrated (N, K) log probabilities and the model.
+
+    Two estimates of the overall rate: the mean of 1 - label_quality over the fit images (unbiased when they
+    are held-out images, but from few of them) and over all images (precise, but trained-on images can look
+    cleaner than they are). They are pooled with weight d^2 / (d^2 + se^2) on the fit-image rate, d the gap
+    between the fit and the other images' rates, se the bootstrap standard error of the fit-image rate; the
+    per-class rates are the all-image ones scaled to the pooled total. The intervals are bootstrap quantiles
+    (T refitted on `n_boot` resamples of the fit images).
+    """
+    _check_boot(n_boot, level)
+    log_probs = np.asarray(log_probs, dtype=np.float64)
+    n, K = log_probs.shape
+    given = _check_given(given, n, K)
+    mask = _check_mask(fit_mask, n, "fit_mask")
+    quality = _quality(log_probs, given, model.transition)[2]
+    fit_rate, pooled, per_class = _rates(quality, given, mask, K)
+    fit_b, pooled_b, per_class_b = _bootstrap(log_probs, given, model, mask, smoothing=smoothing, n_boot=n_boot,
+                                              seed=seed)
+    se = float(np.std(fit_b)) if n_boot > 1 else 0.0
+    w = _pool_weight(quality, mask, se)
+    rate = w * fit_rate + (1.0 - w) * pooled
+    sizes = np.bincount(given, minlength=K)
+    scale = rate / pooled if pooled > 0 else 1.0
+    alpha = (1.0 - level) / 2.0
+    if n_boot:
+        rates_b = w * fit_b + (1.0 - w) * pooled_b
+        interval = (float(np.quantile(rates_b, alpha)), float(np.quantile(rates_b, 1 - alpha)))
+        scales = np.divide(rates_b, pooled_b, out=np.ones(n_boot), where=pooled_b > 0)
+        per_interval = np.quantile(per_class_b * scales[:, None], [alpha, 1 - alpha], axis=0).T
+    else:
+        interval, per_interval = (float("nan"), float("nan")), np.full((K, 2), np.nan)
+    return NoiseEstimate(rate=float(rate), interval=interval, per_class=np.clip(per_class * scale, 0.0, 1.0),
+                         per_class_interval=np.clip(per_interval, 0.0, 1.0),
+                         expected_wrong=np.clip(per_class * scale, 0.0, 1.0) * sizes, fit_rate=fit_rate,
+                         pooled_rate=pooled, fit_weight=float(w), level=level)
+
+
+def assess_labels(scores, given, *, fit_mask=None, temperature_mask=None, smoothing: float = 10.0,
+                  n_boot: int = 200, level: float = 0.95, seed: int = 0) -> LabelQuality:
+    """Calibrated label quality of every image and the estimated noise (module docstring).
+
+    scores: one (N, K) array or a list of them; fit_mask: the images T is fitted on (held-out ones when
+    there are any); temperature_mask: the images the temperatures are fitted on (default all);
+    n_boot, level, seed: the bootstrap interval of the noise estimate.
+    """
+    _check_boot(n_boot, level)
+    model = fit_noise_model(scores, given, fit_mask=fit_mask, temperature_mask=temperature_mask,
+                            smoothing=smoothing)
+    log_probs = calibrated_log_probs(scores, model)
+    given = np.asarray(given).astype(np.int64)
+    posterior, log_odds, quality = _quality(log_probs, given, model.transition)
+    noise = estimate_noise(log_probs, given, model, fit_mask=fit_mask, smoothing=smoothing, n_boot=n_boot,
+                           level=level, seed=seed)
+    return LabelQuality(label_quality=quality, log_odds=log_odds, posterior=posterior, probs=np.exp(log_probs),
+                        model=model, noise=noise)
+
+
+@dataclass
+class FoundIssues:
+    """`find_issues` for N examples: the label quality (with the noise estimate), the normalized margin
+    (N,) of the best class over the given one, and the flags."""
+
+    quality: LabelQuality
+    margin: np.ndarray
+    flags: Flags
+
+
+def find_issues(scores, given, *, fit_mask=None, temperature_mask=None, flag: str = "noise-aware",
+                max_issues=None, min_margin: float = 0.0, min_suggest: float = 0.5, smoothing: float = 10.0,
+                n_boot: int = 200, seed: int = 0) -> FoundIssues:
+    """Label quality, noise estimate and flags in one call (`assess_labels`, then `issues.flag_issues`).
+
+    The margin comes from the mean of the sources' normalized scores (`issues.ensemble`), as in `relabel`;
+    the flags are ranked by the log odds of label quality.
+    """
+    check_flag_options(flag, min_margin, min_suggest)
+    sources = _as_sources(scores)
+    resolve_max_issues(max_issues, len(sources[0]))
+    quality = assess_labels(sources, given, fit_mask=fit_mask, temperature_mask=temperature_mask,
+                            smoothing=smoothing, n_boot=n_boot, seed=seed)
+    margin = relabel(sources[0] if len(sources) == 1 else ensemble(sources), given).score
+    flags = flag_issues(quality.log_odds, given, margin=margin, posterior=quality.posterior,
+                        expected_wrong=quality.noise.expected_wrong, flag=flag, max_issues=max_issues,
+                        min_margin=min_margin, min_suggest=min_suggest)
+    return FoundIssues(quality=quality, margin=margin, flags=flags)
