@@ -88,3 +88,62 @@ def tiny_run(make_image_folder, tmp_path):
     run_train(data, TrainConfig.for_model("mlp", optimizer="adam", lr=1e-3, epochs=3, batch_size=8, holdout=0.2),
               out=out)
     return open_run(out)
+
+
+MIXED_CLASSES = ("bird", "cat", "dog")
+MIXED_KINDS = ("rgb.jpg", "gray.png", "gray16.png", "rgba.png", "palette.png", "cmyk.jpg", "exif.jpg", "la.png")
+
+
+def write_mixed_image(path: Path, kind: str, size: tuple[int, int], tint: tuple[int, int, int], rng) -> None:
+    """One image of `kind` (see MIXED_KINDS), `size` = (W, H) as stored, coloured by `tint` plus noise."""
+    w, h = size
+    rgb = np.clip(np.asarray(tint, np.int64) + rng.integers(-40, 41, (h, w, 3)), 0, 255).astype(np.uint8)
+    img = Image.fromarray(rgb)
+    if kind == "rgb.jpg":
+        img.save(path, quality=90)
+    elif kind == "gray.png":
+        img.convert("L").save(path)
+    elif kind == "gray16.png":
+        Image.fromarray(np.asarray(img.convert("L"), np.uint16) * 257).save(path)  # 16-bit grayscale PNG
+    elif kind == "rgba.png":
+        rgba = img.convert("RGBA")
+        rgba.putalpha(Image.fromarray(np.full((h, w), 255, np.uint8)))
+        rgba.save(path)
+    elif kind == "palette.png":
+        img.convert("P", palette=Image.Palette.ADAPTIVE, colors=32).save(path)
+    elif kind == "cmyk.jpg":
+        img.convert("CMYK").save(path, quality=90)
+    elif kind == "exif.jpg":  # stored rotated, with the EXIF orientation that turns it back
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        img.transpose(Image.Transpose.ROTATE_90).save(path, exif=exif, quality=90)
+    elif kind == "la.png":
+        img.convert("LA").save(path)
+
+
+def make_mixed_folder(root: Path, *, train_per_class: int = 8, test_per_class: int = 3, seed: int = 0) -> Path:
+    """DATA/{train,test}/{bird,cat,dog}/ of JPEG and PNG images of 24-48 px sides in every mode of MIXED_KINDS
+    (EXIF-rotated, 16-bit, RGBA, palette, CMYK included); each class has its own tint."""
+    rng = np.random.default_rng(seed)
+    tints = {"bird": (200, 60, 60), "cat": (60, 200, 60), "dog": (60, 60, 200)}
+    for split, n in (("train", train_per_class), ("test", test_per_class)):
+        for c in MIXED_CLASSES:
+            folder = root / split / c
+            folder.mkdir(parents=True)
+            for j in range(n):
+                kind = MIXED_KINDS[j % len(MIXED_KINDS)]
+                size = (int(rng.integers(24, 49)), int(rng.integers(24, 49)))
+                write_mixed_image(folder / f"{j:03d}-{kind}", kind, size, tints[c], rng)
+    return root
+
+
+@pytest.fixture
+def mixed_folder(tmp_path) -> Path:
+    """Split layout, classes bird/cat/dog, 8 train + 3 test images each, of mixed sizes, modes and formats."""
+    return make_mixed_folder(tmp_path / "mixed")
+
+
+@pytest.fixture
+def write_image():
+    """The writer of one image of a kind in MIXED_KINDS: write_image(path, kind, (W, H), tint, rng)."""
+    return write_mixed_image

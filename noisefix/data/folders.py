@@ -10,8 +10,13 @@ folder; names starting with "." are skipped. Symlinks that resolve outside DATA 
 A labels file overrides the folder labels of the training split and defines it: its rows are the training
 samples. CSV with the header ``path,label[,clean_label]``, or whitespace-separated ``path label`` lines without
 a header (Clothing1M style). ``path`` is relative to DATA; ``label`` is a class name or else an integer index.
-The classes are the training folder's class folders when there are at least two and every row lies inside
-one of them; otherwise they come from the labels (sorted unique names, or "0".."max" when all are integers).
+The classes are, in this order of precedence: a classes file (one class name per line; an index label i means
+its line i, counting from 0); the training folder's class folders, sorted, when there are at least two and
+every row lies inside one of them; the labels themselves (sorted unique names, or "0".."max" when all are
+integers). When index labels are read against class folders and most images of some folder carry the index
+of another folder, ``DataSplits.warnings`` says so (the indices probably follow another order: give a classes
+file). Files that are not regular files (FIFOs, sockets, devices) are listed by the folder scan so that the
+image check reports them, and refused in a labels file; they are never opened.
 
 A sample id is the image's POSIX path relative to DATA; every split lists them sorted. N images of C
 channels and H x W pixels; nothing under DATA is ever modified.
@@ -25,12 +30,13 @@ import json
 import os
 import re
 import stat
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 
-from noisefix.errors import ConfigError, DataError
+from noisefix.errors import ConfigError, DataError, shorten_names
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 
@@ -72,6 +78,7 @@ class DataSplits:
     train: LabeledImages
     test: LabeledImages | None
     labels_format: str | None
+    warnings: list[str] = field(default_factory=list)  # one-line messages for the user (no prints here)
 
 
 def _inside(real: str, root: Path) -> bool:
@@ -237,6 +244,9 @@ def _check_row_path(rel: str, root: Path, where: str, test_dir: Path | None, rea
     if not _inside(real, root):
         raise DataError(f"{where}: {rel!r} is a symlink to {real}, outside {root}; copy the file in instead")
     if not os.path.isfile(real):
+        if os.path.exists(real):
+            raise DataError(f"{where}: {rel!r} is not a regular file (a folder, FIFO, socket or device); "
+                            "point the row at an image file")
         raise DataError(f"{where}: image {rel!r} not found under {root}; fix the path or add the file")
     if test_dir is not None and parts[0] == test_dir.name:
         raise DataError(f"{where}: {rel!r} is in the test split; training rows must not come from {test_dir}")
@@ -300,44 +310,103 @@ def _layout(root: Path) -> tuple[Path, Path | None]:
     return root / "train", test
 
 
-def _use_folder_classes(rows, train_dir: Path, root: Path) -> list[str] | None:
-    """The class folders of ``train_dir`` when there are >= 2 and every row lies inside one, else None."""
-    classes = _class_dirs(train_dir)
+def _row_folders(rows, train_dir: Path, root: Path) -> list[str] | None:
+    """The class folder (under ``train_dir``) of every row, or None when some row lies outside all of them."""
+    names = set(_class_dirs(train_dir))
     prefix = PurePosixPath(train_dir.relative_to(root).as_posix()).parts
-    names = set(classes)
+    folders = []
     for _, rel, _, _ in rows:
         parts = PurePosixPath(rel).parts
         if len(parts) < len(prefix) + 2 or parts[: len(prefix)] != prefix or parts[len(prefix)] not in names:
             return None
-    return classes if len(classes) >= 2 else None
+        folders.append(parts[len(prefix)])
+    return folders
 
 
-def _align_test(test: LabeledImages, classes: list[str], test_dir: Path) -> LabeledImages:
-    if set(test.classes) != set(classes):
-        extra, missing = sorted(set(test.classes) - set(classes)), sorted(set(classes) - set(test.classes))
-        raise DataError(
-            f"test classes differ from train classes (only in {test_dir.name}: {extra}, only in train: "
-            f"{missing}); give {test_dir} the same class folders"
-        )
-    remap = np.asarray([classes.index(c) for c in test.classes], dtype=np.int64)
-    return LabeledImages(test.root, test.paths, remap[test.targets], list(classes))
+def read_classes_file(path) -> list[str]:
+    """Class names, one per line (blank lines skipped, whitespace stripped), in index order."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"classes file {path} not found; give a text file with one class name per line")
+    try:
+        names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+    except UnicodeDecodeError:
+        raise DataError(f"classes file {path} is not valid UTF-8; re-save it as UTF-8") from None
+    names = [n for n in names if n]
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            raise DataError(f"classes file {path}: class {name!r} is listed twice (entries {seen[name]} and {i}); "
+                            "list each class once")
+        seen[name] = i
+    if len(names) < 2:
+        raise DataError(f"classes file {path} lists {len(names)} class(es); a classifier needs at least 2")
+    return names
 
 
-def load_data(root, labels_file=None) -> DataSplits:
-    """Load DATA (flat or split layout) and the optional labels file; see the module docstring."""
+def index_label_warning(rows, folders: list[str], classes: list[str], where: str) -> str | None:
+    """A warning when integer labels contradict the class folders, else None.
+
+    Only rows whose label is an index (not a class name) count. Each folder's most common index is its
+    probable class; when following those indices explains over 10 % more of the rows than reading index i as
+    ``classes[i]`` does, the indices follow another order. Label noise alone does not trigger it: a folder's
+    most common label stays its own class while fewer labels are wrong than right.
+    """
+    lookup = {c: i for i, c in enumerate(classes)}
+    per_folder: dict[str, Counter] = {}
+    for (_, _, token, _), folder in zip(rows, folders):
+        if token not in lookup and _INT.fullmatch(token) and _as_index(token) < len(classes):
+            per_folder.setdefault(folder, Counter())[_as_index(token)] += 1
+    n = sum(sum(c.values()) for c in per_folder.values())
+    if not n:
+        return None
+    agree = sum(c[lookup[f]] for f, c in per_folder.items() if f in lookup)
+    best = sum(max(c.values()) for c in per_folder.values())
+    moved = sorted((f, c.most_common(1)[0][0]) for f, c in per_folder.items() if c.most_common(1)[0][0] != lookup.get(f))
+    if not moved or best - agree <= 0.1 * n:
+        return None
+    f, i = moved[0]
+    return (f"{where}: index labels contradict the class folders: {1 - agree / n:.0%} of {n} index-labelled images "
+            f"name another folder's class (most of {f}/ is labelled {i}, read as {classes[i]!r}); indices mean "
+            f"positions in [{shorten_names(classes, limit=5)}]; if they follow another order, pass --classes FILE "
+            "with one class name per line in index order")
+
+
+def _align(split: LabeledImages, classes: list[str], folder: Path, what: str) -> LabeledImages:
+    """`split` (labels from its class folders) relabelled onto `classes`, which must name the same folders."""
+    if set(split.classes) != set(classes):
+        extra, missing = sorted(set(split.classes) - set(classes)), sorted(set(classes) - set(split.classes))
+        other = "the classes file" if what == "folder" else "train"
+        raise DataError(f"{what} classes differ (only in {folder.name}: {extra}, only in {other}: {missing}); "
+                        f"give {folder} the same class folders")
+    remap = np.asarray([classes.index(c) for c in split.classes], dtype=np.int64)
+    return LabeledImages(split.root, split.paths, remap[split.targets], list(classes))
+
+
+def _load_train(root: Path, train_dir: Path, test_dir, labels_file, classes) -> tuple[LabeledImages, str | None, list]:
+    if labels_file is None:
+        train = _load_folder(train_dir, root)
+        return (train if classes is None else _align(train, classes, train_dir, "folder")), None, []
+    rows, fmt = _read_rows(Path(labels_file))
+    folders = _row_folders(rows, train_dir, root)
+    if classes is None and folders is not None and len(set(_class_dirs(train_dir))) >= 2:
+        classes = _class_dirs(train_dir)
+    train = _rows_to_split(rows, Path(labels_file), root, classes, test_dir)
+    warning = None if folders is None else index_label_warning(rows, folders, train.classes, str(labels_file))
+    return train, fmt, [warning] if warning else []
+
+
+def load_data(root, labels_file=None, *, classes_file=None) -> DataSplits:
+    """Load DATA (flat or split layout), the optional labels file and classes file; see the module docstring."""
     given = Path(root)
     if not given.is_dir():
         raise DataError(f"data folder {given} not found; give a folder laid out as DATA/<class>/<image>")
     root = given.resolve()
     train_dir, test_dir = _layout(root)
-    if labels_file is None:
-        train, fmt = _load_folder(train_dir, root), None
-    else:
-        rows, fmt = _read_rows(Path(labels_file))
-        classes = _use_folder_classes(rows, train_dir, root)
-        train = _rows_to_split(rows, Path(labels_file), root, classes, test_dir)
-    test = None if test_dir is None else _align_test(_load_folder(test_dir, root), train.classes, test_dir)
-    return DataSplits(train=train, test=test, labels_format=fmt)
+    classes = read_classes_file(classes_file) if classes_file is not None else None
+    train, fmt, warnings = _load_train(root, train_dir, test_dir, labels_file, classes)
+    test = None if test_dir is None else _align(_load_folder(test_dir, root), train.classes, test_dir, "test")
+    return DataSplits(train=train, test=test, labels_format=fmt, warnings=warnings)
 
 
 def fingerprint(splits: DataSplits) -> str:

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from noisefix.data.folders import fingerprint, load_data, write_labels_file
-from noisefix.data.images import ImageSource, to_float
+from noisefix.data.images import ImageSource, scan_images, to_float
 from noisefix.errors import ConfigError, DataError
 
 
@@ -247,14 +247,15 @@ def test_symlinks_inside_root_are_followed(tiny_folder):
 def test_undecodable_and_mis_sized_images(tiny_flat_folder):
     (tiny_flat_folder / "2" / "broken.png").write_bytes(b"not a png")
     src = ImageSource(load_data(tiny_flat_folder).train, max_memory_bytes=0)  # lazy: fails when read
-    with pytest.raises(DataError, match=r"cannot decode image 2/broken.png"):
+    with pytest.raises(DataError, match=r"cannot read image 2/broken.png \(cannot decode"):
         list(src.batches(8))
-    with pytest.raises(DataError, match=r"cannot decode image 2/broken.png"):
+    with pytest.raises(DataError, match=r"cannot read image 2/broken.png \(cannot decode"):
         ImageSource(load_data(tiny_flat_folder).train)
     (tiny_flat_folder / "2" / "broken.png").unlink()
-    Image.new("L", (9, 8)).save(tiny_flat_folder / "2" / "wide.png")
-    with pytest.raises(DataError, match=r"2/wide.png is 9x8 but 0/000.png is 8x8"):
-        ImageSource(load_data(tiny_flat_folder).train)
+    Image.new("L", (9, 8)).save(tiny_flat_folder / "2" / "wide.png")  # another size: resized, not refused
+    split = load_data(tiny_flat_folder).train
+    assert ImageSource(split).shape == (1, 8, 8) and scan_images(split) == []
+    assert scan_images(split, same_size=True) == [("2/wide.png", "size 9x8 differs from the usual 8x8")]
 
 
 # ---------------------------------------------------------------- fingerprint
@@ -293,7 +294,7 @@ def test_image_source_pixels_and_batches(tiny_folder):
 
 def test_in_memory_and_lazy_give_identical_batches(tiny_folder):
     split = load_data(tiny_folder).train
-    eager, lazy = ImageSource(split), ImageSource(split, max_memory_bytes=0, num_threads=3)
+    eager, lazy = ImageSource(split), ImageSource(split, max_memory_bytes=0, workers=2)
     assert eager.in_memory and not lazy.in_memory
     a = list(eager.batches(8, shuffle=True, seed=3))
     b = list(lazy.batches(8, shuffle=True, seed=3))
@@ -318,3 +319,75 @@ def test_bad_batch_requests(tiny_folder):
         next(src.batches(0))
     with pytest.raises(ConfigError, match="indices"):
         next(src.batches(4, indices=[0, 12]))
+
+
+# ---------------------------------------------------------------- classes file and index labels
+
+
+def _named_folder(tiny_folder):
+    """Rename the class folders 0/1/2 to zero/one/two (sorted: one, two, zero)."""
+    for split in ("train", "test"):
+        for old, new in (("0", "zero"), ("1", "one"), ("2", "two")):
+            (tiny_folder / split / old).rename(tiny_folder / split / new)
+    return tiny_folder
+
+
+def _index_labels(root, noise=0):
+    """A 'path label' file labelling each training image with its folder's digit (zero=0, one=1, two=2)."""
+    digit = {"zero": 0, "one": 1, "two": 2}
+    rows = sorted(p.relative_to(root).as_posix() for p in (root / "train").rglob("*.png"))
+    lines = [f"{r} {(digit[r.split('/')[1]] + (1 if i < noise else 0)) % 3}" for i, r in enumerate(rows)]
+    return _write(root.parent / "labels.txt", "\n".join(lines) + "\n")
+
+
+def test_index_labels_against_sorted_folders_warn(tiny_folder):
+    data = _named_folder(tiny_folder)
+    splits = load_data(data, _index_labels(data))
+    assert splits.train.classes == ["one", "two", "zero"]  # indices read as positions in the sorted names
+    assert len(splits.warnings) == 1
+    text = splits.warnings[0]
+    assert "contradict the class folders" in text and "--classes FILE" in text and "\n" not in text
+
+
+def test_classes_file_gives_the_index_order(tiny_folder):
+    data = _named_folder(tiny_folder)
+    classes = _write(data.parent / "classes.txt", "zero\none\n\ntwo\n")
+    splits = load_data(data, _index_labels(data, noise=5), classes_file=classes)
+    assert splits.train.classes == ["zero", "one", "two"] and splits.warnings == []
+    folder = np.array([p.split("/")[1] for p in splits.train.paths])
+    named = np.array(splits.train.classes)[splits.train.targets]
+    assert (named != folder).sum() == 5  # the 5 noisy labels, nothing else
+    assert splits.test.classes == ["zero", "one", "two"]
+    assert (np.array(splits.test.classes)[splits.test.targets] == [p.split("/")[1] for p in splits.test.paths]).all()
+    folders_only = load_data(data, classes_file=classes)  # class folders mapped onto the file's order
+    assert folders_only.train.classes == ["zero", "one", "two"]
+    assert (np.array(folders_only.train.classes)[folders_only.train.targets] ==
+            [p.split("/")[1] for p in folders_only.train.paths]).all()
+
+
+def test_noisy_index_labels_in_the_right_order_do_not_warn(make_image_folder):
+    data = make_image_folder()  # folders 0/1/2: labels "0".."2" are class names, never indices
+    for split in ("train", "test"):
+        for old, new in (("0", "a"), ("1", "b"), ("2", "c")):
+            (data / split / old).rename(data / split / new)
+    rows = sorted(p.relative_to(data).as_posix() for p in (data / "train").rglob("*.png"))
+    index = {"a": 0, "b": 1, "c": 2}
+    labels = _write(data.parent / "l.txt", "".join(f"{r} {(index[r.split('/')[1]] + (i % 3 == 0)) % 3}\n"
+                                                     for i, r in enumerate(rows)))  # a third of them wrong
+    assert load_data(data, labels).warnings == []
+
+
+@pytest.mark.parametrize("content, match", [
+    ("a\na\nb\n", "listed twice"),
+    ("only\n", "at least 2"),
+])
+def test_bad_classes_file(tiny_folder, content, match):
+    with pytest.raises(DataError, match=match):
+        load_data(tiny_folder, classes_file=_write(tiny_folder.parent / "c.txt", content))
+
+
+def test_classes_file_must_name_the_folders(tiny_folder):
+    with pytest.raises(DataError, match=r"folder classes differ .*only in the classes file: \['9'\]"):
+        load_data(tiny_folder, classes_file=_write(tiny_folder.parent / "c.txt", "0\n1\n2\n9\n"))
+    with pytest.raises(DataError, match="classes file .* not found"):
+        load_data(tiny_folder, classes_file=tiny_folder.parent / "nope.txt")

@@ -59,7 +59,8 @@ def test_torchvision_model_by_name_with_adapted_channels():
     model = build_model("mobilenet_v3_small", in_shape=(1, 32, 32), num_classes=5).eval()
     with torch.no_grad():
         assert model(torch.rand(2, 1, 32, 32)).shape == (2, 5)
-    assert default_layers(model) == ["x", "features", "avgpool", "classifier"]
+    assert default_layers(model) == ["x", "features.0", "features.1", "features.3", "features.8", "features.12",
+                                     "classifier.1", "classifier.3"]  # stage outputs, pooled features, logits
     assert resolve_layers(model, "default") == default_layers(model)
 
 
@@ -130,7 +131,9 @@ def test_weight_mismatch_names_the_keys(tmp_path):
         load_weights(model, path)
     save_file(model.state_dict(), str(path))
     with pytest.raises(RunError, match=r"wrong shape: fc5\.weight \(3, 2048\) vs \(4, 2048\)"):
-        build_model("mlp", in_shape=(1, 8, 8), num_classes=4, weights=path)
+        load_weights(build_model("mlp", in_shape=(1, 8, 8), num_classes=4), path)  # a run's checkpoint: exact
+    other = build_model("mlp", in_shape=(1, 8, 8), num_classes=4, weights=path)  # pretrained: head replaced
+    assert torch.equal(other.fc4.weight, model.fc4.weight) and other.fc5.weight.shape == (4, 2048)
 
 
 def test_weights_file_problems(tmp_path):
