@@ -12,8 +12,9 @@ on one scale, while keeping the relative gap between classes, which is what a ma
 Non-finite scores (-inf: a class absent from a fold's training data) become -1; a row of zeros stays zero.
 
 Flagging (`flag_issues`) ranks by a label quality (lower = more suspicious; `quality.assess_labels` gives the
-calibrated one and its log odds) and has two rules: "noise-aware" (default) flags, in each given class, about
-the expected number of wrong labels, lowest quality first; "disagree" flags every example whose normalized
+calibrated one and its log odds) and has two rules: "noise-aware" (default) flags, in each given class, up to
+the expected number of wrong labels, lowest quality first, and only labels more likely wrong than right
+(quality below `max_quality`, 0.5); "disagree" flags every example whose normalized
 margin exceeds `min_margin` (what `relabel` does). Both only flag examples with margin > min_margin, so an
 example whose given label is a best class is never flagged, and both can be capped by `max_issues`. A flagged
 example gets a suggested label only when the posterior of its most likely other class reaches
@@ -178,15 +179,20 @@ def _noise_aware(quality, given, candidates, expected_wrong, K: int) -> np.ndarr
 
 
 def flag_issues(quality, given, *, margin, posterior, expected_wrong=None, flag: str = "noise-aware",
-                max_issues=None, min_margin: float = 0.0, min_suggest: float = 0.5) -> Flags:
+                max_issues=None, min_margin: float = 0.0, min_suggest: float = 0.5,
+                max_quality: float = 0.5) -> Flags:
     """Flag likely wrong labels among N examples (module docstring).
 
-    quality: (N,) label quality, lower = more suspicious (label_quality or its log odds); margin: (N,)
+    quality: (N,) ranking key, lower = more suspicious (label_quality or its log odds); margin: (N,)
     normalized margin of the best class over the given one (`relabel(...).score`); posterior: (N, K)
-    P(true class | scores, given); expected_wrong: (K,) expected number of wrong labels per given class
-    (required by "noise-aware"); max_issues: None, a count or a fraction of N (`resolve_max_issues`).
+    P(true class | scores, given), whose given-label column is the label quality; expected_wrong: (K,)
+    expected number of wrong labels per given class (required by "noise-aware"); max_issues: None, a count
+    or a fraction of N (`resolve_max_issues`); max_quality: "noise-aware" flags only labels whose quality
+    is below it (default 0.5: more likely wrong than right).
     """
     check_flag_options(flag, min_margin, min_suggest)
+    if not 0 <= max_quality <= 1:
+        raise ConfigError(f"max_quality must be in [0, 1], got {max_quality}")
     posterior = np.asarray(posterior, dtype=np.float64)
     if posterior.ndim != 2:
         raise DataError(f"posterior must be an (examples, classes) array, got shape {posterior.shape}")
@@ -202,7 +208,8 @@ def flag_issues(quality, given, *, margin, posterior, expected_wrong=None, flag:
     elif expected_wrong is None:
         raise ConfigError("the noise-aware rule needs expected_wrong per class; use flag='disagree' without it")
     else:
-        is_issue = _noise_aware(quality, given, candidates, expected_wrong, K)
+        likely = posterior[np.arange(n), given] < max_quality
+        is_issue = _noise_aware(quality, given, candidates & likely, expected_wrong, K)
     if cap is not None and is_issue.sum() > cap:
         kept = order[is_issue[order]][:cap]                                                # most suspicious
         is_issue = np.zeros(n, dtype=bool)

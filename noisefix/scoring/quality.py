@@ -358,9 +358,9 @@ def estimate_noise(log_probs, given, model: NoiseModel, *, fit_mask=None, smooth
     Two estimates of the overall rate: the mean of 1 - label_quality over the fit images (unbiased when they
     are held-out images, but from few of them) and over all images (precise, but trained-on images can look
     cleaner than they are). They are pooled with weight d^2 / (d^2 + se^2) on the fit-image rate, d the gap
-    between the fit and the other images' rates, se the bootstrap standard error of the fit-image rate; the
-    per-class rates are the all-image ones scaled to the pooled total. The intervals are bootstrap quantiles
-    (T refitted on `n_boot` resamples of the fit images).
+    between the fit and the other images' rates, se the bootstrap standard error of the fit-image rate
+    (binomial when n_boot < 2); the per-class rates are the all-image ones scaled to the pooled total. The
+    intervals are bootstrap quantiles (T refitted on `n_boot` resamples of the fit images).
     """
     _check_boot(n_boot, level)
     log_probs = np.asarray(log_probs, dtype=np.float64)
@@ -371,7 +371,8 @@ def estimate_noise(log_probs, given, model: NoiseModel, *, fit_mask=None, smooth
     fit_rate, pooled, per_class = _rates(quality, given, mask, K)
     fit_b, pooled_b, per_class_b = _bootstrap(log_probs, given, model, mask, smoothing=smoothing, n_boot=n_boot,
                                               seed=seed)
-    se = float(np.std(fit_b)) if n_boot > 1 else 0.0
+    binomial = np.sqrt(fit_rate * (1.0 - fit_rate) / mask.sum())                          # without a bootstrap
+    se = float(np.std(fit_b)) if n_boot > 1 else float(binomial)
     w = _pool_weight(quality, mask, se)
     rate = w * fit_rate + (1.0 - w) * pooled
     sizes = np.bincount(given, minlength=K)

@@ -102,6 +102,10 @@ def test_noise_aware_flags_the_expected_number_per_class_lowest_quality_first():
     assert many.is_issue.tolist() == [True, True, False, True, True, False]            # margin 0: never flagged
     strict = flag_issues(quality, given, margin=margin, posterior=posterior, expected_wrong=[3, 3], min_margin=0.25)
     assert strict.is_issue.tolist() == [True, False, False, True, True, False]
+    sure = flag_issues(quality, given, margin=margin, posterior=posterior, expected_wrong=[3, 3], max_quality=0.35)
+    assert sure.is_issue.tolist() == [True, False, False, True, True, False]           # row 1: quality 0.4
+    with pytest.raises(ConfigError, match="max_quality"):
+        flag_issues(quality, given, margin=margin, posterior=posterior, expected_wrong=[3, 3], max_quality=2)
     dis = flag_issues(quality, given, margin=margin, posterior=posterior, flag="disagree")
     assert dis.is_issue.tolist() == (margin > 0).tolist()
 
