@@ -236,7 +236,7 @@ def profile_eigh(d: int, K: int = 10, n: int = 8000, seed: int = 0) -> str:
     from scipy.sparse.linalg import eigsh
     from threadpoolctl import threadpool_limits
 
-    from noisefix.probes.masc import _second_moment_subspace
+    from noisefix.probes.stats import ClassMoments
 
     X, y = Synthetic(d, K, seed=seed).batch(0, n)
     Xc = X[y == 0].astype(np.float64)
@@ -251,10 +251,11 @@ def profile_eigh(d: int, K: int = 10, n: int = 8000, seed: int = 0) -> str:
         f()
         rows.append(f"| {name} | {time.perf_counter() - t0:.2f} |")
 
-    timed("noisefix `_second_moment_subspace`, no k hint (what `fit_moments` does)",
-          lambda: _second_moment_subspace(torch.from_numpy(S), TAU, None))
-    timed("noisefix `_second_moment_subspace`, k hint 15 (what each cross-fit fold does)",
-          lambda: _second_moment_subspace(torch.from_numpy(S), TAU, 15))
+    one = ClassMoments(torch.from_numpy(S)[None], torch.from_numpy(Xc.sum(0))[None], torch.tensor([len(Xc)]))
+    timed("noisefix `MASC.fit_moments` of this class, no k hint (what `fit_moments` does)",
+          lambda: MASC(TAU).fit_moments(one))
+    timed("noisefix `MASC.fit_moments` of this class, k hint 15 (what each cross-fit fold does)",
+          lambda: MASC(TAU).fit_moments(one, k_hint=[15]))
     with threadpool_limits(1, user_api="blas"):
         timed('scipy `eigh(eigvals_only, driver="ev")`, 1 BLAS thread',
               lambda: sla.eigh(Sa, eigvals_only=True, driver="ev"))

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from noisefix.errors import ProbeError
+from noisefix.probes.base import Probe
 from noisefix.probes.stats import as_features, as_labels
 
 
@@ -37,7 +38,7 @@ def _logits(X, W, b, mean, scale) -> torch.Tensor:
     return (Ws.T @ X.T).T + (b - mean @ Ws)
 
 
-class LogRegProbe:
+class LogRegProbe(Probe):
     """Multinomial logistic regression (L2-regularized) as a probe.
 
     Args:
@@ -49,13 +50,15 @@ class LogRegProbe:
 
     Attributes (K classes, d features):
         classes_: int64 (K,).
-        n_features_in_: d.
+        n_features_in_: int, d.
         class_counts_: int64 (K,), training vectors per class (0: empty class, scored -inf).
         mean_, scale_: float32 torch (d,), the standardization.
         coef_: float32 torch (d, K), weights on standardized features; intercept_: float32 torch (K,).
-        n_iter_: L-BFGS iterations run.
+        n_iter_: int, L-BFGS iterations run.
 
-    `decision_function` returns class probabilities (softmax); ties in `predict` go to the lowest class index.
+    `decision_function` returns the logits, `predict_proba` their softmax (the class probabilities), which are
+    also the `ranking_scores` that cross-fitting stores. Ties in `predict` go to the lowest class index.
+    Fitted on the activations only (no capability flag: cross-fitting refits it on each fold's rows).
     """
 
     def __init__(self, C: float = 1.0, max_iter: int = 100, seed: int = 0, device=None):
@@ -65,7 +68,7 @@ class LogRegProbe:
         self.device = device
 
     def fit(self, X, y, *, num_classes: int | None = None) -> LogRegProbe:
-        """Fit on activations X (N, d) and labels y (N,)."""
+        """Fit on activations X (N, d) and labels y (N,); validates C and max_iter first."""
         if not (self.C > 0 and int(self.max_iter) >= 1):
             raise ProbeError(f"LogRegProbe needs C > 0 and max_iter >= 1, got C={self.C}, max_iter={self.max_iter}")
         X = as_features(X, device=self.device)
@@ -106,15 +109,22 @@ class LogRegProbe:
         return self
 
     def decision_function(self, X) -> np.ndarray:
-        """Class probabilities for each row of X (N, d): float32 (N, K); empty classes -inf."""
-        X = as_features(X, device=self.coef_.device)
-        if X.shape[1] != self.n_features_in_:
-            raise ProbeError(f"LogRegProbe was fitted on {self.n_features_in_} features, got {X.shape[1]}")
-        with torch.no_grad():
-            probs = torch.softmax(_logits(X, self.coef_, self.intercept_, self.mean_, self.scale_)
-                                  .masked_fill(self._empty, float("-inf")), dim=1)
+        """Logits of each row of X (N, d): float32 (N, K); empty classes -inf."""
+        return self._masked_logits(X).cpu().numpy()
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities of each row of X (N, d), the softmax of the logits: float32 (N, K); empty classes 0."""
+        return torch.softmax(self._masked_logits(X), dim=1).cpu().numpy()
+
+    def ranking_scores(self, X) -> np.ndarray:
+        """The class probabilities with empty classes at -inf (as every probe scores them): float32 (N, K)."""
+        probs = torch.softmax(self._masked_logits(X), dim=1)
         return probs.masked_fill(self._empty, float("-inf")).cpu().numpy()
 
-    def predict(self, X) -> np.ndarray:
-        """int64 (N,) most probable class; ties go to the lowest class index."""
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+    def _masked_logits(self, X) -> torch.Tensor:
+        """Logits (N, K) on the probe's device, empty classes -inf."""
+        self._check_fitted()
+        X = self._check_features(X, device=self.coef_.device)
+        with torch.no_grad():
+            return _logits(X, self.coef_, self.intercept_, self.mean_, self.scale_).masked_fill(self._empty,
+                                                                                                float("-inf"))

@@ -16,8 +16,9 @@ Speed: S_c is eigendecomposed in float64. On CPU only the top eigenpairs are com
 MRRR driver through scipy, on one BLAS thread) when few are needed; the number needed comes from the
 eigenvalues alone or, given `k_hint` (e.g. the k_c of an all-data fit when fitting cross-validation
 folds), from a single partial decomposition. Coordinates that are zero for every vector of a class (dead ReLU units) are
-dropped before the decomposition; their eigenvector entries are exactly zero. With n_c < d, `fit`
-decomposes the n_c x n_c Gram matrix X_c X_c^T instead and maps the eigenvectors back.
+dropped before the decomposition; their eigenvector entries are exactly zero. With n_c < d, `fit` (and
+`fit_by_class`, which cross-fitting feeds one class block at a time) decomposes the n_c x n_c Gram matrix
+X_c X_c^T instead and maps the eigenvectors back.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from scipy.sparse.linalg import eigsh
 from threadpoolctl import threadpool_limits
 
 from noisefix.errors import ProbeError
+from noisefix.probes.base import Probe
 from noisefix.probes.stats import ClassMoments, as_features, as_labels
 
 #: Eigenvalues at or below RANK_RTOL times the largest one count as zero.
@@ -162,7 +164,26 @@ def _gram_subspace(Xc: torch.Tensor, variance: float, hint: int | None = None, *
     return _ClassFit(vals, (Xc.T @ V) / torch.from_numpy(np.sqrt(vals)).to(Xc.device), float(G.diagonal().sum()))
 
 
-class MASC:
+class ClassBlock(NamedTuple):
+    """One class's training rows for `MASC.fit_by_class`.
+
+    rows: (n_c, d), any float dtype. gram: rows @ rows.T (n_c, n_c) float64 when already known (e.g. a
+    sub-block of a larger set's Gram matrix, for cross-fitting folds), else None; used only when n_c < d.
+    """
+
+    rows: torch.Tensor
+    gram: torch.Tensor | None = None
+
+
+def _class_subspace(block: ClassBlock, variance: float, hint: int | None) -> _ClassFit:
+    """One class's subspace by the cheaper route: the Gram matrix when n_c < d, else the d x d second moment."""
+    Xc, G = block
+    if len(Xc) < Xc.shape[1]:
+        return _gram_subspace(Xc.double(), variance, hint, G=G)
+    return _second_moment_subspace((Xc.T @ Xc).double(), variance, hint)     # as ClassStats does: float32 GEMM
+
+
+class MASC(Probe):
     """Minimum Angle Subspace Classifier on one layer's activations (uncentered PCA per class).
 
     Args:
@@ -170,18 +191,24 @@ class MASC:
             exceeds tau (0.99: 99 %); tau >= 1 keeps exactly int(tau) components.
         device: where the decompositions and the scoring run; None: where the data or statistics are.
 
-    Attributes (K classes, d features):
+    Attributes (K classes, d features, k_c components of class c):
         classes_: int64 (K,), the class indices 0..K-1.
-        n_features_in_: d.
+        n_features_in_: int, d.
         class_counts_: int64 (K,), training vectors per class (0: empty class, never predicted).
         components_: list of K float32 torch tensors (d, k_c), orthonormal bases U_c.
         n_components_: int64 (K,), k_c (0 for an empty class or one whose vectors are all zero).
         explained_variance_: list of K float64 (k_c,) arrays, eigenvalues of S_c divided by n_c.
         explained_variance_ratio_: list of K float64 (k_c,) arrays, eigenvalues of S_c divided by trace(S_c).
 
-    Ties in `predict` go to the lowest class index; an all-zero input vector scores 0 for every non-empty
-    class and is therefore predicted as the lowest non-empty class.
+    Fitted from the vectors (`fit`), from per-class statistics (`fit_moments`) or class by class from
+    per-class row blocks (`fit_by_class`); all three give the same subspaces. Ties in `predict` go to the
+    lowest class index; an all-zero input vector scores 0 for every non-empty class and is therefore
+    predicted as the lowest non-empty class.
     """
+
+    fits_from_moments = True
+    uses_second_moments = True
+    gram_route = True
 
     def __init__(self, variance: float = 0.99, device=None):
         self.variance = variance
@@ -197,13 +224,34 @@ class MASC:
         self._check_params()
         X = as_features(X, device=self.device)
         y, K = as_labels(y, len(X), num_classes)
-        d = X.shape[1]
-        fits = []
-        for c in range(K):
-            Xc = X[torch.from_numpy(np.flatnonzero(y == c)).to(X.device)]                # (n_c, d)
-            fits.append(_gram_subspace(Xc.double(), self.variance) if len(Xc) < d       # as ClassStats does:
-                        else _second_moment_subspace((Xc.T @ Xc).double(), self.variance, None))  # float32 GEMM
-        return self._set_fitted(fits, np.bincount(y, minlength=K), d, X.device)
+        blocks = (ClassBlock(X[torch.from_numpy(np.flatnonzero(y == c)).to(X.device)]) for c in range(K))  # (n_c, d)
+        return self._fit_blocks(blocks, None)
+
+    def fit_by_class(self, blocks, *, k_hint=None, total_sum=None) -> MASC:
+        """Fit class by class from per-class row blocks: the same subspaces as `fit` on their rows stacked.
+
+        blocks: for c = 0..K-1 a `ClassBlock` (or a (rows, gram) pair): the rows (n_c, d) labeled c, all on
+            one device (moved to `device` when it is set), and optionally their Gram matrix. Each class is
+            decomposed as `fit` does it (through the Gram matrix when n_c < d); an iterator keeps only one
+            class's block in memory at a time.
+        k_hint: optional (K,) guesses of k_c, as in `fit_moments`.
+        total_sum: ignored; present so that every `gram_route` probe is fitted the same way (VeLPIC uses it).
+        """
+        self._check_params()
+        return self._fit_blocks((_checked_block(ClassBlock(*b), self.device) for b in blocks), k_hint)
+
+    def _fit_blocks(self, blocks, k_hint) -> MASC:
+        """The per-class routine of `fit` and `fit_by_class`: one `_class_subspace` per block, then the fit."""
+        fits, counts, dims, device = [], [], set(), None
+        for c, block in enumerate(blocks):
+            fits.append(_class_subspace(block, self.variance, None if k_hint is None else int(k_hint[c])))
+            counts.append(len(block.rows))
+            dims.add(int(block.rows.shape[1]))
+            device = block.rows.device
+        if len(dims) != 1:
+            raise ProbeError(f"MASC.fit_by_class needs one (n_c, d) block per class with the same d, got dims "
+                             f"{sorted(dims)}; pass the rows of every class of one layer")
+        return self._set_fitted(fits, np.array(counts, dtype=np.int64), dims.pop(), device)
 
     def fit_moments(self, moments: ClassMoments, *, k_hint=None) -> MASC:
         """Fit from per-class statistics (same answer as `fit` on the vectors they summarize).
@@ -221,6 +269,8 @@ class MASC:
         return self._set_fitted(fits, moments.counts.cpu().numpy(), moments.dim, second.device)
 
     def _set_fitted(self, fits, counts: np.ndarray, d: int, device: torch.device) -> MASC:
+        """The fitted attributes from one `_ClassFit` per class, and the scoring caches: _basis (d, sum k_c)
+        float32, the stacked bases; _owner (sum k_c, K) float32, one-hot class of each column; _empty (K,) bool."""
         K = len(fits)
         self.classes_ = np.arange(K)
         self.n_features_in_ = d
@@ -250,9 +300,7 @@ class MASC:
 
         Empty classes score -inf; all-zero rows score 0 for every other class (warned once per call).
         """
-        X = as_features(X)
-        if X.shape[1] != self.n_features_in_:
-            raise ProbeError(f"MASC was fitted on {self.n_features_in_} features, got {X.shape[1]}")
+        X = self._check_features(X)
         device = self._basis.device
         out = torch.empty((len(X), len(self.classes_)), dtype=torch.float32)
         step = max(1, _SCORE_BLOCK // max(1, self._basis.shape[1]))
@@ -270,6 +318,12 @@ class MASC:
                           stacklevel=2)
         return out.numpy()
 
-    def predict(self, X) -> np.ndarray:
-        """int64 (N,) class of the nearest subspace by angle; ties go to the lowest class index."""
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+
+def _checked_block(block: ClassBlock, device) -> ClassBlock:
+    """The block on `device` (None: where it is), after checking its rows are finite (no (n_c, d) temporary)."""
+    rows, gram = block
+    if rows.numel() and not bool(torch.isfinite(torch.linalg.vector_norm(rows, ord=float("inf")))):
+        raise ProbeError("class rows contain NaN or inf values; check the model weights (a diverged training run?)")
+    if device is None:
+        return block
+    return ClassBlock(rows.to(device), None if gram is None else gram.to(device))

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from noisefix.errors import ProbeError
+from noisefix.probes.base import Probe
 from noisefix.probes.stats import ClassMoments, as_features, as_labels
 
 
@@ -19,18 +20,21 @@ def _unit_rows(A: torch.Tensor) -> torch.Tensor:
     return torch.where(norms > 0, A / norms.clamp_min(torch.finfo(A.dtype).tiny), 0.0)
 
 
-class NCM:
-    """Nearest class mean with cosine similarity.
+class NCM(Probe):
+    """Nearest class mean with cosine similarity. No parameters.
 
     Attributes (K classes, d features):
         classes_: int64 (K,).
-        n_features_in_: d.
+        n_features_in_: int, d.
         class_counts_: int64 (K,), training vectors per class (0: empty, scored -inf, never predicted).
         means_: float32 torch (K, d), uncentered class means (zero for an empty class).
 
     An all-zero input vector, or a class whose mean is zero, scores 0. Ties in `predict` go to the
     lowest class index.
     """
+
+    fits_from_moments = True
+    uses_second_moments = False                      # the class sums and counts are enough
 
     def fit(self, X, y, *, num_classes: int | None = None) -> NCM:
         """Fit from activations X (N, d) and labels y (N,)."""
@@ -40,13 +44,18 @@ class NCM:
         sums = (onehot.T @ X).double()                                                    # (K, d)
         return self._set_fitted(sums, np.bincount(y, minlength=K))
 
-    def fit_moments(self, moments: ClassMoments) -> NCM:
-        """Fit from per-class statistics (only the sums and counts are used)."""
+    def fit_moments(self, moments: ClassMoments, *, k_hint=None) -> NCM:
+        """Fit from per-class statistics (only the sums and counts are used).
+
+        k_hint: ignored; present so that every `fits_from_moments` probe is fitted the same way.
+        """
         if not bool(torch.isfinite(moments.sums).all()):
             raise ProbeError("class statistics contain NaN or inf; the activations were not finite")
         return self._set_fitted(moments.sums, moments.counts.cpu().numpy())
 
     def _set_fitted(self, sums: torch.Tensor, counts: np.ndarray) -> NCM:
+        """The fitted attributes from the class sums (K, d) and counts (K,); caches _unit (K, d) float32, the
+        unit-length means, and _empty (K,) bool."""
         self.classes_ = np.arange(len(counts))
         self.n_features_in_ = sums.shape[1]
         self.class_counts_ = np.asarray(counts, dtype=np.int64)
@@ -58,12 +67,8 @@ class NCM:
 
     def decision_function(self, X) -> np.ndarray:
         """Cosine similarity of each row of X (N, d) to each class mean: float32 (N, K); empty classes -inf."""
-        X = as_features(X, device=self.means_.device)
-        if X.shape[1] != self.n_features_in_:
-            raise ProbeError(f"NCM was fitted on {self.n_features_in_} features, got {X.shape[1]}")
+        self._check_fitted()
+        X = self._check_features(X, device=self.means_.device)
         scores = _unit_rows(X) @ self._unit.T                                             # (N, K)
         return scores.masked_fill(self._empty, float("-inf")).cpu().numpy()
 
-    def predict(self, X) -> np.ndarray:
-        """int64 (N,) class of the most similar mean; ties go to the lowest class index."""
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]

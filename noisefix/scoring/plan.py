@@ -14,16 +14,22 @@ import numpy as np
 
 from noisefix.errors import ProbeError
 from noisefix.nn.extract import LayerInfo
+from noisefix.probes import PROBES, probe_class
 from noisefix.probes.rows import SCORE_ROWS, shard_rows
 from noisefix.probes.stats import ClassStats
-from noisefix.scoring.cross_fitting import (
-    GRAM_CACHE_BYTES,
-    GRAM_PROBES,
-    needs_second_moments,
-    refits_on_activations,
-)
+from noisefix.scoring.cross_fitting import GRAM_CACHE_BYTES, needs_second_moments, refits_on_activations
 
 MEMORY_BUDGET = 6 * 2**30  # bytes of activations + statistics held at once per layer group
+
+
+def _gram_refits(refit) -> tuple[str, ...]:
+    """The probes of `refit` refitted through the per-class Gram route (`gram_route`: MASC, VeLPIC)."""
+    return tuple(p for p in refit if probe_class(p).gram_route)
+
+
+def _row_refits(refit) -> tuple[str, ...]:
+    """The probes of `refit` refitted on their training rows copied into RAM (no Gram route: logreg)."""
+    return tuple(p for p in refit if not probe_class(p).gram_route)
 
 
 CACHE_MODES = ("auto", "always", "never")
@@ -65,7 +71,7 @@ class LayerPlan:
     @property
     def route(self) -> str:
         """E.g. "d^2 moments, RAM" or "gram (no d^2), disk"."""
-        how = "gram (no d^2)" if any(p in GRAM_PROBES for p in self.refit) else (
+        how = "gram (no d^2)" if _gram_refits(self.refit) else (
             "d^2 moments" if self.second_moments else "sums only")
         return f"{how}, {'disk' if self.on_disk else 'RAM'}"
 
@@ -96,8 +102,8 @@ def plan_layer(info: LayerInfo, *, probes, class_counts, folds: int, n_train: in
     rows = shard_rows(d)
     grams = 8 * int(np.sum(counts.astype(np.float64) ** 2))
     grams = grams if grams <= GRAM_CACHE_BYTES else 0          # kept only when this small (scoring.cross_fit)
-    fits = [12 * d * n_max + 8 * n_max * n_max + grams if any(p in GRAM_PROBES for p in refit) else 0,
-            4 * d * n_fit if "logreg" in refit else 0]
+    fits = [12 * d * n_max + 8 * n_max * n_max + grams if _gram_refits(refit) else 0,
+            4 * d * n_fit if _row_refits(refit) else 0]
     ram = 4 * d * (n_train + n_test)
     ram_work = max([4 * d * min(max(n_fit, 1), SCORE_ROWS), *fits])
     on_disk = cache == "always" or (cache == "auto" and stats + ram + ram_work > budget)
@@ -116,8 +122,9 @@ def group_layers(plans: list[LayerPlan], *, budget: int = MEMORY_BUDGET) -> list
             info = plan.info
             parts = (f"statistics {plan.stats_bytes / 2**30:.1f} GiB ({plan.route}), activations "
                      f"{plan.activation_bytes / 2**30:.1f} GiB, probe work {plan.work_bytes / 2**30:.1f} GiB")
-            hint = ("; leave logreg out (--probes masc,ncm,velpic): it refits on the activations in RAM"
-                    if "logreg" in plan.refit and plan.work_bytes > plan.stats_bytes else "")
+            copies = _row_refits(plan.refit)
+            hint = (f"; leave {', '.join(copies)} out (--probes {','.join(p for p in PROBES if p not in copies)}): "
+                    f"it refits on the activations in RAM" if copies and plan.work_bytes > plan.stats_bytes else "")
             disk = "" if plan.on_disk else "; or cache the activations on disk (--cache always)"
             raise ProbeError(f"layer {info.name} (dim {info.dim}) needs {plan.nbytes / 2**30:.1f} GiB ({parts}), "
                              f"over the {budget / 2**30:.0f} GiB budget: pool it (--pool avg:2), use fewer --folds or "

@@ -7,7 +7,7 @@ import pytest
 
 from noisefix.data.splits import make_folds
 from noisefix.errors import ConfigError, ProbeError
-from noisefix.probes import make_probe
+from noisefix.probes import MASC, NCM, make_probe
 from noisefix.probes.stats import ClassStats
 from noisefix.scoring import cross_fitting as cross_fit_module
 from noisefix.scoring.cross_fitting import (
@@ -97,6 +97,32 @@ def test_gram_route_needs_no_second_moments(probe):
     assert (with_d2.n_components is None) == (without.n_components is None)
     if with_d2.n_components is not None:
         np.testing.assert_array_equal(with_d2.n_components, without.n_components)
+
+
+def test_capability_flags_drive_the_route(monkeypatch):
+    """The route follows the probe classes' flags, not their names."""
+    counts = np.array([20, 20, 20])                                    # every class smaller than d = 40
+    assert refits_on_activations("masc", counts, 40) and not needs_second_moments(["masc"], counts, 40)
+    assert not refits_on_activations("masc", counts, 10) and needs_second_moments(["masc"], counts, 10)
+    monkeypatch.setattr(MASC, "gram_route", False)                      # no Gram route: d x d moments instead
+    assert not refits_on_activations("masc", counts, 40) and needs_second_moments(["masc"], counts, 40)
+    rng = np.random.default_rng(4)
+    X = np.maximum(rng.standard_normal((60, 40)), 0).astype(np.float32)
+    y = rng.integers(0, 3, 60)
+    folds = make_folds(y, 3, seed=0)
+    stats = ClassStats(40, 3, 3, second_moments=False)
+    stats.update(X, y, folds)
+    with pytest.raises(ProbeError, match="without second moments"):   # the moment route now needs them
+        cross_fit("masc", stats=stats, X=X, labels=y, folds=folds)
+    monkeypatch.setattr(NCM, "fits_from_moments", False)                # no fit from statistics: refitted
+    assert refits_on_activations("ncm", counts, 10)
+    calls = []
+    monkeypatch.setattr(NCM, "fit_moments", lambda *a, **k: calls.append(a))
+    r = cross_fit("ncm", stats=stats, X=X, labels=y, folds=folds, X_test=X[:5])
+    assert not calls and r.test_scores.shape == (5, 3)
+    monkeypatch.setattr(NCM, "uses_second_moments", True)
+    monkeypatch.setattr(NCM, "fits_from_moments", True)
+    assert needs_second_moments(["ncm"], counts, 40)
 
 
 def test_moment_route_without_second_moments_is_a_clear_error():

@@ -58,6 +58,17 @@ def test_plan_keeps_d2_statistics_only_when_a_probe_needs_them():
         plan_layer(small, probes=ALL, class_counts=counts, folds=5, n_train=1, n_test=0, cache="sometimes")
 
 
+def test_plan_route_follows_the_capability_flags(monkeypatch):
+    from noisefix.probes import MASC, VeLPIC
+    layer, counts = LayerInfo("conv", (64, 2, 2), 256), np.full(10, 100)    # every class smaller than d
+    gram = plan_layer(layer, probes=("masc", "velpic"), class_counts=counts, folds=5, n_train=1000, n_test=0)
+    assert gram.route == "gram (no d^2), RAM" and not gram.second_moments
+    for cls in (MASC, VeLPIC):
+        monkeypatch.setattr(cls, "gram_route", False)
+    moments = plan_layer(layer, probes=("masc", "velpic"), class_counts=counts, folds=5, n_train=1000, n_test=0)
+    assert moments.route == "d^2 moments, RAM" and moments.second_moments and moments.refit == ()
+
+
 def _rows(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
