@@ -112,9 +112,9 @@ def train(
 
     cfg = TrainConfig.for_model(model, epochs=epochs, target_acc=target_acc, optimizer=optimizer, lr=lr,
                                 batch_size=batch_size, seed=seed, device=device, save_every=save_every,
-                                holdout=holdout)
+                                holdout=holdout, on_bad_image=on_bad_image)
     result = run_train(data, cfg, labels_file=labels, out=out, weights=weights, force=force,
-                       on_bad_image=on_bad_image, reporter=RichReporter(console))
+                       reporter=RichReporter(console))
     console.print(f"trained {result.epochs} epochs in {result.seconds:.0f}s: train acc {pct(result.train_acc)}, "
                   f"test acc {pct(result.test_acc)} (best checkpoint: epoch {result.best_epoch}, test acc "
                   f"{pct(result.best_test_acc)})" if result.test_acc is not None else
@@ -246,10 +246,10 @@ def probe(
     from noisefix.stages.runs import open_run
 
     cfg = ProbeConfig(layers=layers, probes=_split(probes), folds=folds, variance=variance, pool=pool,
-                      checkpoints=_split(checkpoint), batch_size=batch_size, seed=seed, device=device)
+                      checkpoints=_split(checkpoint), batch_size=batch_size, seed=seed, device=device, cache=cache)
     reporter = RichReporter(console)
     loaded = open_run(run, data_root=data, model=model, reporter=reporter)
-    result = run_probe(loaded, cfg, force=force, reporter=reporter, cache=cache, cache_dir=cache_dir,
+    result = run_probe(loaded, cfg, force=force, reporter=reporter, cache_dir=cache_dir,
                        keep_cache=keep_cache)
     reporter.show_scores(result)
     console.print(f"probe results: [bold]{result.out}[/] (scores.csv, scores.json, layers.png) in {result.seconds:.0f}s")

@@ -17,7 +17,8 @@ from noisefix.errors import ConfigError
 
 SCHEMA_VERSION = 1
 
-# The paper's training recipes (DESIGN.md section 6); `train` uses them unless an option overrides one.
+# The paper's training recipes (Ketha & Ramaswamy, arXiv 2501.14687: optimizer, learning rate, momentum and
+# batch size per architecture, no augmentation, no weight decay); `train` uses them unless an option overrides one.
 PAPER_TRAINING = {
     "mlp": {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "batch_size": 32},
     "cnn": {"optimizer": "adam", "lr": 2e-4, "batch_size": 32},
@@ -31,20 +32,21 @@ DEFAULT_TRAINING = {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "batch_size
 class TrainConfig:
     """How `train` (and `retrain`) fit a model; the paper trains until the noisy labels are memorized."""
 
-    model: str = "mlp"
-    epochs: int = 500
-    target_acc: float = 1.0
-    optimizer: str = "sgd"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    batch_size: int = 32
-    weight_decay: float = 0.0
-    seed: int = 0
-    device: str = "auto"
-    save_every: int = 0
-    save_epochs: tuple[int, ...] = ()
-    bf16: bool = True
-    holdout: float = 0.1
+    model: str = "mlp"                   # architecture: a paper variant or a torchvision classifier name
+    epochs: int = 500                    # epoch cap
+    target_acc: float = 1.0              # stop when the running train accuracy on the given labels reaches this
+    optimizer: str = "sgd"               # sgd or adam
+    lr: float = 1e-3                     # learning rate
+    momentum: float = 0.9                # SGD momentum (unused by adam)
+    batch_size: int = 32                 # global batch size (split over ranks under torchrun)
+    weight_decay: float = 0.0            # L2 penalty (the paper uses none)
+    seed: int = 0                        # seeds torch, the shuffling and the hold-out draw
+    device: str = "auto"                 # auto (CUDA when present), cpu, cuda or cuda:N
+    save_every: int = 0                  # also keep a checkpoint every E epochs (0: only the listed ones)
+    save_epochs: tuple[int, ...] = ()    # epochs whose checkpoints are kept (sorted, deduplicated)
+    bf16: bool = True                    # bfloat16 autocast on CUDA
+    holdout: float = 0.1                 # stratified fraction of training images never trained on
+    on_bad_image: str = "fail"           # fail on an unreadable image, or skip it (listed in the run)
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
@@ -56,6 +58,7 @@ class TrainConfig:
         _check(0.0 <= self.holdout < 0.5, f"holdout must be in [0, 0.5), got {self.holdout}")
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
                f"device must be auto, cpu or cuda, got {self.device!r}")
+        _check(self.on_bad_image in ("fail", "skip"), f"--on-bad-image must be fail or skip, got {self.on_bad_image!r}")
         object.__setattr__(self, "save_epochs", tuple(sorted(set(int(e) for e in self.save_epochs))))
 
     @classmethod
@@ -68,35 +71,44 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    """How `probe` scores layers: which layers, probes, folds, variance threshold and pooling."""
+    """How `probe` scores layers: which layers, probes, folds, variance threshold, pooling and activation cache."""
 
-    layers: str = "default"
-    probes: tuple[str, ...] = ("masc", "ncm", "logreg", "velpic")
-    folds: int = 5
-    variance: float = 0.99
-    pool: str = "auto"
-    checkpoints: tuple[str, ...] = ("final",)
-    batch_size: int = 256
-    seed: int = 0
-    device: str = "auto"
+    layers: str = "default"              # default, all, or comma-separated node names
+    probes: tuple[str, ...] = ("masc", "ncm", "logreg", "velpic")  # names from noisefix.probes.PROBES
+    folds: int = 5                       # cross-fitting folds
+    variance: float = 0.99               # MASC explained-variance threshold (>= 1: a fixed component count)
+    pool: str = "auto"                   # none, avg:S or auto (see nn.extract.parse_pool)
+    checkpoints: tuple[str, ...] = ("final",)  # final, best, init, epoch numbers, or all
+    batch_size: int = 256                # images per extraction batch
+    seed: int = 0                        # seeds the folds and the probes
+    device: str = "auto"                 # auto (CUDA when present), cpu, cuda or cuda:N
+    cache: str = "auto"                  # on-disk activation cache: auto (when over the RAM budget), always, never
 
     def __post_init__(self) -> None:
+        from noisefix.nn.extract import parse_pool
+        from noisefix.probes import PROBES
+        from noisefix.scoring.plan import check_cache_mode
+
         _check(self.folds >= 2, f"folds must be >= 2 (cross-fitting needs held-out folds), got {self.folds}")
         _check(self.variance > 0, f"variance must be in (0, 1) or a component count >= 1, got {self.variance}")
         _check(len(self.probes) > 0, "give at least one probe, e.g. --probes masc")
+        unknown = [p for p in self.probes if p not in PROBES]
+        _check(not unknown, f"unknown probe(s) {', '.join(map(repr, unknown))}; choose from {', '.join(PROBES)}")
         _check(self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}")
+        parse_pool(self.pool)
+        check_cache_mode(self.cache)
 
 
 @dataclass(frozen=True)
 class RelabelConfig:
     """How `relabel` turns cross-fitted probe scores into suggested labels and issues."""
 
-    layer: str = "best"
-    probe: str | None = None
-    checkpoint: str | None = None
-    min_margin: float = 0.0
-    mode: str = "relabel"
-    ensemble: int = 3
+    layer: str = "best"                  # best (the label-only pick) or a probed layer name
+    probe: str | None = None             # restrict to one probe (None: any)
+    checkpoint: str | None = None        # restrict to one probed checkpoint (None: any)
+    min_margin: float = 0.0              # flag only when the suggested class beats the given one by this margin
+    mode: str = "relabel"                # relabel (replace flagged labels) or prune (drop flagged images)
+    ensemble: int = 3                    # average the scores of the N best layer x probe rows
 
     def __post_init__(self) -> None:
         _check(self.mode in ("relabel", "prune"), f"mode must be relabel or prune, got {self.mode!r}")
@@ -108,13 +120,13 @@ class RelabelConfig:
 class RetrainConfig:
     """How `retrain` refits the run's architecture on the cleaned labels."""
 
-    epochs: int | None = None
-    start: str = "scratch"
-    patience: int = 10
-    holdout: float = 0.1
-    seed: int = 0
-    device: str = "auto"
-    baseline: bool = True
+    epochs: int | None = None            # epoch cap (None: the run's)
+    start: str = "scratch"               # scratch or memorized (the run's final weights)
+    patience: int = 10                   # stop after this many epochs without held-out improvement
+    holdout: float = 0.1                 # stratified fraction of the cleaned labels held out for early stopping
+    seed: int = 0                        # seeds the model, the shuffling and the hold-out draw
+    device: str = "auto"                 # auto (CUDA when present), cpu, cuda or cuda:N
+    baseline: bool = True                # also retrain on the given labels, the baseline of the gain
 
     def __post_init__(self) -> None:
         _check(self.start in ("scratch", "memorized"), f"--from must be scratch or memorized, got {self.start!r}")
@@ -196,11 +208,11 @@ def load_yaml(path: Path) -> dict[str, Any]:
 class QuickConfig:
     """A recipe's `quick:` block: a data subset and an epoch cap that finish on a 2-core CPU in minutes."""
 
-    train_subset: int | None = None
-    test_subset: int | None = None
-    epochs: int | None = None
-    lr: float | None = None          # a larger step, so the small subset is memorized within the epoch cap
-    corruptions: tuple[float, ...] | None = None
+    train_subset: int | None = None      # keep N training images (stratified)
+    test_subset: int | None = None       # keep N test images (stratified)
+    epochs: int | None = None            # epoch cap
+    lr: float | None = None              # a larger step, so the small subset is memorized within the epoch cap
+    corruptions: tuple[float, ...] | None = None  # only these corruption degrees
 
 
 @dataclass(frozen=True)
@@ -211,21 +223,21 @@ class Recipe:
     corruption degree to accuracy, plus `source` (where they come from).
     """
 
-    name: str
-    dataset: str
-    model: str
-    corruptions: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-    noise: str = "symmetric"
-    seeds: int = 1
-    train_subset: int | None = None
-    test_subset: int | None = None
-    description: str = ""
-    train: TrainConfig = TrainConfig()
-    probe: ProbeConfig = ProbeConfig()
-    relabel: RelabelConfig = RelabelConfig()
-    retrain: RetrainConfig = RetrainConfig()
-    quick: QuickConfig = QuickConfig()
-    expected: dict = dataclasses.field(default_factory=dict)
+    name: str                            # the recipe's name (output folder reproduce/<name>)
+    dataset: str                         # a built-in dataset (noisefix.data.builtin)
+    model: str                           # architecture; must equal train.model
+    corruptions: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # label corruption degrees p
+    noise: str = "symmetric"             # symmetric (the paper's) or pairflip
+    seeds: int = 1                       # seeds per degree
+    train_subset: int | None = None      # keep N training images (None: all)
+    test_subset: int | None = None       # keep N test images (None: all)
+    description: str = ""                # one paragraph for the report
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)        # the train stage
+    probe: ProbeConfig = dataclasses.field(default_factory=ProbeConfig)        # the probe stage
+    relabel: RelabelConfig = dataclasses.field(default_factory=RelabelConfig)  # the relabel stage
+    retrain: RetrainConfig = dataclasses.field(default_factory=RetrainConfig)  # the retrain stage
+    quick: QuickConfig = dataclasses.field(default_factory=QuickConfig)        # the --quick variant
+    expected: dict = dataclasses.field(default_factory=dict)  # the paper's figures (see above)
 
     def __post_init__(self) -> None:
         _check(all(0.0 <= p <= 1.0 for p in self.corruptions),

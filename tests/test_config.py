@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from noisefix.config import (
@@ -10,6 +12,7 @@ from noisefix.config import (
     load_yaml,
 )
 from noisefix.errors import ConfigError
+from noisefix.probes import PROBES
 
 
 def test_paper_recipes_per_model():
@@ -60,3 +63,21 @@ def test_load_yaml_errors(tmp_path):
     code.write_text("!!python/object/apply:os.system ['echo hi']\n")
     with pytest.raises(ConfigError):
         load_yaml(code)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(probes=("masc", "pca")), r"unknown probe\(s\) 'pca'; choose from " + re.escape(", ".join(PROBES))),
+    (dict(pool="max:2"), "bad pool spec 'max:2'"),
+    (dict(cache="sometimes"), "cache must be one of auto, always, never"),
+])
+def test_probe_config_validates_names_pool_and_cache(bad, message):
+    from noisefix.errors import NoisefixError
+
+    with pytest.raises(NoisefixError, match=message):
+        ProbeConfig(**bad)
+
+
+def test_on_bad_image_is_validated_in_the_train_config():
+    assert TrainConfig(on_bad_image="skip").on_bad_image == "skip"
+    with pytest.raises(ConfigError, match="--on-bad-image must be fail or skip"):
+        TrainConfig(on_bad_image="ignore")

@@ -23,6 +23,8 @@ from safetensors.torch import load_file, save_file
 
 from noisefix.errors import RunError
 
+PARTIAL = ".partial"  # suffix of a directory being built by `staged_dir`
+
 
 def _tmp_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -122,7 +124,7 @@ def staged_dir(final: Path, *, force: bool, what: str) -> Iterator[Path]:
     """
     final = Path(final)
     check_writable(final, force=force, what=what)
-    partial = final.with_name(final.name + ".partial")
+    partial = partial_path(final)
     if partial.exists():
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
@@ -137,6 +139,16 @@ def staged_dir(final: Path, *, force: bool, what: str) -> Iterator[Path]:
     os.replace(partial, final)
     if old.exists():
         shutil.rmtree(old, ignore_errors=True)
+
+
+def partial_path(final: Path) -> Path:
+    """Where `staged_dir` builds `final` until it is complete."""
+    return final.with_name(final.name + PARTIAL)
+
+
+def is_partial(path: Path) -> bool:
+    """Whether `path` is a directory still being built (or left over by a crash)."""
+    return Path(path).name.endswith(PARTIAL)
 
 
 def check_writable(final: Path, *, force: bool, what: str) -> None:

@@ -1,15 +1,19 @@
-"""The run directory: every file name of a run (`RunDir`), its manifest, finding the newest run, and the
-keys under which per-image probe scores are stored.
+"""The run directory: every file name of a run (`RunDir`) and of its stage folders (`ProbeDir`,
+`RelabelDir`, `RetrainDir`), of a reproduction (`ReproduceDir`), the run manifest, finding the newest run,
+and the keys under which per-image probe scores are stored (`score_key` / `parse_score_key`).
 
 Run directory:
     manifest.json        versions, argv, seeds, data root and fingerprint
     config.yaml          the resolved training config
     model.json           arch, input shape, classes, saved checkpoints, best epoch
     model.safetensors    final weights
-    checkpoints/         epoch_0000.safetensors (initial weights, always) and other saved epochs
+    checkpoints/         epoch_0000.safetensors (initial weights, always), other saved epochs, best.safetensors
     metrics.jsonl        one line per epoch
-    labels.csv           path,label[,clean_label]: the labels the model was trained on
-    probe/ relabel/ retrain/   stage outputs"""
+    labels.csv           path,label,split[,clean_label]: the labels the model was trained on
+    skipped_images.csv   images left out as unreadable (only with --on-bad-image skip)
+    probe/               scores.csv, scores.json, oof.safetensors, layers.png[, dynamics.png]
+    relabel/             labels.csv (ranked issues), cleaned_labels.csv|txt, summary.json
+    retrain/             metrics.json, metrics.jsonl[, baseline_metrics.jsonl], model.safetensors"""
 
 from __future__ import annotations
 
@@ -18,13 +22,14 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, overload
 
 import numpy as np
 import torch
 
 from noisefix import __version__
 from noisefix.errors import RunError
+from noisefix.io.atomic import is_partial
 
 RUNS_DIR = Path("runs")
 
@@ -42,51 +47,49 @@ def environment() -> dict[str, str]:
     }
 
 
+class _Name:
+    """A file or folder below a directory dataclass's `path`, read like a property: `RunDir(p).manifest`."""
+
+    def __init__(self, *parts: str) -> None:
+        self.parts = parts
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> "_Name": ...
+
+    @overload
+    def __get__(self, obj: object, owner: type) -> Path: ...
+
+    def __get__(self, obj, owner):
+        return self if obj is None else obj.path.joinpath(*self.parts)
+
+
+CHECKPOINTS = "checkpoints"        # a run's saved weights
+EPOCH_LOG = "metrics.jsonl"        # one JSON line per epoch: a run's training, each retrain fit
+WEIGHTS = "model.safetensors"      # final weights: of the run, of the retrained model
+LABELS = "labels.csv"              # a run's labels; relabel's ranked issue list
+CLEANED_LABELS = {"csv": "cleaned_labels.csv", "lines": "cleaned_labels.txt"}  # by the input's labels format
+
+
 @dataclass(frozen=True)
 class RunDir:
     """Paths of one run directory (see the module docstring for the layout)."""
 
     path: Path
 
-    @property
-    def manifest(self) -> Path:
-        return self.path / "manifest.json"
-
-    @property
-    def config(self) -> Path:
-        return self.path / "config.yaml"
-
-    @property
-    def model_json(self) -> Path:
-        return self.path / "model.json"
-
-    @property
-    def weights(self) -> Path:
-        return self.path / "model.safetensors"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.path / "checkpoints"
-
-    @property
-    def metrics(self) -> Path:
-        return self.path / "metrics.jsonl"
-
-    @property
-    def labels(self) -> Path:
-        return self.path / "labels.csv"
-
-    @property
-    def probe(self) -> Path:
-        return self.path / "probe"
-
-    @property
-    def relabel(self) -> Path:
-        return self.path / "relabel"
-
-    @property
-    def retrain(self) -> Path:
-        return self.path / "retrain"
+    manifest = _Name("manifest.json")
+    config = _Name("config.yaml")
+    model_json = _Name("model.json")
+    weights = _Name(WEIGHTS)
+    checkpoints = _Name(CHECKPOINTS)
+    best_checkpoint = _Name(CHECKPOINTS, "best.safetensors")  # label-only early stop (model.json best_by)
+    metrics = _Name(EPOCH_LOG)
+    labels = _Name(LABELS)
+    skipped = _Name("skipped_images.csv")  # images left out as unreadable (--on-bad-image skip)
+    probe = _Name("probe")
+    probe_clean = _Name("probe_clean")     # probes fitted on the clean labels (reproduce's true-label MASC)
+    probe_cache = _Name("probe-cache")     # default parent of probe's on-disk activation caches
+    relabel = _Name("relabel")
+    retrain = _Name("retrain")
 
     def checkpoint(self, epoch: int) -> Path:
         return self.checkpoints / f"epoch_{epoch:04d}.safetensors"
@@ -99,6 +102,86 @@ class RunDir:
             if not needed.exists():
                 raise RunError(f"{self.path} is not a complete run (missing {needed.name}); re-run `noisefix train`")
         return self
+
+
+@dataclass(frozen=True)
+class ProbeDir:
+    """Files of a probe folder (RUN/probe, RUN/probe_clean, or the staged folder they are written in)."""
+
+    path: Path
+
+    scores_json = _Name("scores.json")     # the summary: rows, picks, model accuracies, layers, config
+    scores_csv = _Name("scores.csv")
+    oof = _Name("oof.safetensors")         # per-image scores under `score_key(...)` keys, plus folds and labels
+    layers_png = _Name("layers.png")
+    dynamics_png = _Name("dynamics.png")   # scores over the probed checkpoints (when several have epochs)
+
+
+@dataclass(frozen=True)
+class RelabelDir:
+    """Files of RUN/relabel (or the staged folder it is written in)."""
+
+    path: Path
+
+    issues = _Name(LABELS)                 # every training image, most suspicious first
+    summary = _Name("summary.json")
+
+    def cleaned(self, labels_format: str | None) -> Path:
+        """The cleaned labels file, in the format of the labels it was made from (csv when from folders)."""
+        return self.path / CLEANED_LABELS[labels_format or "csv"]
+
+
+@dataclass(frozen=True)
+class RetrainDir:
+    """Files of RUN/retrain (or the staged folder it is written in)."""
+
+    path: Path
+
+    metrics = _Name("metrics.json")        # test accuracies before and after cleaning, the baseline, the gains
+    log = _Name(EPOCH_LOG)
+    baseline_log = _Name("baseline_metrics.jsonl")
+    weights = _Name(WEIGHTS)
+
+
+@dataclass(frozen=True)
+class ReproduceDir:
+    """Files of a `noisefix reproduce` output folder: the exported data, noisy labels, runs and the report."""
+
+    path: Path
+
+    data = _Name("data")
+    report_md = _Name("report.md")
+    report_json = _Name("report.json")
+    report_png = _Name("report.png")
+
+    def labels(self, name: str) -> Path:
+        return self.path / "labels" / f"{name}.csv"
+
+    def run(self, name: str) -> Path:
+        return self.path / "runs" / name
+
+
+class ScoreKey(NamedTuple):
+    """What one entry of oof.safetensors (or of scores.json `n_components`) holds scores of."""
+
+    checkpoint: str
+    layer: str
+    probe: str
+    part: str | None = None  # oof (every training image) or test; None in n_components keys
+
+
+def score_key(checkpoint: str, layer: str, probe: str, part: str | None = None) -> str:
+    """"final|relu1|masc|oof": the key of one checkpoint x layer x probe's scores (without `part`: its
+    n_components entry in scores.json)."""
+    return "|".join((checkpoint, layer, probe) + ((part,) if part is not None else ()))
+
+
+def parse_score_key(key: str) -> ScoreKey:
+    """The inverse of `score_key`."""
+    parts = key.split("|")
+    if len(parts) not in (3, 4):
+        raise RunError(f"{key!r} is not a probe score key (checkpoint|layer|probe[|part]); was it written by probe?")
+    return ScoreKey(*parts)
 
 
 def make_manifest(*, argv: list[str], seed: int, data_root: Path, labels_file: Path | None,
@@ -127,7 +210,7 @@ def find_latest_run(*, runs_dir: Path = RUNS_DIR, data_root: Path | None = None,
     if runs_dir.is_dir():
         for manifest in runs_dir.glob("*/manifest.json"):
             run = manifest.parent
-            if run.name.endswith(".partial"):
+            if is_partial(run):
                 continue
             try:
                 info = json.loads(manifest.read_text(encoding="utf-8"))

@@ -1,10 +1,10 @@
 """One plain training loop: fit a model on (possibly noisy) labels until it memorizes them.
 
-Knows nothing of the CLI, YAML or run directories: batches come from an `images.ImageSource`, progress goes to
+Knows nothing of the CLI, YAML or run directories: batches come from a `data.images.ImageSource`, progress goes to
 an `on_epoch` callback, checkpoints to a `save` callback. The paper's stopping rule: stop when the running
 training accuracy on the given labels reaches `target_acc`, or at the epoch cap.
 
-Under torchrun (noisefix/distributed.py) the model is wrapped in DistributedDataParallel and `cfg.batch_size` is
+Under torchrun (nn/distributed.py) the model is wrapped in DistributedDataParallel and `cfg.batch_size` is
 the global batch: every rank shuffles the same order and trains on its share, ceil(batch_size / W) images per
 step; loss and accuracy are summed over ranks, and rank 0 decides when to stop.
 """
@@ -101,6 +101,49 @@ def _epoch_batches(source: ImageSource, batch_size: int, indices: np.ndarray | N
     yield from source.batches(-(-batch_size // world), indices=order[distributed.rank()::world])
 
 
+@dataclass
+class _Step:
+    """What one training pass needs besides the batches: the wrapped net, optimizer, loss and labels."""
+
+    net: nn.Module                        # the model, DistributedDataParallel-wrapped under torchrun
+    opt: torch.optim.Optimizer
+    loss_fn: nn.Module
+    labels: torch.Tensor                  # int64 (N,), indexed like the source
+    clean: torch.Tensor | None            # int64 (N,) clean labels, when known
+    device: torch.device
+    autocast: bool
+
+
+def _train_epoch(step: _Step, batches) -> tuple[float, int, int, int]:
+    """One pass over `batches`: total loss, correct (given labels), correct (clean labels), images seen; summed
+    over ranks under torchrun."""
+    device = step.device
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    correct_clean = torch.zeros((), dtype=torch.long, device=device)
+    seen = 0
+    for x, idx in batches:
+        xb = _to_device(x, device)
+        yb = step.labels[idx].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=step.autocast):
+            logits = step.net(xb)
+            loss = step.loss_fn(logits.float(), yb)
+        step.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        step.opt.step()
+        pred = logits.detach().argmax(1)
+        total_loss += loss.detach() * len(idx)
+        correct += (pred == yb).sum()
+        if step.clean is not None:
+            correct_clean += (pred == step.clean[idx].to(device)).sum()
+        seen += len(idx)
+    if distributed.initialized():  # sums over ranks
+        total_loss, correct, correct_clean, seen = distributed.all_reduce_sum(torch.stack(
+            [total_loss.double(), correct.double(), correct_clean.double(),
+             torch.tensor(seen, dtype=torch.float64, device=device)])).tolist()
+    return float(total_loss), int(correct), int(correct_clean), seen
+
+
 def train_model(
     model: nn.Module,
     source: ImageSource,
@@ -128,45 +171,24 @@ def train_model(
         model.to(memory_format=torch.channels_last)
     net = distributed.data_parallel(model, device)  # `model` itself single-process
     autocast = cfg.bf16 and device.type == "cuda"
-    opt = make_optimizer(model, cfg)
-    loss_fn = nn.CrossEntropyLoss()
-    y_all = torch.as_tensor(labels, dtype=torch.long)
-    y_clean = torch.as_tensor(clean_labels, dtype=torch.long) if clean_labels is not None else None
+    step = _Step(net=net, opt=make_optimizer(model, cfg), loss_fn=nn.CrossEntropyLoss(),
+                 labels=torch.as_tensor(labels, dtype=torch.long),
+                 clean=torch.as_tensor(clean_labels, dtype=torch.long) if clean_labels is not None else None,
+                 device=device, autocast=autocast)
     if save is not None and start_epoch == 0:
         save(0, model)
     history: list[EpochResult] = []
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
         model.train()
-        total_loss = torch.zeros((), device=device)
-        correct = torch.zeros((), dtype=torch.long, device=device)
-        correct_clean = torch.zeros((), dtype=torch.long, device=device)
-        seen = 0
-        for x, idx in _epoch_batches(source, cfg.batch_size, indices,
-                                     seed=int(torch.randint(0, 2**31 - 1, (1,), generator=gen))):
-            xb = _to_device(x, device)
-            yb = y_all[idx].to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                logits = net(xb)
-                loss = loss_fn(logits.float(), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            pred = logits.detach().argmax(1)
-            total_loss += loss.detach() * len(idx)
-            correct += (pred == yb).sum()
-            if y_clean is not None:
-                correct_clean += (pred == y_clean[idx].to(device)).sum()
-            seen += len(idx)
-        if distributed.initialized():  # sums over ranks
-            total_loss, correct, correct_clean, seen = distributed.all_reduce_sum(torch.stack(
-                [total_loss.double(), correct.double(), correct_clean.double(),
-                 torch.tensor(seen, dtype=torch.float64, device=device)])).tolist()
+        batches = _epoch_batches(source, cfg.batch_size, indices,
+                                 seed=int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+        total_loss, correct, correct_clean, seen = _train_epoch(step, batches)
         result = EpochResult(
             epoch=epoch,
-            loss=float(total_loss) / seen,
-            train_acc=int(correct) / seen,
-            train_clean_acc=int(correct_clean) / seen if y_clean is not None else None,
+            loss=total_loss / seen,
+            train_acc=correct / seen,
+            train_clean_acc=correct_clean / seen if step.clean is not None else None,
             eval_acc={name: evaluate(model, ev, device=device, autocast=autocast)
                       for name, ev in (eval_sets or {}).items()},
         )
@@ -184,6 +206,15 @@ def train_model(
     return history
 
 
+@dataclass
+class _BestWeights:
+    """The best epoch so far by held-out agreement, and a copy of its weights."""
+
+    state: dict                           # the model's state_dict at `epoch` (deep copy)
+    acc: float = -1.0                     # its held-out agreement
+    epoch: int = 0                        # 0: the initial weights
+
+
 def fit_with_holdout(model: torch.nn.Module, source: ImageSource, labels: np.ndarray, cfg: TrainConfig, *,
                      holdout: float, patience: int, seed: int, eval_sets: dict[str, EvalSet],
                      clean_labels: np.ndarray | None = None, on_epoch=None) -> tuple[list[EpochResult], int]:
@@ -194,15 +225,15 @@ def fit_with_holdout(model: torch.nn.Module, source: ImageSource, labels: np.nda
     mask = stratified_holdout(labels, holdout, seed=seed)
     fit, held = np.flatnonzero(~mask), np.flatnonzero(mask)
     sets = {"holdout": EvalSet(source, labels, indices=held), **eval_sets}
-    best = {"acc": -1.0, "epoch": 0, "state": copy.deepcopy(model.state_dict())}
+    best = _BestWeights(state=copy.deepcopy(model.state_dict()))
 
     def stop(history: list[EpochResult]) -> bool:
         last = history[-1]
-        if last.eval_acc["holdout"] > best["acc"]:
-            best.update(acc=last.eval_acc["holdout"], epoch=last.epoch, state=copy.deepcopy(model.state_dict()))
-        return last.epoch - best["epoch"] >= patience
+        if last.eval_acc["holdout"] > best.acc:
+            best.acc, best.epoch, best.state = last.eval_acc["holdout"], last.epoch, copy.deepcopy(model.state_dict())
+        return last.epoch - best.epoch >= patience
 
     history = train_model(model, source, labels, cfg, indices=fit, clean_labels=clean_labels, eval_sets=sets,
                           stop=stop, on_epoch=on_epoch)
-    model.load_state_dict(best["state"])
-    return history, best["epoch"]
+    model.load_state_dict(best.state)
+    return history, best.epoch

@@ -12,7 +12,7 @@ from noisefix.stages.relabel import RelabelOutcome, run_relabel
 from noisefix.stages.retrain import RetrainOutcome, run_retrain
 from noisefix.stages.runs import open_run
 from noisefix.stages.train import TrainOutcome, run_train
-from noisefix.ui.reporter import NullReporter
+from noisefix.ui.reporter import Reporter, or_null
 
 DEMO_NOISE = 0.4
 
@@ -27,11 +27,10 @@ class PipelineOutcome:
 
 def run_pipeline(data: Path, run: Path, *, labels_file: Path | None, train_cfg: TrainConfig,
                  probe_cfg: ProbeConfig, relabel_cfg: RelabelConfig, retrain_cfg: RetrainConfig | None,
-                 force: bool = False, on_bad_image: str = "fail", reporter=None) -> PipelineOutcome:
+                 force: bool = False, reporter: Reporter | None = None) -> PipelineOutcome:
     """train -> probe -> relabel -> (retrain) on one image folder, writing one run directory."""
-    reporter = reporter or NullReporter()
-    trained = run_train(data, train_cfg, labels_file=labels_file, out=run, force=force, reporter=reporter,
-                        on_bad_image=on_bad_image)
+    reporter = or_null(reporter)
+    trained = run_train(data, train_cfg, labels_file=labels_file, out=run, force=force, reporter=reporter)
     loaded = open_run(run, reporter=reporter)
     probed = run_probe(loaded, probe_cfg, force=True, reporter=reporter)
     relabeled = run_relabel(loaded, relabel_cfg, force=True, reporter=reporter)
@@ -39,11 +38,11 @@ def run_pipeline(data: Path, run: Path, *, labels_file: Path | None, train_cfg: 
     return PipelineOutcome(trained, probed, relabeled, retrained)
 
 
-def run_demo(out: Path, *, force: bool = False, seed: int = 0, reporter=None) -> PipelineOutcome:
+def run_demo(out: Path, *, force: bool = False, seed: int = 0, reporter: Reporter | None = None) -> PipelineOutcome:
     """Digits with 40 % symmetric noise: export, memorize with the paper's MLP, probe, relabel, retrain."""
     from noisefix.data.builtin import export_dataset, load_builtin
 
-    reporter = reporter or NullReporter()
+    reporter = or_null(reporter)
     out = Path(out)
     check_writable(out, force=force, what="demo output")
     data = out / "digits"
@@ -66,13 +65,14 @@ def clean_train_config(model: str, *, epochs: int, seed: int, **overrides) -> Tr
 
 def run_clean(data: Path, out: Path, *, model: str = "mlp", labels_file: Path | None = None, epochs: int = 16,
               probes: tuple[str, ...] = ("masc", "ncm"), retrain: bool = False, seed: int = 0,
-              force: bool = False, on_bad_image: str = "fail", reporter=None, **train_overrides) -> PipelineOutcome:
+              force: bool = False, reporter: Reporter | None = None, **train_overrides) -> PipelineOutcome:
     """The practitioner's one-shot cleaning: a short training run with early checkpoints (no memorization),
-    every checkpoint x layer x probe scored, relabel from the one with the best held-out agreement."""
-    reporter = reporter or NullReporter()
+    every checkpoint x layer x probe scored, relabel from the one with the best held-out agreement.
+
+    `train_overrides` go to the training config (e.g. optimizer, lr, on_bad_image)."""
     probe_cfg = ProbeConfig(probes=probes, checkpoints=("all",), seed=seed)
     return run_pipeline(Path(data), Path(out), labels_file=labels_file,
                         train_cfg=clean_train_config(model, epochs=epochs, seed=seed, **train_overrides),
                         probe_cfg=probe_cfg, relabel_cfg=RelabelConfig(),
                         retrain_cfg=RetrainConfig(seed=seed) if retrain else None, force=force,
-                        on_bad_image=on_bad_image, reporter=reporter)
+                        reporter=reporter)

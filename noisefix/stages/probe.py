@@ -3,14 +3,14 @@
 For each checkpoint: the training images go through the model in eval mode; each requested layer's
 activations feed per-class, per-fold statistics (probes/stats.py) and a float32 copy used for out-of-fold
 predictions and refits, held in RAM or, when it does not fit the memory budget, written to an on-disk cache
-of safetensors shards (extract.ActivationCache). `probe_plan.plan_layer` decides per layer, from the class counts
-known before extraction: d x d second moments only when a probe is fitted from them (`scoring.refits_on_activations`
-is the one rule), activations in RAM or on disk, and the bytes each costs (docs/benchmarks.md, "Memory
+of safetensors shards (probes/rows.py, ActivationCache). `scoring.plan.plan_layer` decides per layer, from the class
+counts known before extraction: d x d second moments only when a probe is fitted from them (the one rule lives in
+scoring/cross_fitting.py), activations in RAM or on disk, and the bytes each costs (docs/benchmarks.md, "Memory
 model"); layers that do not fit together are processed in groups, one data pass per group. Every training
 image is scored by probes fitted without its fold, the test split (clean) by probes fitted on all training
 images. Outputs under RUN/probe/; the cache is deleted afterwards unless kept.
 
-Under torchrun (noisefix/distributed.py) each rank extracts its shard of the train and test images, the statistics
+Under torchrun (nn/distributed.py) each rank extracts its shard of the train and test images, the statistics
 are all-reduced, every rank fits the same probes from them and scores its own shard; the scores and model logits
 are gathered to rank 0 in global order, and rank 0 alone writes. Probes that refit on the activations (logreg,
 the MASC / VeLPIC Gram route) get that layer's activations gathered to rank 0 instead. One process: one shard, same code.
@@ -18,13 +18,14 @@ the MASC / VeLPIC Gram route) get that layer's activations gathered to rank 0 in
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -41,6 +42,7 @@ from noisefix.io.atomic import (
     write_csv,
     write_json,
 )
+from noisefix.io.run_dir import ProbeDir, RunDir, score_key
 from noisefix.nn import distributed
 from noisefix.nn.device import resolve_device, seed_everything
 from noisefix.nn.extract import (
@@ -53,7 +55,7 @@ from noisefix.nn.extract import (
 from noisefix.probes.rows import ActivationCache, RowSource, TensorRows
 from noisefix.probes.stats import ClassStats
 from noisefix.scoring.cross_fitting import ProbeScores, cross_fit, refits_on_activations
-from noisefix.scoring.plan import check_cache_mode, group_layers, plan_layer
+from noisefix.scoring.plan import LayerPlan, group_layers, plan_layer
 from noisefix.scoring.selection import ScoreRow, choose, score_rows
 from noisefix.stages.runs import (
     LoadedRun,
@@ -62,9 +64,7 @@ from noisefix.stages.runs import (
     load_run_model,
 )
 from noisefix.ui.plots import plot_dynamics, plot_layers
-from noisefix.ui.reporter import NullReporter
-
-CACHE_DIR = "probe-cache"  # default place of the on-disk activation cache, under the run dir
+from noisefix.ui.reporter import Reporter, or_null
 
 
 @dataclass
@@ -186,7 +186,7 @@ def _cross_fit_shards(probe: str, *, stats: ClassStats, X: RowSource, X_test: Ro
 
 def _score_group(group: list[LayerInfo], cfg: ProbeConfig, *, stats: dict[str, ClassStats],
                  X: dict[str, RowSource], Xt: dict[str, RowSource], train: LabeledImages, folds: np.ndarray,
-                 shards: Shards, label: str, reporter, t0: float) -> list[ProbeScores]:
+                 shards: Shards, label: str, reporter: Reporter, t0: float) -> list[ProbeScores]:
     """All-reduce the statistics of one layer group, then cross-fit every probe on each of its layers."""
     results: list[ProbeScores] = []
     for s in stats.values():
@@ -208,16 +208,48 @@ def _score_group(group: list[LayerInfo], cfg: ProbeConfig, *, stats: dict[str, C
     return results
 
 
+def _plan_layers(model: torch.nn.Module, loaded: LoadedRun, cfg: ProbeConfig, *, train: LabeledImages,
+                 folds: np.ndarray, shards: Shards,
+                 reporter: Reporter) -> tuple[list[LayerInfo], dict[str, int | None], list[LayerPlan]]:
+    """The requested layers (pooled as `cfg.pool` says), the pool size of each, and each one's memory plan."""
+    names = resolve_layers(model, cfg.layers)
+    infos, pools = apply_pooling(list_layers(model, tuple(loaded.model_info["in_shape"]), names), cfg.pool)
+    pooled = [name for name, s in pools.items() if s]
+    if pooled:
+        reporter.info(f"pooling {', '.join(f'{n} to {pools[n]}x{pools[n]}' for n in pooled)} (--pool)")
+    counts = np.bincount(train.targets[folds >= 0], minlength=len(train.classes))  # what the probes are fitted on
+    plans = [plan_layer(i, probes=cfg.probes, class_counts=counts, folds=cfg.folds, n_train=max(map(len, shards.train)),
+                        n_test=max(map(len, shards.test)), cache=cfg.cache) for i in infos]
+    on_disk = [p.info.name for p in plans if p.on_disk]
+    if on_disk and distributed.world_size() > 1:
+        raise ProbeError(f"layers {', '.join(on_disk)} need the on-disk activation cache, which runs in one process "
+                         "only; probe without torchrun, or pool them (--pool avg:S)")
+    return infos, pools, plans
+
+
+def _model_accuracy(train_logits: np.ndarray, test_logits: np.ndarray | None, *, train: LabeledImages,
+                    test: LabeledImages | None, folds: np.ndarray) -> dict[str, float | None]:
+    """The model's own agreement with the given labels (trained-on and held-out images), clean and test accuracy."""
+    pred, fit_mask = train_logits.argmax(1), folds >= 0
+    return {
+        "agreement": float((pred == train.targets)[fit_mask].mean()),
+        "holdout_agreement": float((pred == train.targets)[~fit_mask].mean()) if (~fit_mask).any() else None,
+        "clean_acc": (float((pred == train.clean_targets)[fit_mask].mean())
+                      if train.clean_targets is not None else None),
+        "test_acc": float((test_logits.argmax(1) == test.targets).mean()) if test is not None else None,
+    }
+
+
 def probe_checkpoint(loaded: LoadedRun, checkpoint: str, cfg: ProbeConfig, *, train: LabeledImages,
                      folds: np.ndarray, train_source: ImageSource | None, test_source: ImageSource | None,
-                     reporter, shards: Shards | None = None, cache: str = "auto", cache_root: Path | None = None,
+                     reporter: Reporter, shards: Shards | None = None, cache_root: Path | None = None,
                      keep_cache: bool = False) -> tuple[list[ProbeScores], list[LayerInfo], dict[str, Any] | None, str]:
     """Score every requested layer x probe of one checkpoint; returns the scores, layers and model accuracies.
 
     `train_source` / `test_source` serve this rank's shard of the images (`shards`; default: one process, all
-    images). On ranks other than 0 the scores are [] and the accuracies None. Layers planned on disk (`cache`,
-    see `plan_layer`) cache their activations under `cache_root` (default RUN/probe-cache/...), deleted after
-    their group is scored unless `keep_cache`.
+    images). On ranks other than 0 the scores are [] and the accuracies None. Layers planned on disk
+    (`cfg.cache`, see `plan_layer`) cache their activations under `cache_root` (default RUN/probe-cache/...),
+    deleted after their group is scored unless `keep_cache`.
     """
     device = distributed.setup(resolve_device(cfg.device))
     test = loaded.splits.test
@@ -225,38 +257,22 @@ def probe_checkpoint(loaded: LoadedRun, checkpoint: str, cfg: ProbeConfig, *, tr
         shards = Shards.deal(folds, len(test) if test is not None else 0, 1)
     model, label = load_run_model(loaded, checkpoint)
     model.to(device)
-    in_shape = tuple(loaded.model_info["in_shape"])
-    names = resolve_layers(model, cfg.layers)
-    infos, pools = apply_pooling(list_layers(model, in_shape, names), cfg.pool)
-    pooled = [name for name, s in pools.items() if s]
-    if pooled:
-        reporter.info(f"pooling {', '.join(f'{n} to {pools[n]}x{pools[n]}' for n in pooled)} (--pool)")
-    K = len(train.classes)
-    mine = shards.train[distributed.rank()]
-    mine_test = shards.test[distributed.rank()]
-    counts = np.bincount(train.targets[folds >= 0], minlength=K)           # what the probes are fitted on
-    plans = [plan_layer(i, probes=cfg.probes, class_counts=counts, folds=cfg.folds, n_train=max(map(len, shards.train)),
-                        n_test=max(map(len, shards.test)), cache=cache) for i in infos]
-    on_disk = [p.info.name for p in plans if p.on_disk]
-    if on_disk and distributed.world_size() > 1:
-        raise ProbeError(f"layers {', '.join(on_disk)} need the on-disk activation cache, which runs in one process "
-                         "only; probe without torchrun, or pool them (--pool avg:S)")
-    if on_disk:
-        cache_root = cache_root or loaded.run.path / CACHE_DIR / f"probe-{os.getpid()}"
-        reporter.info(f"caching activations of {', '.join(on_disk)} on disk under {cache_root} "
-                      f"({sum(p.disk_bytes for p in plans) / 2**30:.2f} GiB)")
-    routes = ", ".join(f"{p.info.name}: {p.route}" for p in plans)
-    reporter.info(f"routes: {routes}")
-    groups = [[p.info for p in g] for g in group_layers(plans)]
-    plan_of = {p.info.name: p for p in plans}
+    infos, pools, plans = _plan_layers(model, loaded, cfg, train=train, folds=folds, shards=shards, reporter=reporter)
+    if any(p.on_disk for p in plans):
+        cache_root = cache_root or loaded.run.probe_cache / f"probe-{os.getpid()}"
+        reporter.info(f"caching activations of {', '.join(p.info.name for p in plans if p.on_disk)} on disk under "
+                      f"{cache_root} ({sum(p.disk_bytes for p in plans) / 2**30:.2f} GiB)")
+    reporter.info(f"routes: {', '.join(f'{p.info.name}: {p.route}' for p in plans)}")
+    K, mine = len(train.classes), shards.train[distributed.rank()]
     train_logits = np.zeros((len(mine), K), dtype=np.float32)
-    test_logits = np.zeros((len(mine_test), K), dtype=np.float32) if test is not None else None
+    test_logits = np.zeros((len(shards.test[distributed.rank()]), K), dtype=np.float32) if test is not None else None
     results: list[ProbeScores] = []
-    for g, group in enumerate(groups):
+    for g, plan_group in enumerate(group_layers(plans)):
+        group = [p.info for p in plan_group]
         extractor = ActivationExtractor(model, [i.name for i in group], pools=pools, device=device)
-        stats = {i.name: ClassStats(i.dim, K, cfg.folds, device=device, name=i.name,
-                                    second_moments=plan_of[i.name].second_moments) for i in group}
-        where = {i.name: cache_root / f"{checkpoint}-{i.name}" for i in group if plan_of[i.name].on_disk}
+        stats = {p.info.name: ClassStats(p.info.dim, K, cfg.folds, device=device, name=p.info.name,
+                                         second_moments=p.second_moments) for p in plan_group}
+        where = {p.info.name: cache_root / f"{checkpoint}-{p.info.name}" for p in plan_group if p.on_disk}
         t0 = time.perf_counter()
         try:
             X = _extract(model, extractor, train_source, group, device=device, batch_size=cfg.batch_size,
@@ -276,15 +292,7 @@ def probe_checkpoint(loaded: LoadedRun, checkpoint: str, cfg: ProbeConfig, *, tr
     test_logits = distributed.gather_rows(test_logits, shards.test) if test is not None else None
     if train_logits is None:  # not rank 0
         return results, infos, None, label
-    pred, fit_mask = train_logits.argmax(1), folds >= 0
-    model_acc = {
-        "agreement": float((pred == train.targets)[fit_mask].mean()),
-        "holdout_agreement": float((pred == train.targets)[~fit_mask].mean()) if (~fit_mask).any() else None,
-        "clean_acc": (float((pred == train.clean_targets)[fit_mask].mean())
-                      if train.clean_targets is not None else None),
-        "test_acc": float((test_logits.argmax(1) == test.targets).mean()) if test is not None else None,
-    }
-    return results, infos, model_acc, label
+    return results, infos, _model_accuracy(train_logits, test_logits, train=train, test=test, folds=folds), label
 
 
 ROW_FIELDS = ("layer", "probe", "dim", "mean_k", "agreement", "holdout_agreement", "clean_acc", "test_acc")
@@ -294,82 +302,50 @@ def _row_dict(row: ScoreRow, checkpoint: str) -> dict[str, Any]:
     return {"checkpoint": checkpoint, **{k: getattr(row, k) for k in ROW_FIELDS}}
 
 
-def run_probe(loaded: LoadedRun, cfg: ProbeConfig, *, force: bool = False, reporter=None, fit_on: str = "given",
-              subdir: str = "probe", cache: str = "auto", cache_dir: Path | None = None,
-              keep_cache: bool = False) -> ProbeOutcome:
-    """Probe the run's checkpoints; write RUN/<subdir>/ scores.csv, scores.json, oof.safetensors, layers.png.
+@dataclass
+class _Collected:
+    """Rank 0's results over every probed checkpoint, as they are written."""
 
-    `fit_on="clean"` fits the probes on the clean labels instead of the given ones (the paper's true-label
-    subspaces; research only, needs a clean_label column); agreement is then measured against those labels.
-    `cache` (auto, always, never; see `plan_layer`) puts layer activations that do not fit the memory budget
-    in an on-disk cache of safetensors shards under `cache_dir` (default RUN/probe-cache), in a folder of
-    its own that is deleted when the probe ends, failed or not, unless `keep_cache`.
-    """
-    reporter = reporter if reporter is not None and distributed.is_main() else NullReporter()
-    t0 = time.perf_counter()
-    seed_everything(cfg.seed)
-    distributed.setup(resolve_device(cfg.device))
-    run = loaded.run
-    out_dir = run.path / subdir
-    check_writable(out_dir, force=force, what="probe results")
-    train, test = loaded.splits.train, loaded.splits.test
-    if fit_on == "clean":
-        if train.clean_targets is None:
-            raise ProbeError("probing with clean-label subspaces needs a labels file with a clean_label column")
-        train = dataclasses.replace(train, targets=train.clean_targets)
-    holdout = loaded.holdout
-    folds = np.full(len(train), -1, dtype=np.int64)
-    folds[~holdout] = make_folds(train.targets[~holdout], cfg.folds, seed=cfg.seed)
-    shards = Shards.deal(folds, len(test) if test is not None else 0, distributed.world_size())
-    me = distributed.rank()
-    train_source = ImageSource(_subset(train, shards.train[me]))
-    test_source = ImageSource(_subset(test, shards.test[me])) if test is not None and len(shards.test[me]) else None
-    rows: list[dict[str, Any]] = []
-    tensors: dict[str, torch.Tensor] = {"folds": torch.as_tensor(folds), "labels": torch.as_tensor(train.targets)}
+    rows: list[dict[str, Any]] = field(default_factory=list)           # scores.csv / scores.json rows
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)     # oof.safetensors
+    n_components: dict[str, list[int]] = field(default_factory=dict)   # per-class MASC k, by score_key
+    model: dict[str, dict[str, float | None]] = field(default_factory=dict)  # the model's accuracies per checkpoint
+    layers: dict[str, dict[str, Any]] = field(default_factory=dict)    # shape and dim per layer
+
+
+def _collect(probed: list[tuple[str, tuple]], *, train: LabeledImages, test: LabeledImages | None,
+             folds: np.ndarray) -> _Collected:
+    """Rows, per-image score tensors (keyed by `score_key`) and MASC dimensions of every checkpoint; on ranks
+    other than 0 (which hold no scores) only the folds and labels."""
     fit_mask = folds >= 0
-    n_components: dict[str, list[int]] = {}
-    model_rows: dict[str, dict[str, float | None]] = {}
-    layer_meta: dict[str, dict[str, Any]] = {}
-    check_cache_mode(cache)
-    cache_parent = Path(cache_dir) if cache_dir is not None else run.path / CACHE_DIR
-    cache_root = cache_parent / f"{subdir}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    made_parent = not cache_parent.exists()
-    try:
-        probed = [(checkpoint, probe_checkpoint(
-            loaded, checkpoint, cfg, train=train, folds=folds, train_source=train_source, test_source=test_source,
-            reporter=reporter, shards=shards, cache=cache, cache_root=cache_root, keep_cache=keep_cache))
-            for checkpoint in expand_checkpoints(cfg.checkpoints, loaded.model_info)]
-    finally:
-        if keep_cache and cache_root.exists():
-            reporter.info(f"activation cache kept in {cache_root} (delete it when done)")
-        elif not keep_cache:
-            shutil.rmtree(cache_root, ignore_errors=True)
-            if made_parent and cache_parent.is_dir() and not any(cache_parent.iterdir()):
-                cache_parent.rmdir()
+    out = _Collected(tensors={"folds": torch.as_tensor(folds), "labels": torch.as_tensor(train.targets)})
+    clean = train.clean_targets[fit_mask] if train.clean_targets is not None else None
     for checkpoint, (results, infos, model_acc, label) in probed:
         if model_acc is None:  # ranks other than 0 hold no scores: rank 0 summarizes and writes
             continue
-        model_rows[checkpoint] = model_acc
-        layer_meta.update({i.name: {"shape": list(i.shape), "dim": i.dim} for i in infos})
-        dims = {i.name: i.dim for i in infos}
-        clean = train.clean_targets[fit_mask] if train.clean_targets is not None else None
+        out.model[checkpoint] = model_acc
+        out.layers.update({i.name: {"shape": list(i.shape), "dim": i.dim} for i in infos})
         for row in score_rows(results, labels=train.targets[fit_mask], clean_labels=clean,
                               test_labels=test.targets if test is not None else None,
-                              holdout_labels=train.targets[~fit_mask] if (~fit_mask).any() else None, dims=dims):
-            rows.append(_row_dict(row, checkpoint))
+                              holdout_labels=train.targets[~fit_mask] if (~fit_mask).any() else None,
+                              dims={i.name: i.dim for i in infos}):
+            out.rows.append(_row_dict(row, checkpoint))
         for r in results:
-            key = f"{checkpoint}|{r.layer}|{r.probe}"
             scores = np.zeros((len(train), r.oof_scores.shape[1]), dtype=np.float32)
             scores[fit_mask] = r.oof_scores  # out-of-fold for trained-on images
             if r.holdout_scores is not None:
                 scores[~fit_mask] = r.holdout_scores  # held-out images: never seen by network or probe
-            tensors[key + "|oof"] = torch.as_tensor(scores)
+            out.tensors[score_key(checkpoint, r.layer, r.probe, "oof")] = torch.as_tensor(scores)
             if r.test_scores is not None:
-                tensors[key + "|test"] = torch.as_tensor(r.test_scores)
+                out.tensors[score_key(checkpoint, r.layer, r.probe, "test")] = torch.as_tensor(r.test_scores)
             if r.n_components is not None:
-                n_components[key] = [int(k) for k in r.n_components]
-    if not distributed.is_main():
-        return distributed.broadcast_object(None)  # rank 0's outcome, once its files are in place
+                out.n_components[score_key(checkpoint, r.layer, r.probe)] = [int(k) for k in r.n_components]
+    return out
+
+
+def _pick(rows: list[dict[str, Any]], holdout: np.ndarray,
+          reporter: Reporter) -> tuple[str, dict[str, Any], dict[str, Any] | None, str | None]:
+    """The label-only criterion and pick, the oracle metric and pick; marks them in the rows' `pick`."""
     criterion = "holdout_agreement" if holdout.any() else "agreement"
     if criterion == "agreement":
         reporter.warn("this run has no held-out images (train --holdout 0): the label-only pick uses out-of-fold "
@@ -380,24 +356,99 @@ def run_probe(loaded: LoadedRun, cfg: ProbeConfig, *, force: bool = False, repor
     oracle = choose(rows, by=oracle_metric) if oracle_metric else None
     for r in rows:
         r["pick"] = ",".join(p for p, sel in (("best", best), ("oracle", oracle)) if sel is r)
+    return criterion, best, oracle, oracle_metric
+
+
+def _write_outputs(files: ProbeDir, got: _Collected, summary: dict[str, Any], *, model_info: dict,
+                   run_name: str) -> None:
+    """scores.csv, scores.json, oof.safetensors, layers.png (last checkpoint) and, over epochs, dynamics.png."""
+    cols = ["checkpoint", *ROW_FIELDS, "pick"]
+    write_csv(files.scores_csv, cols, ([r[c] for c in cols] for r in got.rows))
+    write_json(files.scores_json, summary)
+    save_tensors(files.oof, got.tensors)
+    epochs = checkpoint_epochs(list(got.model), model_info)
+    if len(epochs) > 1:
+        plot_dynamics(files.dynamics_png, got.rows, epochs=epochs, criterion=summary["criterion"],
+                      model_acc=got.model, probe=summary["best"]["probe"])
+    last = list(got.model)[-1]
+    plot_layers(files.layers_png, [r for r in got.rows if r["checkpoint"] == last],
+                model_acc={"test_acc": got.model[last]["test_acc"], "clean_acc": got.model[last]["clean_acc"]},
+                title=f"{run_name}: {last} checkpoint, out-of-fold probes")
+
+
+@contextlib.contextmanager
+def _activation_cache(run: RunDir, subdir: str, cache_dir: Path | None, *, keep: bool,
+                      reporter: Reporter) -> Iterator[Path]:
+    """A folder of this probe's own for on-disk activations (made only when a layer needs it), deleted when the
+    block ends, failed or not, unless `keep`; its parent too when this probe made it and left it empty."""
+    parent = Path(cache_dir) if cache_dir is not None else run.probe_cache
+    root = parent / f"{subdir}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    made_parent = not parent.exists()
+    try:
+        yield root
+    finally:
+        if keep and root.exists():
+            reporter.info(f"activation cache kept in {root} (delete it when done)")
+        elif not keep:
+            shutil.rmtree(root, ignore_errors=True)
+            if made_parent and parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
+
+
+def _fit_labels(train: LabeledImages, fit_on: str) -> LabeledImages:
+    """The training split with the labels the probes are fitted on: the given ones, or (`clean`) the clean ones."""
+    if fit_on != "clean":
+        return train
+    if train.clean_targets is None:
+        raise ProbeError("probing with clean-label subspaces needs a labels file with a clean_label column")
+    return dataclasses.replace(train, targets=train.clean_targets)
+
+
+def run_probe(loaded: LoadedRun, cfg: ProbeConfig, *, force: bool = False, reporter: Reporter | None = None,
+              fit_on: str = "given", subdir: str = "probe", cache: str | None = None, cache_dir: Path | None = None,
+              keep_cache: bool = False) -> ProbeOutcome:
+    """Probe the run's checkpoints; write RUN/<subdir>/ scores.csv, scores.json, oof.safetensors, layers.png.
+
+    `fit_on="clean"` fits the probes on the clean labels instead of the given ones (the paper's true-label
+    subspaces; research only, needs a clean_label column); agreement is then measured against those labels.
+    `cfg.cache` (auto, always, never; see `plan_layer`; `cache`, when given, replaces it) puts layer
+    activations that do not fit the memory budget in an on-disk cache of safetensors shards under `cache_dir`
+    (default RUN/probe-cache), in a folder of its own that is deleted when the probe ends, failed or not,
+    unless `keep_cache`.
+    """
+    cfg = cfg if cache is None else dataclasses.replace(cfg, cache=cache)
+    reporter = or_null(reporter if distributed.is_main() else None)
+    t0 = time.perf_counter()
+    seed_everything(cfg.seed)
+    distributed.setup(resolve_device(cfg.device))
+    run = loaded.run
+    out_dir = run.path / subdir
+    check_writable(out_dir, force=force, what="probe results")
+    train, test, holdout = _fit_labels(loaded.splits.train, fit_on), loaded.splits.test, loaded.holdout
+    folds = np.full(len(train), -1, dtype=np.int64)
+    folds[~holdout] = make_folds(train.targets[~holdout], cfg.folds, seed=cfg.seed)
+    shards = Shards.deal(folds, len(test) if test is not None else 0, distributed.world_size())
+    me = distributed.rank()
+    train_source = ImageSource(_subset(train, shards.train[me]))
+    test_source = ImageSource(_subset(test, shards.test[me])) if test is not None and len(shards.test[me]) else None
+    checkpoints = expand_checkpoints(cfg.checkpoints, loaded.model_info)
+    with _activation_cache(run, subdir, cache_dir, keep=keep_cache, reporter=reporter) as cache_root:
+        probed = [(checkpoint, probe_checkpoint(
+            loaded, checkpoint, cfg, train=train, folds=folds, train_source=train_source, test_source=test_source,
+            reporter=reporter, shards=shards, cache_root=cache_root, keep_cache=keep_cache))
+            for checkpoint in checkpoints]
+    got = _collect(probed, train=train, test=test, folds=folds)
+    if not distributed.is_main():
+        return distributed.broadcast_object(None)  # rank 0's outcome, once its files are in place
+    criterion, best, oracle, oracle_metric = _pick(got.rows, holdout, reporter)
     summary = {
-        "run": str(run.path), "fit_on": fit_on, "config": dump_yaml({"probe": cfg}), "folds": cfg.folds, "variance": cfg.variance,
-        "rows": rows, "criterion": criterion, "best": best, "oracle": oracle, "oracle_metric": oracle_metric, "model": model_rows,
-        "layers": layer_meta, "n_components": n_components, "classes": train.classes,
+        "run": str(run.path), "fit_on": fit_on, "config": dump_yaml({"probe": cfg}), "folds": cfg.folds,
+        "variance": cfg.variance, "rows": got.rows, "criterion": criterion, "best": best, "oracle": oracle,
+        "oracle_metric": oracle_metric, "model": got.model, "layers": got.layers, "n_components": got.n_components,
+        "classes": train.classes,
     }
     with staged_dir(out_dir, force=force, what="probe results") as tmp:
-        cols = ["checkpoint", *ROW_FIELDS, "pick"]
-        write_csv(tmp / "scores.csv", cols, ([r[c] for c in cols] for r in rows))
-        write_json(tmp / "scores.json", summary)
-        save_tensors(tmp / "oof.safetensors", tensors)
-        epochs = checkpoint_epochs(list(model_rows), loaded.model_info)
-        if len(epochs) > 1:
-            plot_dynamics(tmp / "dynamics.png", rows, epochs=epochs, criterion=criterion, model_acc=model_rows,
-                          probe=best["probe"])
-        last = list(model_rows)[-1]
-        plot_layers(tmp / "layers.png", [r for r in rows if r["checkpoint"] == last],
-                    model_acc={"test_acc": model_rows[last]["test_acc"], "clean_acc": model_rows[last]["clean_acc"]},
-                    title=f"{run.path.name}: {last} checkpoint, out-of-fold probes")
+        _write_outputs(ProbeDir(tmp), got, summary, model_info=loaded.model_info, run_name=run.path.name)
     return distributed.broadcast_object(ProbeOutcome(
-        out=out_dir, rows=rows, best=best, oracle=oracle, model=model_rows, criterion=criterion,
+        out=out_dir, rows=got.rows, best=best, oracle=oracle, model=got.model, criterion=criterion,
         seconds=time.perf_counter() - t0))

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from noisefix.config import RelabelConfig
-from noisefix.data.folders import write_labels_file
+from noisefix.data.folders import LabeledImages, write_labels_file
 from noisefix.errors import RunError
 from noisefix.io.atomic import (
     check_writable,
@@ -24,12 +24,11 @@ from noisefix.io.atomic import (
     write_csv,
     write_json,
 )
-from noisefix.scoring.issues import ensemble, issue_metrics, label_accuracy, relabel
+from noisefix.io.run_dir import ProbeDir, RelabelDir, score_key
+from noisefix.scoring.issues import Relabeling, ensemble, issue_metrics, label_accuracy, relabel
 from noisefix.scoring.selection import estimate_noise_rate
 from noisefix.stages.runs import LoadedRun
-from noisefix.ui.reporter import NullReporter
-
-CLEANED_NAMES = {"csv": "cleaned_labels.csv", "lines": "cleaned_labels.txt", None: "cleaned_labels.csv"}
+from noisefix.ui.reporter import Reporter
 
 
 @dataclass
@@ -64,26 +63,21 @@ def select_sources(scores: dict[str, Any], cfg: RelabelConfig) -> list[dict[str,
     return ranked[: cfg.ensemble]
 
 
-def run_relabel(loaded: LoadedRun, cfg: RelabelConfig, *, force: bool = False, reporter=None) -> RelabelOutcome:
-    reporter = reporter or NullReporter()
-    run = loaded.run
-    if not (run.probe / "scores.json").exists():
-        raise RunError(f"no probe results in {run.path}; run `noisefix probe --run {run.path}` first")
-    check_writable(run.relabel, force=force, what="relabel results")
-    scores = read_json(run.probe / "scores.json")
-    tensors = load_tensors(run.probe / "oof.safetensors")
-    train = loaded.splits.train
-    given = train.targets
-    if not np.array_equal(tensors["labels"].numpy(), given):
-        raise RunError(f"probe results in {run.probe} were computed on other labels; re-run probe with --force")
-    sources = select_sources(scores, cfg)
-    mats = [tensors[f"{r['checkpoint']}|{r['layer']}|{r['probe']}|oof"].numpy() for r in sources]
-    combined = mats[0] if len(mats) == 1 else ensemble(mats)
-    result = relabel(combined, given, min_margin=cfg.min_margin)
-    classes = train.classes
+def _load_scores(probe: ProbeDir, labels: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The probe summary and per-image scores, checked to be computed on `labels`."""
+    scores = read_json(probe.scores_json)
+    tensors = load_tensors(probe.oof)
+    if not np.array_equal(tensors["labels"].numpy(), labels):
+        raise RunError(f"probe results in {probe.path} were computed on other labels; re-run probe with --force")
+    return scores, tensors
+
+
+def _summary(scores: dict[str, Any], sources: list[dict[str, Any]], result: Relabeling, combined: np.ndarray,
+             loaded: LoadedRun, cfg: RelabelConfig, keep: np.ndarray, cleaned_labels: np.ndarray) -> dict[str, Any]:
+    """summary.json: the sources, issue counts, estimated noise rate and, with clean labels, detection quality."""
+    train, held = loaded.splits.train, loaded.holdout
+    given, clean, classes = train.targets, train.clean_targets, train.classes
     K = len(classes)
-    clean = train.clean_targets
-    held = loaded.holdout
     # noise-rate estimate from images the network never saw when there are any (memorization inflates the rest)
     agreement = float((combined.argmax(1) == given)[held if held.any() else slice(None)].mean())
     summary: dict[str, Any] = {
@@ -97,28 +91,55 @@ def run_relabel(loaded: LoadedRun, cfg: RelabelConfig, *, force: bool = False, r
         "estimated_noise_rate": estimate_noise_rate(agreement, 1.0, K),
         "changed_per_class": {classes[k]: int((result.is_issue & (given == k)).sum()) for k in range(K)},
     }
-    cleaned_labels = np.where(result.is_issue, result.suggested, given)
-    keep = ~result.is_issue if cfg.mode == "prune" else np.ones(len(given), dtype=bool)
     if clean is not None:
         summary["issue_detection"] = issue_metrics(result.is_issue, given, clean)
         summary["label_accuracy_before"] = label_accuracy(given, clean)
         summary["label_accuracy_after"] = (label_accuracy(cleaned_labels, clean) if cfg.mode == "relabel"
                                            else label_accuracy(given[keep], clean[keep]))
+    return summary
+
+
+def _write_issues(path: Path, train: LabeledImages, result: Relabeling) -> None:
+    """RUN/relabel/labels.csv: every training image, most suspicious first."""
+    classes, given, clean = train.classes, train.targets, train.clean_targets
+    header = ["path", "given_label", "suggested_label", "score", "is_issue"]
+    header += ["clean_label"] if clean is not None else []
+    rows = []
+    for i in result.order:
+        row = [train.paths[i], classes[given[i]], classes[result.suggested[i]], f"{result.score[i]:.6f}",
+               int(result.is_issue[i])]
+        if clean is not None:
+            row.append(classes[clean[i]])
+        rows.append(row)
+    write_csv(path, header, rows)
+
+
+def run_relabel(loaded: LoadedRun, cfg: RelabelConfig, *, force: bool = False,
+                reporter: Reporter | None = None) -> RelabelOutcome:
+    """Relabel (or prune) the run's training labels from its probe scores; write RUN/relabel/. (Nothing to
+    report along the way: `reporter` is taken for the stages' common signature.)"""
+    run = loaded.run
+    if not ProbeDir(run.probe).scores_json.exists():
+        raise RunError(f"no probe results in {run.path}; run `noisefix probe --run {run.path}` first")
+    check_writable(run.relabel, force=force, what="relabel results")
+    train = loaded.splits.train
+    scores, tensors = _load_scores(ProbeDir(run.probe), train.targets)
+    given, clean = train.targets, train.clean_targets
+    sources = select_sources(scores, cfg)
+    mats = [tensors[score_key(r["checkpoint"], r["layer"], r["probe"], "oof")].numpy() for r in sources]
+    combined = mats[0] if len(mats) == 1 else ensemble(mats)
+    result = relabel(combined, given, min_margin=cfg.min_margin)
+    cleaned_labels = np.where(result.is_issue, result.suggested, given)
+    keep = ~result.is_issue if cfg.mode == "prune" else np.ones(len(given), dtype=bool)
+    summary = _summary(scores, sources, result, combined, loaded, cfg, keep, cleaned_labels)
     fmt = loaded.splits.labels_format
+    final = RelabelDir(run.relabel)
     with staged_dir(run.relabel, force=force, what="relabel results") as tmp:
-        header = ["path", "given_label", "suggested_label", "score", "is_issue"] + (["clean_label"] if clean is not None else [])
-        rows = []
-        for i in result.order:
-            row = [train.paths[i], classes[given[i]], classes[result.suggested[i]], f"{result.score[i]:.6f}",
-                   int(result.is_issue[i])]
-            if clean is not None:
-                row.append(classes[clean[i]])
-            rows.append(row)
-        write_csv(tmp / "labels.csv", header, rows)
-        cleaned_name = CLEANED_NAMES[fmt]
-        write_labels_file(tmp / cleaned_name, paths=[p for p, k in zip(train.paths, keep) if k],
-                          labels=cleaned_labels[keep], classes=classes, fmt=fmt or "csv",
+        files = RelabelDir(tmp)
+        _write_issues(files.issues, train, result)
+        write_labels_file(files.cleaned(fmt), paths=[p for p, k in zip(train.paths, keep) if k],
+                          labels=cleaned_labels[keep], classes=train.classes, fmt=fmt or "csv",
                           clean=clean[keep] if clean is not None else None)
-        summary["cleaned_labels_file"] = str(run.relabel / cleaned_name)
-        write_json(tmp / "summary.json", summary)
-    return RelabelOutcome(out=run.relabel, cleaned=run.relabel / cleaned_name, summary=summary)
+        summary["cleaned_labels_file"] = str(final.cleaned(fmt))
+        write_json(files.summary, summary)
+    return RelabelOutcome(out=run.relabel, cleaned=final.cleaned(fmt), summary=summary)

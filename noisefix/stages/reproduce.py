@@ -19,13 +19,14 @@ from noisefix.config import Recipe
 from noisefix.data.builtin import export_dataset, load_builtin
 from noisefix.data.folders import load_data, write_labels_file
 from noisefix.data.noise import corrupt_labels
+from noisefix.io.run_dir import ProbeDir, RelabelDir, ReproduceDir, RetrainDir, RunDir
 from noisefix.stages.probe import run_probe
 from noisefix.stages.relabel import run_relabel
 from noisefix.stages.reproduce_report import summarize_run, write_report
 from noisefix.stages.retrain import run_retrain
 from noisefix.stages.runs import open_run
 from noisefix.stages.train import run_train
-from noisefix.ui.reporter import NullReporter
+from noisefix.ui.reporter import Reporter, or_null
 
 
 @dataclass
@@ -39,9 +40,9 @@ def degree_name(p: float, seed: int) -> str:
     return f"p{p:.2f}-s{seed}"
 
 
-def prepare_data(recipe: Recipe, out: Path, *, data_root: Path | None, reporter) -> Path:
+def prepare_data(recipe: Recipe, out: Path, *, data_root: Path | None, reporter: Reporter) -> Path:
     """Export the recipe's dataset (clean labels, subsets applied) once under OUT/data."""
-    data = out / "data"
+    data = ReproduceDir(out).data
     if (data / "train").is_dir():
         return data
     reporter.info(f"exporting {recipe.dataset} to {data}")
@@ -52,7 +53,7 @@ def prepare_data(recipe: Recipe, out: Path, *, data_root: Path | None, reporter)
 
 def noisy_labels_file(data: Path, recipe: Recipe, p: float, seed: int, out: Path) -> Path:
     """OUT/labels/<degree>.csv: the training labels corrupted with probability p (seeded), clean ones beside."""
-    path = out / "labels" / f"{degree_name(p, seed)}.csv"
+    path = ReproduceDir(out).labels(degree_name(p, seed))
     if not path.exists():
         train = load_data(data).train
         noisy, _ = corrupt_labels(train.targets, num_classes=len(train.classes), rate=p, noise=recipe.noise,
@@ -63,27 +64,29 @@ def noisy_labels_file(data: Path, recipe: Recipe, p: float, seed: int, out: Path
     return path
 
 
-def run_one(recipe: Recipe, data: Path, labels: Path, run: Path, *, seed: int, reporter) -> None:
+def run_one(recipe: Recipe, data: Path, labels: Path, run: Path, *, seed: int, reporter: Reporter) -> None:
     """train -> probe (+ true-label MASC) -> relabel -> retrain for one degree x seed, skipping finished stages."""
-    if not (run / "model.json").exists():
+    files = RunDir(run)
+    if not files.model_json.exists():
         run_train(data, dataclasses.replace(recipe.train, seed=seed), labels_file=labels, out=run, force=True,
                   reporter=reporter)
     loaded = open_run(run)
-    if not (run / "probe" / "scores.json").exists():
+    if not ProbeDir(files.probe).scores_json.exists():
         run_probe(loaded, dataclasses.replace(recipe.probe, seed=seed), force=True, reporter=reporter)
-    if not (run / "probe_clean" / "scores.json").exists():
+    if not ProbeDir(files.probe_clean).scores_json.exists():
         clean_cfg = dataclasses.replace(recipe.probe, probes=("masc",), checkpoints=("final",), seed=seed)
-        run_probe(loaded, clean_cfg, force=True, reporter=reporter, fit_on="clean", subdir="probe_clean")
-    if not (run / "relabel" / "summary.json").exists():
+        run_probe(loaded, clean_cfg, force=True, reporter=reporter, fit_on="clean", subdir=files.probe_clean.name)
+    if not RelabelDir(files.relabel).summary.exists():
         run_relabel(loaded, recipe.relabel, force=True, reporter=reporter)
-    if not (run / "retrain" / "metrics.json").exists():
+    if not RetrainDir(files.retrain).metrics.exists():
         run_retrain(loaded, dataclasses.replace(recipe.retrain, seed=seed), force=True, reporter=reporter)
 
 
 def run_reproduce(recipe: Recipe, out: Path, *, corruptions: tuple[float, ...] | None = None,
                   seeds: int | None = None, data_root: Path | None = None, quick: bool = False,
-                  reporter=None) -> ReproduceOutcome:
-    reporter = reporter or NullReporter()
+                  reporter: Reporter | None = None) -> ReproduceOutcome:
+    """Every degree x seed of `recipe` (or of its quick variant) under `out`, then the report."""
+    reporter = or_null(reporter)
     if quick:
         recipe = recipe.quick_variant()
     degrees = tuple(corruptions) if corruptions else recipe.corruptions
@@ -96,7 +99,7 @@ def run_reproduce(recipe: Recipe, out: Path, *, corruptions: tuple[float, ...] |
             name = degree_name(p, seed)
             reporter.info(f"[bold]{recipe.name}[/]: corruption {p:g}, seed {seed}")
             labels = noisy_labels_file(data, recipe, p, seed, out)
-            run = out / "runs" / name
+            run = ReproduceDir(out).run(name)
             run_one(recipe, data, labels, run, seed=seed, reporter=reporter)
             results.append({"degree": p, "seed": seed, "run": str(run), **summarize_run(run)})
     report = write_report(out, recipe, results, quick=quick)

@@ -8,11 +8,13 @@ from typing import Any
 
 from noisefix.config import Recipe
 from noisefix.io.atomic import read_json, write_bytes, write_json, write_text
+from noisefix.io.run_dir import ProbeDir, RelabelDir, ReproduceDir, RetrainDir, RunDir
 from noisefix.scoring.selection import choose
 
 
-def _scores(run: Path, subdir: str = "probe") -> tuple[list[dict[str, Any]], str]:
-    path = run / subdir / "scores.json"
+def _scores(probe: Path) -> tuple[list[dict[str, Any]], str]:
+    """The rows and label-only criterion of a probe folder ([] when it was not written)."""
+    path = ProbeDir(probe).scores_json
     if not path.exists():
         return [], "agreement"
     scores = read_json(path)
@@ -31,8 +33,9 @@ def _picks(rows: list[dict[str, Any]], criterion: str) -> dict[str, Any]:
 
 def summarize_run(run: Path) -> dict[str, Any]:
     """The figures the report needs from one finished run directory (accuracies as fractions)."""
-    info = read_json(run / "model.json")
-    rows, criterion = _scores(run)
+    files = RunDir(run)
+    info = read_json(files.model_json)
+    rows, criterion = _scores(files.probe)
     final = [r for r in rows if r["checkpoint"] == "final"]
     init = [r for r in rows if r["checkpoint"] == "init" and r["layer"] != "x"]
     out: dict[str, Any] = {
@@ -48,15 +51,15 @@ def summarize_run(run: Path) -> dict[str, Any]:
     for probe in ("masc", "ncm", "logreg", "velpic"):
         out[probe] = _picks([r for r in final if r["probe"] == probe and r["layer"] != "x"], criterion)
     out["untrained_masc"] = _picks([r for r in init if r["probe"] == "masc"], criterion)
-    clean_rows, clean_criterion = _scores(run, "probe_clean")
+    clean_rows, clean_criterion = _scores(files.probe_clean)
     out["true_label_masc"] = _picks([r for r in clean_rows if r["layer"] != "x"], clean_criterion)
-    relabel = run / "relabel" / "summary.json"
+    relabel = RelabelDir(files.relabel).summary
     if relabel.exists():
         s = read_json(relabel)
         out["relabel"] = {"label_acc_before": s.get("label_accuracy_before"),
                           "label_acc_after": s.get("label_accuracy_after"),
                           "f1": s.get("issue_detection", {}).get("f1"), "n_issues": s["n_issues"]}
-    retrain = run / "retrain" / "metrics.json"
+    retrain = RetrainDir(files.retrain).metrics
     if retrain.exists():
         out["retrain_test_acc"] = read_json(retrain)["test_acc_retrained"]
     return out
@@ -120,12 +123,12 @@ def write_report(out: Path, recipe: Recipe, results: list[dict[str, Any]], *, qu
             f"{_pct(acc)} (k {r['mean_k_by_layer'][layer]:.0f})" if r["mean_k_by_layer"].get(layer) is not None
             else _pct(acc) for layer, acc in r["masc_by_layer"].items()) + " |")
     lines += ["", "![MASC vs the model per corruption degree](report.png)", ""]
-    md = out / "report.md"
-    write_text(md, "\n".join(lines) + "\n")
-    write_json(out / "report.json", {"recipe": recipe.name, "quick": quick, "expected": recipe.expected,
-                                               "results": results})
-    _plot(out / "report.png", recipe, results)
-    return md
+    files = ReproduceDir(out)
+    write_text(files.report_md, "\n".join(lines) + "\n")
+    write_json(files.report_json, {"recipe": recipe.name, "quick": quick, "expected": recipe.expected,
+                                   "results": results})
+    _plot(files.report_png, recipe, results)
+    return files.report_md
 
 
 def _plot(path: Path, recipe: Recipe, results: list[dict[str, Any]]) -> None:

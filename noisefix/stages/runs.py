@@ -14,8 +14,8 @@ from noisefix.errors import RunError
 from noisefix.io.atomic import read_csv, read_json
 from noisefix.io.run_dir import RUNS_DIR, RunDir, find_latest_run
 from noisefix.nn.models import build_model, load_weights
-from noisefix.stages.train import SKIPPED, apply_skips
-from noisefix.ui.reporter import NullReporter
+from noisefix.stages.train import apply_skips
+from noisefix.ui.reporter import Reporter, or_null
 
 
 @dataclass
@@ -28,9 +28,9 @@ class LoadedRun:
 
 
 def open_run(run_path: Path | None, *, data_root: Path | None = None, model: str | None = None,
-             stage: str | None = None, reporter=None) -> LoadedRun:
+             stage: str | None = None, reporter: Reporter | None = None) -> LoadedRun:
     """Resolve a run (the newest matching one under ./runs/ when not given), reload and verify its data."""
-    reporter = reporter or NullReporter()
+    reporter = or_null(reporter)
     if run_path is None:
         run_path = find_latest_run(data_root=data_root, model=model, stage=stage)
         reporter.info(f"using run [bold]{run_path}[/] (newest under {RUNS_DIR}/; pass --run to choose)")
@@ -46,8 +46,8 @@ def open_run(run_path: Path | None, *, data_root: Path | None = None, model: str
     if fingerprint(splits) != manifest["data_fingerprint"]:
         raise RunError(f"the data at {root} differs from the data run {run.path} was trained on (fingerprint "
                        "mismatch: images or labels changed); retrain, or pass the original data")
-    if (run.path / SKIPPED).exists():
-        splits = apply_skips(splits, {r["path"] for r in read_csv(run.path / SKIPPED)})
+    if run.skipped.exists():
+        splits = apply_skips(splits, {r["path"] for r in read_csv(run.skipped)})
     held = {r["path"] for r in read_csv(run.labels) if r.get("split") == "holdout"}
     holdout = np.array([p in held for p in splits.train.paths], dtype=bool)
     return LoadedRun(run=run, manifest=manifest, model_info=info, splits=splits, holdout=holdout)
@@ -58,13 +58,13 @@ def load_run_model(loaded: LoadedRun, checkpoint: str = "final") -> tuple[torch.
     info = loaded.model_info
     model = build_model(info["arch"], in_shape=tuple(info["in_shape"]), num_classes=info["num_classes"])
     run = loaded.run
-    if checkpoint == "final":
+    which = parse_checkpoint(checkpoint)
+    if which == "final":
         path, label = run.weights, f"final (epoch {info['final_epoch']})"
-    elif checkpoint == "best":
-        path, label = run.checkpoints / "best.safetensors", f"best (epoch {info.get('best_epoch')})"
+    elif which == "best":
+        path, label = run.best_checkpoint, f"best (epoch {info.get('best_epoch')})"
     else:
-        epoch = 0 if checkpoint == "init" else parse_epoch(checkpoint)
-        path, label = run.checkpoint(epoch), f"epoch {epoch}"
+        path, label = run.checkpoint(which), f"epoch {which}"
     if not path.exists():
         have = ", ".join(["final", "best"] + [str(e) for e in info.get("checkpoints", [])])
         raise RunError(f"checkpoint {checkpoint!r} not saved in {run.path}; available: {have} "
@@ -74,33 +74,39 @@ def load_run_model(loaded: LoadedRun, checkpoint: str = "final") -> tuple[torch.
     return model, label
 
 
-def parse_epoch(text: str) -> int:
+def parse_checkpoint(name: str) -> str | int:
+    """The one parser of checkpoint names: "final", "best", or an epoch number ("init" is epoch 0)."""
+    if name in ("final", "best"):
+        return name
+    if name == "init":
+        return 0
     try:
-        return int(text)
+        return int(name)
     except ValueError:
-        raise RunError(f"checkpoint must be final, best, init or an epoch number, got {text!r}") from None
+        raise RunError(f"checkpoint must be final, best, init or an epoch number, got {name!r}") from None
 
 
 def expand_checkpoints(spec: tuple[str, ...], model_info: dict) -> list[str]:
-    """`all` -> init, every saved epoch, final; otherwise the names as given (deduplicated, in order)."""
+    """`all` -> init, every saved epoch, final; otherwise the names as given (deduplicated, in order), each
+    checked by `parse_checkpoint` before anything is extracted."""
     out: list[str] = []
     for item in spec:
         if item == "all":
             out += ["init"] + [str(e) for e in model_info.get("checkpoints", []) if e not in (0, model_info["final_epoch"])]
             out.append("final")
         else:
+            parse_checkpoint(item)
             out.append(item)
     return list(dict.fromkeys(out))
 
 
 def checkpoint_epochs(checkpoints: list[str], model_info: dict) -> dict[str, int]:
-    """Epoch number of each probed checkpoint that has one (init = 0, final = the last epoch)."""
+    """Epoch number of each probed checkpoint that has one (init = 0, final = the last epoch; not best)."""
     out = {}
     for c in checkpoints:
-        if c == "init":
-            out[c] = 0
-        elif c == "final":
+        which = parse_checkpoint(c)
+        if which == "final":
             out[c] = int(model_info["final_epoch"])
-        elif c.isdigit():
-            out[c] = int(c)
+        elif which != "best":
+            out[c] = which
     return out

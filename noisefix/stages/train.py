@@ -1,16 +1,18 @@
-"""Stage functions behind the CLI: run_train, run_probe, run_relabel, run_retrain.
+"""`noisefix train`: fit a model on a labeled image folder until it memorizes the labels; write a run directory.
 
-Each takes dataclass configs and paths, writes its outputs atomically into the run directory, reports
-through a `Reporter`, and returns a small result the CLI summarizes. No typer here.
+Like every stage function (run_train, run_probe, run_relabel, run_retrain) it takes dataclass configs and
+paths, writes its outputs atomically into the run directory, reports through a `ui.reporter.Reporter`, and
+returns a small result the CLI summarizes. No typer here.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -34,9 +36,7 @@ from noisefix.nn import distributed
 from noisefix.nn.device import seed_everything
 from noisefix.nn.models import build_model
 from noisefix.nn.training import EpochResult, EvalSet, train_model
-from noisefix.ui.reporter import NullReporter
-
-SKIPPED = "skipped_images.csv"
+from noisefix.ui.reporter import Reporter, or_null
 
 
 @dataclass
@@ -69,15 +69,15 @@ def write_run_labels(path: Path, splits: DataSplits, holdout: np.ndarray) -> Non
     write_csv(path, header, rows)
 
 
-def check_images(splits: DataSplits, on_bad_image: str, reporter) -> tuple[DataSplits, list[tuple[str, str]]]:
-    """Decode every image once. `fail`: a DataError naming the bad files; `skip`: drop them (and say so)."""
-    if on_bad_image not in ("fail", "skip"):
-        raise ConfigError(f"--on-bad-image must be fail or skip, got {on_bad_image!r}")
+def check_images(splits: DataSplits, on_bad_image: str, reporter: Reporter) -> tuple[DataSplits, list[tuple[str, str]]]:
+    """Decode every image once. `fail`: a DataError naming the bad files; `skip`: drop them (and say so).
+
+    `on_bad_image` is validated by TrainConfig; anything but "skip" fails."""
     bad = scan_images(splits.train) + (scan_images(splits.test) if splits.test is not None else [])
     if not bad:
         return splits, []
     shown = "; ".join(f"{p} ({why})" for p, why in bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
-    if on_bad_image == "fail":
+    if on_bad_image != "skip":
         raise DataError(f"{len(bad)} bad image(s): {shown}; fix or remove them, or pass --on-bad-image skip")
     reporter.warn(f"skipping {len(bad)} bad image(s): {shown} (listed in the run's skipped_images.csv)")
     return apply_skips(splits, {p for p, _ in bad}), bad
@@ -88,43 +88,116 @@ def apply_skips(splits: DataSplits, paths: set[str]) -> DataSplits:
     return DataSplits(train=drop_paths(splits.train, paths), test=test, labels_format=splits.labels_format)
 
 
-def run_train(data_root: Path, cfg: TrainConfig, *, labels_file: Path | None = None, out: Path | None = None,
-              weights: Path | None = None, force: bool = False, on_bad_image: str = "fail",
-              reporter=None) -> TrainOutcome:
-    """Train `cfg.model` on the image folder until it memorizes the given labels; write a run directory.
+@dataclass
+class BestEpochs:
+    """The best epochs seen while training: by `by` (held-out agreement, a label-only choice; "test" when
+    nothing is held out, an oracle), and by test accuracy (the oracle early stop, reported as a reference)."""
 
-    Under torchrun every rank trains (data-parallel, noisefix/train.py); rank 0 alone writes the run directory
-    and every rank returns its outcome.
-    """
-    reporter = reporter if reporter is not None and distributed.is_main() else NullReporter()
-    out = Path(out) if out else default_run_path(data_root, cfg.model)
+    by: str                              # "holdout" or "test": the eval set that picks the best checkpoint
+    epoch: int | None = None             # best epoch by `by`
+    score: float = -1.0                  # its accuracy on `by`
+    test_acc: float | None = None        # its test accuracy (None without a test split)
+    oracle_epoch: int | None = None      # epoch of the highest test accuracy
+    oracle_test_acc: float | None = None  # that accuracy
+
+    def update(self, r: EpochResult) -> bool:
+        """Take in one epoch; True when it is the new best by `by` (ties keep the earlier epoch)."""
+        test = r.eval_acc.get("test")
+        if test is not None and (self.oracle_test_acc is None or test > self.oracle_test_acc):
+            self.oracle_epoch, self.oracle_test_acc = r.epoch, test
+        score = r.eval_acc.get(self.by)
+        if score is None or score <= self.score:
+            return False
+        self.epoch, self.score, self.test_acc = r.epoch, score, test
+        return True
+
+
+@dataclass
+class _Recorder:
+    """Writes what training produces into the staged run directory: saved epochs, the epoch log, the best
+    weights; and moves the progress bar."""
+
+    run: RunDir
+    model: torch.nn.Module
+    best: BestEpochs
+    advance: Callable[..., None]
+    saved: list[int] = field(default_factory=list)
+
+    def save(self, epoch: int, m: torch.nn.Module) -> None:
+        save_tensors(self.run.checkpoint(epoch), m.state_dict(), {"epoch": str(epoch)})
+        self.saved.append(epoch)
+
+    def on_epoch(self, r: EpochResult) -> None:
+        append_jsonl(self.run.metrics, r.as_dict())
+        if self.best.update(r):
+            save_tensors(self.run.best_checkpoint, self.model.state_dict(), {"epoch": str(r.epoch)})
+        fields = {"loss": r.loss, "train": r.train_acc}
+        if r.train_clean_acc is not None:
+            fields["train(clean)"] = r.train_clean_acc
+        fields.update(r.eval_acc)
+        self.advance(1, **fields)
+
+
+def _check_out(out: Path, data_root: Path, *, force: bool) -> None:
+    """The run directory must be outside the data folder (never written into) and free unless `force`."""
     root, target = Path(data_root).resolve(), out.resolve()
     if target == root or root in target.parents or target in root.parents:
         raise ConfigError(f"the run directory {out} would be inside (or contain) the data folder {data_root}; "
                           "noisefix never writes into your data: pass --out elsewhere or run from another folder")
     check_writable(out, force=force, what="run directory")
-    splits = load_data(Path(data_root), labels_file)
-    data_fingerprint = fingerprint(splits)
-    splits, skipped = check_images(splits, on_bad_image, reporter)
-    train = splits.train
-    source = ImageSource(train)
-    in_shape = source.shape
-    seed_everything(cfg.seed)
-    model = build_model(cfg.model, in_shape=in_shape, num_classes=len(train.classes), weights=weights)
-    holdout = stratified_holdout(train.targets, cfg.holdout, seed=cfg.seed)
+
+
+def _eval_sets(source: ImageSource, splits: DataSplits, holdout: np.ndarray) -> dict[str, EvalSet]:
+    """Scored after each epoch: the held-out training images (given labels) and the test split."""
     eval_sets = {}
     if holdout.any():
-        eval_sets["holdout"] = EvalSet(source, train.targets, indices=np.flatnonzero(holdout))
+        eval_sets["holdout"] = EvalSet(source, splits.train.targets, indices=np.flatnonzero(holdout))
     if splits.test is not None:
         eval_sets["test"] = EvalSet(ImageSource(splits.test), splits.test.targets)
+    return eval_sets
+
+
+def _model_info(cfg: TrainConfig, in_shape: tuple[int, ...], classes: list[str], saved: list[int],
+                last: EpochResult, holdout: np.ndarray, best: BestEpochs) -> dict:
+    """model.json."""
+    return {
+        "arch": cfg.model, "in_shape": list(in_shape), "num_classes": len(classes),
+        "classes": classes, "checkpoints": sorted(set(saved)), "final_epoch": last.epoch,
+        "holdout": int(holdout.sum()),
+        # "best" checkpoint: label-only early stopping on held-out agreement (else on the test set, an oracle)
+        "best_by": best.by, "best_epoch": best.epoch, "best_test_acc": best.test_acc,
+        # the oracle early stop (epoch of the highest test accuracy), reported only as a reference
+        "oracle_epoch": best.oracle_epoch, "oracle_test_acc": best.oracle_test_acc,
+        "final_train_acc": last.train_acc, "final_test_acc": last.eval_acc.get("test"),
+    }
+
+
+def run_train(data_root: Path, cfg: TrainConfig, *, labels_file: Path | None = None, out: Path | None = None,
+              weights: Path | None = None, force: bool = False, reporter: Reporter | None = None) -> TrainOutcome:
+    """Train `cfg.model` on the image folder until it memorizes the given labels; write a run directory.
+
+    Under torchrun every rank trains (data-parallel, nn/training.py); rank 0 alone writes the run directory
+    and every rank returns its outcome.
+    """
+    reporter = or_null(reporter if distributed.is_main() else None)
+    out = Path(out) if out else default_run_path(data_root, cfg.model)
+    _check_out(out, data_root, force=force)
+    splits = load_data(Path(data_root), labels_file)
+    data_fingerprint = fingerprint(splits)
+    splits, skipped = check_images(splits, cfg.on_bad_image, reporter)
+    train = splits.train
+    source = ImageSource(train)
+    seed_everything(cfg.seed)
+    model = build_model(cfg.model, in_shape=source.shape, num_classes=len(train.classes), weights=weights)
+    holdout = stratified_holdout(train.targets, cfg.holdout, seed=cfg.seed)
     n_params = sum(p.numel() for p in model.parameters())
     reporter.info(f"training [bold]{cfg.model}[/] ({n_params:,} parameters) on {int((~holdout).sum())} images "
                   f"({int(holdout.sum())} held out for label-only model selection), "
-                  f"{len(train.classes)} classes, input {in_shape}; {cfg.optimizer} lr {cfg.lr:g}, "
+                  f"{len(train.classes)} classes, input {source.shape}; {cfg.optimizer} lr {cfg.lr:g}, "
                   f"batch {cfg.batch_size}, until train acc >= {cfg.target_acc:g} or {cfg.epochs} epochs")
     t0 = time.perf_counter()
     fit = partial(train_model, model, source, train.targets, cfg, indices=np.flatnonzero(~holdout),
-                  clean_labels=train.clean_targets, eval_sets=eval_sets)
+                  clean_labels=train.clean_targets, eval_sets=_eval_sets(source, splits, holdout))
     if not distributed.is_main():
         fit()
         return distributed.broadcast_object(None)  # rank 0's outcome, once the run directory is in place
@@ -134,49 +207,15 @@ def run_train(data_root: Path, cfg: TrainConfig, *, labels_file: Path | None = N
             argv=sys.argv, seed=cfg.seed, data_root=data_root, labels_file=labels_file,
             fingerprint=data_fingerprint, extra={"model": cfg.model, "stage": "train"}))
         if skipped:
-            write_csv(tmp / SKIPPED, ["path", "reason"], skipped)
+            write_csv(run.skipped, ["path", "reason"], skipped)
         write_text(run.config, dump_yaml({"train": cfg}))
         write_run_labels(run.labels, splits, holdout)
-        saved: list[int] = []
-        best = {"epoch": None, "acc": -1.0, "by": "holdout" if holdout.any() else "test", "test_acc": None}
-        oracle = {"epoch": None, "acc": -1.0}
-
-        def save(epoch: int, m: torch.nn.Module) -> None:
-            save_tensors(run.checkpoint(epoch), m.state_dict(), {"epoch": str(epoch)})
-            saved.append(epoch)
-
+        best = BestEpochs(by="holdout" if holdout.any() else "test")
         with reporter.progress("train", cfg.epochs) as advance:
-            def on_epoch(r: EpochResult) -> None:
-                append_jsonl(run.metrics, r.as_dict())
-                test = r.eval_acc.get("test")
-                if test is not None and test > oracle["acc"]:
-                    oracle.update(epoch=r.epoch, acc=test)
-                score = r.eval_acc.get(best["by"])
-                if score is not None and score > best["acc"]:
-                    best.update(epoch=r.epoch, acc=score, test_acc=test)
-                    save_tensors(run.checkpoints / "best.safetensors", model.state_dict(),
-                                           {"epoch": str(r.epoch)})
-                fields = {"loss": r.loss, "train": r.train_acc}
-                if r.train_clean_acc is not None:
-                    fields["train(clean)"] = r.train_clean_acc
-                fields.update(r.eval_acc)
-                advance(1, **fields)
-
-            history = fit(on_epoch=on_epoch, save=save)
-        last = history[-1]
+            recorder = _Recorder(run, model, best, advance)
+            last = fit(on_epoch=recorder.on_epoch, save=recorder.save)[-1]
         save_tensors(run.weights, model.state_dict(), {"epoch": str(last.epoch)})
-        write_json(run.model_json, {
-            "arch": cfg.model, "in_shape": list(in_shape), "num_classes": len(train.classes),
-            "classes": train.classes, "checkpoints": sorted(set(saved)), "final_epoch": last.epoch,
-            "holdout": int(holdout.sum()),
-            # "best" checkpoint: label-only early stopping on held-out agreement (else on the test set, an oracle)
-            "best_by": best["by"], "best_epoch": best["epoch"], "best_test_acc": best["test_acc"] if
-            best["by"] == "holdout" else (oracle["acc"] if oracle["epoch"] is not None else None),
-            # the oracle early stop (epoch of the highest test accuracy), reported only as a reference
-            "oracle_epoch": oracle["epoch"], "oracle_test_acc": oracle["acc"] if oracle["epoch"] is not None else None,
-            "final_train_acc": last.train_acc, "final_test_acc": last.eval_acc.get("test"),
-        })
+        write_json(run.model_json, _model_info(cfg, source.shape, train.classes, recorder.saved, last, holdout, best))
     return distributed.broadcast_object(TrainOutcome(
         run=RunDir(out), epochs=last.epoch, train_acc=last.train_acc, test_acc=last.eval_acc.get("test"),
-        best_epoch=best["epoch"], best_test_acc=best["test_acc"] if best["by"] == "holdout" else oracle["acc"],
-        seconds=time.perf_counter() - t0))
+        best_epoch=best.epoch, best_test_acc=best.test_acc, seconds=time.perf_counter() - t0))

@@ -1,13 +1,14 @@
 """What users see: progress, tables, summaries and plots. With cli.py the only module that prints.
 
-Stages talk to a `Reporter`: `RichReporter` draws on the terminal, `NullReporter` (the default in library
-calls and tests) stays silent.
+Stages talk to a `Reporter` (the protocol below): `RichReporter` draws on the terminal, `NullReporter` (the
+default in library calls and tests) stays silent; a stage turns its optional `reporter` argument into one
+with `or_null`.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Protocol, Sequence, runtime_checkable
 
 from rich.console import Console
 from rich.progress import (
@@ -18,6 +19,24 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+
+
+@runtime_checkable
+class Reporter(Protocol):
+    """What a stage may tell the user: lines, warnings, a progress bar and a table."""
+
+    def info(self, message: str) -> None:
+        """One line of rich markup."""
+
+    def warn(self, message: str) -> None:
+        """One line, shown as a warning."""
+
+    def progress(self, description: str, total: int | None) -> ContextManager[Callable[..., None]]:
+        """A context yielding `advance(n=1, **fields)`: n steps done, `fields` shown beside the bar."""
+
+    def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+              highlight: Sequence[int] = ()) -> None:
+        """A table; rows whose index is in `highlight` stand out."""
 
 
 class NullReporter:
@@ -38,7 +57,12 @@ class NullReporter:
         pass
 
 
-class RichReporter(NullReporter):
+def or_null(reporter: Reporter | None) -> Reporter:
+    """`reporter`, or a silent NullReporter when None (library calls, tests, ranks other than 0)."""
+    return reporter if reporter is not None else NullReporter()
+
+
+class RichReporter:
     """Progress bars, tables and the stages' result summaries on a rich console (stderr for progress, stdout
     for results)."""
 

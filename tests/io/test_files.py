@@ -77,3 +77,23 @@ def test_find_latest_run_filters_by_data_and_model(tmp_path):
         find_latest_run(runs_dir=runs, model="resnet18")
     with pytest.raises(RunError, match="with probe results"):
         find_latest_run(runs_dir=runs, stage="probe")
+
+
+def test_score_keys_round_trip():
+    from noisefix.io.run_dir import parse_score_key, score_key
+
+    assert score_key("final", "relu1", "masc", "oof") == "final|relu1|masc|oof"
+    assert parse_score_key("final|relu1|masc|oof") == ("final", "relu1", "masc", "oof")
+    assert parse_score_key(score_key("3", "fc5", "ncm")) == ("3", "fc5", "ncm", None)
+    with pytest.raises(RunError, match="not a probe score key"):
+        parse_score_key("folds")
+
+
+def test_find_latest_run_skips_partial_runs(tmp_path):
+    runs = tmp_path / "runs"
+    partial = atomic.partial_path(runs / "a")
+    partial.mkdir(parents=True)
+    (partial / "manifest.json").write_text(json.dumps({"model": "mlp", "data_root": str(tmp_path)}))
+    assert atomic.is_partial(partial)
+    with pytest.raises(RunError, match="no run"):
+        find_latest_run(runs_dir=runs)

@@ -104,9 +104,43 @@ def test_bad_images_fail_by_default_naming_them(tiny_folder, tmp_path):
 
 def test_bad_images_skipped_and_listed(tiny_folder, tmp_path):
     bad = _break_images(tiny_folder)
-    out = run_train(tiny_folder, TrainConfig.for_model("mlp", **FAST), out=tmp_path / "run",
-                    on_bad_image="skip").run.path
+    out = run_train(tiny_folder, TrainConfig.for_model("mlp", **FAST, on_bad_image="skip"),
+                    out=tmp_path / "run").run.path
     listed = {r["path"] for r in read_csv(out / "skipped_images.csv")}
     assert listed == bad
     loaded = open_run(out)
     assert not bad & set(loaded.splits.train.paths) and len(loaded.splits.train) == 30 - 1
+
+
+def test_one_checkpoint_parser():
+    from noisefix.stages.runs import checkpoint_epochs, expand_checkpoints, parse_checkpoint
+
+    assert [parse_checkpoint(c) for c in ("final", "best", "init", "7")] == ["final", "best", 0, 7]
+    info = {"checkpoints": [0, 2, 4], "final_epoch": 4}
+    assert expand_checkpoints(("all",), info) == ["init", "2", "final"]
+    assert checkpoint_epochs(["init", "2", "best", "final"], info) == {"init": 0, "2": 2, "final": 4}
+    with pytest.raises(RunError, match="epoch number"):
+        expand_checkpoints(("final", "latest"), info)  # before anything is extracted
+
+
+def test_best_epochs_by_holdout_and_oracle():
+    from noisefix.nn.training import EpochResult
+    from noisefix.stages.train import BestEpochs
+
+    best = BestEpochs(by="holdout")
+    accs = [(0.5, 0.6), (0.7, 0.55), (0.7, 0.9), (0.6, 0.95)]  # (holdout, test) per epoch
+    new = [best.update(EpochResult(e + 1, 0.0, 1.0, None, {"holdout": h, "test": t})) for e, (h, t) in enumerate(accs)]
+    assert new == [True, True, False, False]  # a tie keeps the earlier epoch
+    assert (best.epoch, best.test_acc, best.oracle_epoch, best.oracle_test_acc) == (2, 0.55, 4, 0.95)
+    nothing = BestEpochs(by="test")  # no held-out images and no test split
+    assert not nothing.update(EpochResult(1, 0.0, 1.0, None, {}))
+    assert (nothing.epoch, nothing.test_acc, nothing.oracle_test_acc) == (None, None, None)
+
+
+def test_reporters_follow_the_protocol():
+    from noisefix.ui.reporter import NullReporter, Reporter, RichReporter, or_null
+
+    assert isinstance(NullReporter(), Reporter) and isinstance(RichReporter(), Reporter)
+    assert isinstance(or_null(None), NullReporter)
+    rich = RichReporter()
+    assert or_null(rich) is rich
