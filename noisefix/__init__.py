@@ -16,9 +16,9 @@ __version__ = "0.1.0"
 
 from noisefix.data.noise import corrupt_labels  # noqa: E402
 from noisefix.data.splits import make_folds  # noqa: E402
-from noisefix.probes import MASC, NCM, ClassStats, LogRegProbe, VeLPIC, make_probe  # noqa: E402
+from noisefix.probes import MASC, NCM, ClassStats, LogRegProbe, Probe, VeLPIC, make_probe  # noqa: E402
 from noisefix.scoring.cross_fitting import ProbeScores, cross_fit  # noqa: E402
 from noisefix.scoring.issues import Relabeling, relabel  # noqa: E402
 
-__all__ = ["__version__", "MASC", "NCM", "VeLPIC", "LogRegProbe", "ClassStats", "make_probe", "cross_fit",
+__all__ = ["__version__", "Probe", "MASC", "NCM", "VeLPIC", "LogRegProbe", "ClassStats", "make_probe", "cross_fit",
            "ProbeScores", "make_folds", "relabel", "Relabeling", "corrupt_labels"]

@@ -5,7 +5,7 @@ Every model maps float images (B, C, H, W) -- x/255, normalized as the run's Ima
 submodules are named so that FX node names read well (``fc1``, ``relu1``, ``block2.pool``, ...).
 ReLUs are never in-place, so a requested node's activations are not overwritten by a later op.
 
-Paper variants (Ketha & Ramaswamy, arXiv 2501.14687, section 6 of DESIGN.md):
+Paper variants (Ketha & Ramaswamy, arXiv 2501.14687, their appendix architectures):
     mlp       Flatten -> C*H*W -> 128 -> 512 -> 2048 -> 2048 -> K, ReLU after each hidden Linear.
     cnn       3 x [conv3x3-ReLU-conv3x3-ReLU-maxpool2] with 16/32/64 channels -> FC 250 x 3 (ReLU) -> K.
     alexnet   small-image AlexNet (5 conv 3x3, pools after conv1/2/5) -> FC 4096 -> 4096 -> K.

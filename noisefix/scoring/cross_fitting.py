@@ -4,7 +4,7 @@ N training images with given (possibly noisy) labels in [0, K), M test images, F
 image is scored by a probe fitted WITHOUT its fold (out-of-fold, "oof"), so a probe cannot simply
 reproduce the label it was trained on; the test images by a probe fitted on all training images.
 
-Choosing without clean labels (DESIGN.md section 5): under symmetric noise of rate p a prediction that does
+Choosing without clean labels (see scoring.selection): under symmetric noise of rate p a prediction that does
 not depend on an image's own label agrees with it with probability (1 - p) * acc + p / K, an increasing
 function of the true accuracy acc, so ranking layers by agreement with the given labels ranks them by
 accuracy in expectation; `estimate_noise_rate` inverts the relation. Under class-dependent noise this is a
