@@ -29,3 +29,35 @@ def shorten_names(names, *, limit: int = 8) -> str:
     names = list(names)
     shown = ", ".join(names[:limit])
     return shown + (f", ... (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+class TrainingError(NoisefixError):
+    """Training cannot go on: the loss became NaN or infinite (a learning rate far too large, broken inputs)."""
+
+
+_OS_FIXES = {
+    "ENOSPC": "free some disk space or choose another --out",
+    "EDQUOT": "free some space in your quota or choose another --out",
+    "EROFS": "the file system is read-only: choose a writable --out",
+    "EACCES": "fix its permissions or choose another --out",
+    "EPERM": "fix its permissions or choose another --out",
+    "ENOENT": "check the path",
+    "ENOTDIR": "a part of the path is a file, not a folder: check the path",
+    "EISDIR": "it is a folder: give a file",
+    "ENAMETOOLONG": "use a shorter name",
+    "EMFILE": "too many open files: raise the limit (ulimit -n) or use fewer --workers",
+    "EIO": "the disk reported an I/O error: check it and re-run",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an OSError the OS raised while noisefix read or wrote a file: the file, the reason and
+    the fix (e.g. "cannot use runs/x/model.json: No space left on device (ENOSPC); free some disk space ...")."""
+    import errno
+
+    code = errno.errorcode.get(exc.errno or -1, "")
+    names = [str(f) for f in (exc.filename, exc.filename2) if f is not None]
+    where = " -> ".join(names) if names else "a file"
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    fix = _OS_FIXES.get(code, "check the path, the disk and the permissions, then re-run")
+    return f"cannot use {where}: {reason}" + (f" ({code})" if code else "") + f"; {fix}"

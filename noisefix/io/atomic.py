@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from noisefix.errors import RunError
+from noisefix.errors import ConfigError, RunError
+from noisefix.io.lock import writer_lock
 
 PARTIAL = ".partial"  # suffix of a directory being built by `staged_dir`
 
@@ -70,8 +71,12 @@ def read_json(path: Path) -> Any:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RunError(f"missing file {path}; was the stage that writes it run?") from None
+    except UnicodeDecodeError:
+        raise RunError(f"{path} is not UTF-8 text; it is damaged: re-run the stage that writes it") from None
     except json.JSONDecodeError as exc:
         raise RunError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise RunError(f"{path} is nested too deeply to be a noisefix file; re-run the stage that writes it") from None
 
 
 def append_jsonl(path: Path, obj: Any) -> None:
@@ -89,12 +94,24 @@ def write_csv(path: Path, header: list[str], rows: Iterable[Iterable[Any]]) -> N
     write_text(path, buf.getvalue())
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
+def read_csv(path: Path, *, required: Iterable[str] = ()) -> list[dict[str, str]]:
+    """The rows of a CSV file written by `write_csv`; RunError naming the file when it is missing, not UTF-8,
+    unreadable, or its header lacks one of the `required` columns."""
     try:
         with open(path, newline="", encoding="utf-8") as fh:
-            return list(csv.DictReader(fh))
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            header = reader.fieldnames or []
     except FileNotFoundError:
         raise RunError(f"missing file {path}; was the stage that writes it run?") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise RunError(f"{path} is not a readable CSV file ({type(exc).__name__}); re-run the stage that "
+                       "writes it") from None
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise RunError(f"{path} lacks the column(s) {', '.join(missing)} (header: {','.join(header)}); it was "
+                       "edited or damaged: restore it or re-run the stage that writes it")
+    return rows
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
@@ -109,36 +126,55 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
         tmp.unlink(missing_ok=True)
 
 
-def load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    if not Path(path).exists():
-        raise RunError(f"missing tensor file {path}")
-    return load_file(str(path))
+def load_tensors(path: Path, *, required: Iterable[str] = ()) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; RunError naming the file when it is missing, truncated, not
+    safetensors (a garbage or lying header), or lacks one of the `required` keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"missing tensor file {path}; was the stage that writes it run?")
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:  # safetensors raises SafetensorError, OSError, ValueError... on a broken file
+        raise RunError(f"{path} is not a readable safetensors file ({safetensors_reason(exc)}); it is damaged "
+                       "or not written by noisefix: re-run the stage that writes it (with --force)") from None
+    missing = [k for k in required if k not in tensors]
+    if missing:
+        raise RunError(f"{path} lacks the tensor(s) {', '.join(missing[:3])}; it was not written by this "
+                       "stage: re-run it with --force")
+    return tensors
+
+
+def safetensors_reason(exc: BaseException) -> str:
+    """A short one-line reason from a safetensors / torch error (no file paths, at most 100 characters)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:100]
 
 
 @contextlib.contextmanager
 def staged_dir(final: Path, *, force: bool, what: str) -> Iterator[Path]:
     """Build a directory under `<final>.partial` and swap it into `final` only if the block succeeds.
 
-    Refuses when `final` exists and is non-empty unless `force`; with `force` the old directory is replaced
-    only after the new one is complete. A stale `.partial` from an earlier crash is discarded first.
+    Holds the writer lock of `final` (of its run, for a stage folder; io/lock.py) for the whole block: a
+    second writer gets a RunError at once. Refuses when `final` exists and is non-empty unless `force`; with
+    `force` the old directory is replaced only after the new one is complete. Leftovers of a killed writer
+    (a stale `.partial`, `.old-PID`) are discarded once the lock is held.
     """
     final = Path(final)
-    check_writable(final, force=force, what=what)
-    partial = partial_path(final)
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    try:
-        yield partial
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(partial, final)
-    if old.exists():
-        shutil.rmtree(old, ignore_errors=True)
+    with writer_lock(final):
+        check_writable(final, force=force, what=what)
+        partial = partial_path(final)
+        partial.mkdir(parents=True)
+        try:
+            yield partial
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        if final.exists():
+            os.replace(final, old)
+        os.replace(partial, final)
+        if old.exists():
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def partial_path(final: Path) -> Path:
@@ -156,3 +192,11 @@ def check_writable(final: Path, *, force: bool, what: str) -> None:
     final = Path(final)
     if final.exists() and (not final.is_dir() or any(final.iterdir())) and not force:
         raise RunError(f"{what} already exists at {final}; pass --force to replace it, or choose another --out")
+
+
+def check_outside(path: Path, data_root: Path, *, what: str) -> None:
+    """ConfigError when `path` is the data folder, inside it or contains it: noisefix never writes into data."""
+    root, target = Path(data_root).resolve(), Path(path).resolve()
+    if target == root or root in target.parents or target in root.parents:
+        raise ConfigError(f"{what} {path} would be inside (or contain) the data folder {data_root}; noisefix "
+                          "never writes into your data: choose a folder elsewhere")

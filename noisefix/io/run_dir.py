@@ -17,9 +17,11 @@ Run directory:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, overload
@@ -29,7 +31,7 @@ import torch
 
 from noisefix import __version__
 from noisefix.errors import RunError
-from noisefix.io.atomic import is_partial
+from noisefix.io.atomic import is_partial, read_json, safetensors_reason
 
 RUNS_DIR = Path("runs")
 
@@ -187,6 +189,7 @@ def parse_score_key(key: str) -> ScoreKey:
 def make_manifest(*, argv: list[str], seed: int, data_root: Path, labels_file: Path | None,
                   fingerprint: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     manifest = {
+        "run_id": uuid.uuid4().hex,  # also in model.json and the weights' metadata: one run's files belong together
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": environment(),
         "argv": list(argv),
@@ -228,3 +231,123 @@ def find_latest_run(*, runs_dir: Path = RUNS_DIR, data_root: Path | None = None,
         need = f" with {stage} results" if stage else ""
         raise RunError(f"no run{need}{where} under {runs_dir}/; pass --run DIR or train one with `noisefix train`")
     return max(candidates)[1]
+
+
+MAX_INPUT_VALUES = 2**26  # C*H*W of a model input above this is a damaged model.json, not a real image size
+
+
+def _require(data: Any, schema: dict[str, tuple[type, ...]], path: Path) -> dict[str, Any]:
+    """`data` as a dict with each key of `schema` of one of its types; RunError naming the file otherwise."""
+    if not isinstance(data, dict):
+        raise RunError(f"{path} holds a JSON {type(data).__name__}, not an object; it is damaged: restore it or "
+                       "re-run `noisefix train --force`")
+    for key, types in schema.items():
+        if key not in data:
+            raise RunError(f"{path} lacks the key {key!r}; it is damaged or from another tool: restore it or "
+                           "re-run `noisefix train --force`")
+        value = data[key]
+        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise RunError(f"{path}: {key!r} must be {names}, got {json.dumps(value)[:60]}; restore the file or "
+                           "re-run `noisefix train --force`")
+    return data
+
+
+_MANIFEST_SCHEMA = {"data_root": (str,), "data_fingerprint": (str,), "labels_file": (str, type(None)),
+                    "classes_file": (str, type(None))}
+_MODEL_SCHEMA = {"arch": (str,), "in_shape": (list,), "num_classes": (int,), "classes": (list,),
+                 "checkpoints": (list,), "final_epoch": (int,)}
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """manifest.json, schema-checked (RunError naming the file for a missing key or a wrong type)."""
+    manifest = read_json(path)
+    if isinstance(manifest, dict):
+        manifest.setdefault("labels_file", None)
+        manifest.setdefault("classes_file", None)
+    return _require(manifest, _MANIFEST_SCHEMA, Path(path))
+
+
+def read_model_info(path: Path) -> dict[str, Any]:
+    """model.json, schema-checked: keys and types, a (C, H, W) input shape of a plausible size (checked before
+    any model is built), `num_classes` >= 2 class names."""
+    path = Path(path)
+    info = _require(read_json(path), _MODEL_SCHEMA, path)
+    shape = info["in_shape"]
+    if len(shape) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
+        raise RunError(f"{path}: in_shape must be three positive integers (C, H, W), got {json.dumps(shape)[:60]}; "
+                       "restore the file or re-run `noisefix train --force`")
+    if shape[0] * shape[1] * shape[2] > MAX_INPUT_VALUES:
+        raise RunError(f"{path}: in_shape {'x'.join(map(str, shape))} is over {MAX_INPUT_VALUES:,} values per image; "
+                       "the file is damaged: restore it or re-run `noisefix train --force`")
+    classes, k = info["classes"], info["num_classes"]
+    if k < 2 or len(classes) != k or not all(isinstance(c, str) for c in classes):
+        raise RunError(f"{path}: needs num_classes >= 2 and that many class names, got {k} and {len(classes)}; "
+                       "restore the file or re-run `noisefix train --force`")
+    if not all(isinstance(e, int) and not isinstance(e, bool) for e in info["checkpoints"]):
+        raise RunError(f"{path}: checkpoints must be epoch numbers; restore the file or re-run `noisefix train --force`")
+    return info
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def weights_metadata(path: Path) -> dict[str, str]:
+    """The metadata of a safetensors file (RunError naming it when it is not a readable safetensors file)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as exc:  # SafetensorError, OSError, ...: truncated, garbage or a lying header
+        raise RunError(f"{path} is not a readable safetensors file ({safetensors_reason(exc)}); it is damaged: "
+                       "restore it or re-run `noisefix train --force`") from None
+
+
+def verify_identity(run: RunDir, manifest: dict[str, Any], info: dict[str, Any]) -> None:
+    """Check that the run's manifest, model.json, weights and labels.csv come from one training run.
+
+    Train writes one run id into the manifest, model.json and the weights' metadata, and the sha256 of
+    labels.csv into model.json; a file from another run or an edited labels.csv is a RunError. Runs written
+    before run ids existed carry none and are only checked for readable weights."""
+    meta = weights_metadata(run.weights)
+    want = manifest.get("run_id")
+    fix = "files of two runs were mixed: re-run `noisefix train --force` (or restore the run)"
+    if info.get("run_id") != want:
+        raise RunError(f"{run.model_json} belongs to run {info.get('run_id')} but {run.manifest} to run {want}; {fix}")
+    if want is not None and meta.get("run_id") != want:
+        raise RunError(f"{run.weights} belongs to run {meta.get('run_id')}, not to run {want} of {run.manifest}; {fix}")
+    if info.get("labels_sha256") is not None and (not run.labels.is_file()
+                                                  or file_sha256(run.labels) != info["labels_sha256"]):
+        raise RunError(f"{run.labels} was changed or removed after training (it no longer matches model.json); "
+                       "restore it, or re-run `noisefix train --force` with a --labels file instead")
+
+
+def read_scores(path: Path) -> dict[str, Any]:
+    """A probe folder's scores.json, schema-checked: an object whose "rows" are objects naming a checkpoint,
+    a layer and a probe, with the ranking criterion (a number or null) in each."""
+    path = Path(path)
+    scores = _require(read_json(path), {"rows": (list,)}, path)
+    criterion = scores.setdefault("criterion", "agreement")
+    if not isinstance(criterion, str):
+        raise RunError(f"{path}: 'criterion' must be a string; re-run `noisefix probe --force`")
+    for row in scores["rows"]:
+        _require(row, {"checkpoint": (str,), "layer": (str,), "probe": (str,), criterion: (int, float, type(None))},
+                 path)
+    return scores
+
+
+def score_matrix(tensors: dict[str, torch.Tensor], key: str, shape: tuple[int, int], path: Path) -> np.ndarray:
+    """The (N, K) float scores stored under `key` in an oof.safetensors file, checked to exist and fit."""
+    if key not in tensors:
+        raise RunError(f"{path} lacks the scores {key!r} that scores.json lists; re-run `noisefix probe --force`")
+    mat = tensors[key].numpy()
+    if mat.shape != tuple(shape) or not np.issubdtype(mat.dtype, np.floating):
+        raise RunError(f"{path}: scores {key!r} have shape {mat.shape} ({mat.dtype}), expected {tuple(shape)} "
+                       "floats; re-run `noisefix probe --force`")
+    return mat

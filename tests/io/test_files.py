@@ -49,12 +49,12 @@ def test_staged_dir_swaps_only_on_success(tmp_path):
         with staged_dir(final, force=True, what="run") as tmp:
             (tmp / "b.txt").write_text("half")
             raise KeyboardInterrupt
-    assert sorted(os.listdir(tmp_path)) == ["run"]
+    assert sorted(os.listdir(tmp_path)) == [".run.lock", "run"]  # the writer lock stays (io/lock.py)
     assert os.listdir(final) == ["a.txt"]
     with staged_dir(final, force=True, what="run") as tmp:
         (tmp / "b.txt").write_text("2")
     assert os.listdir(final) == ["b.txt"]
-    assert sorted(os.listdir(tmp_path)) == ["run"]
+    assert sorted(os.listdir(tmp_path)) == [".run.lock", "run"]
 
 
 def test_tensors_round_trip_safetensors(tmp_path):
