@@ -1,0 +1,56 @@
+"""The training health check of `clean` (stages.health) and the cheap-probe screening of `probe`."""
+
+import math
+
+import numpy as np
+
+from noisefix.config import ProbeConfig
+from noisefix.stages.health import check_health
+from noisefix.stages.pipeline import clean_train_config, run_clean
+from noisefix.stages.probe import screen_probes
+
+
+def _row(checkpoint, layer, agree, probe="ncm"):
+    return {"checkpoint": checkpoint, "layer": layer, "probe": probe, "holdout_agreement": agree}
+
+
+def test_healthy_run_gives_no_warning():
+    metrics = [{"loss": 2.1}, {"loss": 1.6}]
+    rows = [_row("init", "relu1", 0.3), _row("1", "relu1", 0.5), _row("init", "x", 0.6)]
+    assert check_health(metrics, rows, rows[1], criterion="holdout_agreement", num_classes=10) == []
+
+
+def test_loss_that_barely_moved_is_reported():
+    metrics = [{"loss": 2.3032}, {"loss": 2.2854}]           # the 300-image folder of the issue
+    rows = [_row("init", "relu1", 0.3), _row("1", "relu1", 0.5)]
+    warns = check_health(metrics, rows, rows[1], criterion="holdout_agreement", num_classes=10)
+    assert len(warns) == 1 and "barely moved" in warns[0] and "--lr" in warns[0]
+    assert check_health([{"loss": float("nan")}], rows, rows[1], criterion="holdout_agreement", num_classes=10)
+
+
+def test_untrained_pick_and_no_gain_over_init_are_reported():
+    rows = [_row("init", "relu1", 0.6), _row("1", "relu1", 0.5), _row("init", "x", 0.7)]
+    warns = check_health([{"loss": math.log(10) * 0.5}], rows, rows[2], criterion="holdout_agreement",
+                         num_classes=10)
+    assert any("untrained network" in w for w in warns) and any("raw input" in w for w in warns)
+
+
+def test_screening_keeps_the_sums_only_probe_first():
+    assert screen_probes(("masc", "ncm", "logreg")) == (["ncm"], ["masc", "logreg"])
+    assert screen_probes(("masc",)) == ([], ["masc"])
+
+
+def test_clean_recipe_is_the_fast_one_not_the_papers():
+    cfg = clean_train_config("mlp_small", epochs=4, seed=0, lr=None, batch_size=64)
+    assert (cfg.optimizer, cfg.lr, cfg.batch_size, cfg.save_epochs) == ("adam", 1e-3, 64, (1, 2))
+
+
+def test_clean_that_cannot_learn_warns_and_records_it(tiny_folder, tmp_path):
+    out = run_clean(tiny_folder, tmp_path / "run", epochs=2, lr=1e-9, seed=0)
+    health = out.relabel.summary["health"]
+    assert not health["ok"] and any("barely moved" in w for w in health["warnings"])
+    assert set(out.seconds) >= {"train", "probe", "relabel", "total"}
+    masc_layers = {r["layer"] for r in out.probe.rows if r["probe"] == "masc" and r["checkpoint"] == "final"}
+    assert 0 < len(masc_layers) <= 2 and "x" not in {r["layer"] for r in out.probe.rows if r["checkpoint"] != "init"}
+    assert np.isfinite(out.seconds["total"])
+    assert ProbeConfig(screen=2).screen == 2
