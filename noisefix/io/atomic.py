@@ -42,8 +42,16 @@ def write_bytes(path: Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk fails in write or fsync, where the OS names no file: name it
+        raise _naming(exc, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    if exc.filename is None:
+        exc.filename = str(path)
+    return exc
 
 
 def write_text(path: Path, text: str) -> None:
@@ -122,6 +130,13 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise _naming(exc, path)
+    except Exception as exc:
+        if type(exc).__name__ != "SafetensorError":  # how safetensors reports a failed write (a full disk)
+            raise
+        raise RunError(f"cannot write {path} ({safetensors_reason(exc)}); check the free disk space and the "
+                       "permissions, or choose another --out") from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -187,11 +202,13 @@ def is_partial(path: Path) -> bool:
     return Path(path).name.endswith(PARTIAL)
 
 
-def check_writable(final: Path, *, force: bool, what: str) -> None:
-    """Raise RunError if `final` exists with content and `force` is not set."""
+def check_writable(final: Path, *, force: bool, what: str, elsewhere: str | None = None) -> None:
+    """Raise RunError if `final` exists with content and `force` is not set; the message names `elsewhere`
+    (e.g. "--out"), the option that writes somewhere else, when the command has one."""
     final = Path(final)
     if final.exists() and (not final.is_dir() or any(final.iterdir())) and not force:
-        raise RunError(f"{what} already exists at {final}; pass --force to replace it, or choose another --out")
+        other = f", or choose another {elsewhere}" if elsewhere else ""
+        raise RunError(f"{what} already exists at {final}; pass --force to replace it{other}")
 
 
 def check_outside(path: Path, data_root: Path, *, what: str) -> None:
