@@ -256,6 +256,19 @@ def probe(
     next_step(f"noisefix relabel --run {loaded.run.path}")
 
 
+def _count_or_fraction(text: str | None, option: str) -> int | float | None:
+    """An option value that is a count (an integer) or a fraction (a number below 1)."""
+    from noisefix.errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{option} must be a count or a fraction below 1, got {text!r}") from None
+    return int(value) if value.is_integer() else value
+
+
 @app.command()
 @handle_errors
 @single_process
@@ -268,15 +281,22 @@ def relabel(
     mode: Annotated[str, typer.Option("--mode", help="relabel (replace flagged labels) or prune (drop flagged images).")] = "relabel",
     ensemble: Annotated[int, typer.Option("--ensemble", help="Combine the N best layer x probe scores by the label-only "
                                           "criterion (3 measured better than 1 on digits and MNIST; see docs/results.md).")] = 3,
+    flag: Annotated[str, typer.Option("--flag", help="noise-aware: flag about the estimated number of wrong labels per "
+                                      "class, lowest label quality first; disagree: every image the probe disagrees with.")] = "noise-aware",
+    max_issues: Annotated[Optional[str], typer.Option("--max-issues", help="Flag at most N images, or a FRACTION "
+                                                      "(below 1) of them, lowest label quality first.")] = None,
+    min_suggest: Annotated[float, typer.Option("--min-suggest", help="Suggest a label only when its posterior "
+                                               "probability reaches this (1: never); weaker flags are left for review.")] = 0.5,
     force: ForceOpt = False,
 ) -> None:
-    """Write MASC-corrected labels and a ranked list of label issues from the cross-fitted probe scores."""
+    """Score every label's quality, flag the likely wrong ones and write corrected labels from the cross-fitted probe scores."""
     from noisefix.config import RelabelConfig
     from noisefix.stages.relabel import run_relabel
     from noisefix.stages.runs import open_run
 
     cfg = RelabelConfig(layer=layer, probe=probe, checkpoint=checkpoint, min_margin=min_margin, mode=mode,
-                        ensemble=ensemble)
+                        ensemble=ensemble, flag=flag, max_issues=_count_or_fraction(max_issues, "--max-issues"),
+                        min_suggest=min_suggest)
     reporter = RichReporter(console)
     loaded = open_run(run, stage="probe", reporter=reporter)
     result = run_relabel(loaded, cfg, force=force, reporter=reporter)

@@ -109,11 +109,19 @@ class RelabelConfig:
     min_margin: float = 0.0              # flag only when the suggested class beats the given one by this margin
     mode: str = "relabel"                # relabel (replace flagged labels) or prune (drop flagged images)
     ensemble: int = 3                    # average the scores of the N best layer x probe rows
+    flag: str = "noise-aware"            # noise-aware (about the estimated number of wrong labels) or disagree
+    max_issues: int | float | None = None  # flag at most this many images: a count, or a fraction (< 1) of them
+    min_suggest: float = 0.5             # suggest a label only at this posterior; weaker flags are left for review
 
     def __post_init__(self) -> None:
+        from noisefix.scoring.issues import FLAG_RULES, resolve_max_issues
+
         _check(self.mode in ("relabel", "prune"), f"mode must be relabel or prune, got {self.mode!r}")
         _check(self.min_margin >= 0, f"min-margin must be >= 0, got {self.min_margin}")
         _check(self.ensemble >= 1, f"ensemble must be >= 1, got {self.ensemble}")
+        _check(self.flag in FLAG_RULES, f"flag must be one of {', '.join(FLAG_RULES)}, got {self.flag!r}")
+        _check(0 <= self.min_suggest <= 1, f"min-suggest must be in [0, 1], got {self.min_suggest}")
+        resolve_max_issues(self.max_issues, 1)  # a count >= 0 or a fraction in (0, 1)
 
 
 @dataclass(frozen=True)

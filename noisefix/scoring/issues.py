@@ -18,7 +18,8 @@ the expected number of wrong labels, lowest quality first, and only labels more 
 margin exceeds `min_margin` (what `relabel` does). Both only flag examples with margin > min_margin, so an
 example whose given label is a best class is never flagged, and both can be capped by `max_issues`. A flagged
 example gets a suggested label only when the posterior of its most likely other class reaches
-`min_suggest`; otherwise it is left for review with no suggestion.
+`min_suggest`; otherwise it is left for review with no suggestion (min_suggest = 1: every flag is left for
+review).
 """
 
 from __future__ import annotations
@@ -217,7 +218,7 @@ def flag_issues(quality, given, *, margin, posterior, expected_wrong=None, flag:
     others = posterior.copy()
     others[np.arange(n), given] = -1.0
     alt = others.argmax(axis=1)
-    strong = is_issue & (others.max(axis=1) >= min_suggest)
+    strong = is_issue & (others.max(axis=1) >= min_suggest) & (min_suggest < 1)        # 1: never suggest
     return Flags(is_issue=is_issue, suggested=np.where(strong, alt, given).astype(np.int64),
                  needs_review=is_issue & ~strong, order=order)
 

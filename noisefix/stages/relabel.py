@@ -1,8 +1,11 @@
-"""`noisefix relabel`: cross-fitted probe scores -> suggested labels, a ranked issue list, a cleaned labels file.
+"""`noisefix relabel`: cross-fitted probe scores -> label quality, flags, suggested labels, a cleaned labels file.
 
 Uses only the out-of-fold scores written by `probe` (a training image is never judged by subspaces it helped
-build). Writes RUN/relabel/labels.csv (most suspicious first), the cleaned labels file in the input's format,
-and summary.json.
+build). The scores become a calibrated label quality for every image and an estimated noise rate, the noise
+fitted on the held-out images when the run has them (`scoring.quality`); the flagging rule (`--flag`) picks
+the likely wrong labels (`scoring.issues.flag_issues`). Writes RUN/relabel/labels.csv (lowest label quality
+first), the cleaned labels file in the input's format (strong suggestions applied; labels left for review
+keep their given value; `--mode prune` drops every flagged image) and summary.json.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from noisefix.io.atomic import (
     write_json,
 )
 from noisefix.io.run_dir import ProbeDir, RelabelDir, score_key
-from noisefix.scoring.issues import Relabeling, ensemble, issue_metrics, label_accuracy, relabel
-from noisefix.scoring.selection import estimate_noise_rate
+from noisefix.scoring.issues import Flags, confusion_table, issue_metrics, label_accuracy, ranking_metrics
+from noisefix.scoring.quality import FoundIssues, LabelQuality, find_issues
 from noisefix.stages.runs import LoadedRun
 from noisefix.ui.reporter import Reporter
 
@@ -72,42 +75,106 @@ def _load_scores(probe: ProbeDir, labels: np.ndarray) -> tuple[dict[str, Any], d
     return scores, tensors
 
 
-def _summary(scores: dict[str, Any], sources: list[dict[str, Any]], result: Relabeling, combined: np.ndarray,
-             loaded: LoadedRun, cfg: RelabelConfig, keep: np.ndarray, cleaned_labels: np.ndarray) -> dict[str, Any]:
-    """summary.json: the sources, issue counts, estimated noise rate and, with clean labels, detection quality."""
-    train, held = loaded.splits.train, loaded.holdout
-    given, clean, classes = train.targets, train.clean_targets, train.classes
+@dataclass
+class Evidence:
+    """What relabel judges the run's N training images from."""
+
+    sources: list[dict[str, Any]]  # the probe rows used (checkpoint, layer, probe, agreements)
+    mats: list[np.ndarray]  # their (N, K) out-of-fold scores (held-out images: probes fitted on the others)
+    given: np.ndarray  # (N,) given labels
+    clean: np.ndarray | None  # (N,) clean labels when the labels file has them (evaluation only)
+    fit_mask: np.ndarray | None  # (N,) held-out images, never trained on: the noise is fitted on them
+    criterion: str  # how the sources were ranked (holdout_agreement or agreement)
+
+
+def relabel_evidence(loaded: LoadedRun, cfg: RelabelConfig) -> Evidence:
+    """The probe sources `cfg` selects and their out-of-fold scores, from the run's probe outputs."""
+    run = loaded.run
+    if not ProbeDir(run.probe).scores_json.exists():
+        raise RunError(f"no probe results in {run.path}; run `noisefix probe --run {run.path}` first")
+    train = loaded.splits.train
+    scores, tensors = _load_scores(ProbeDir(run.probe), train.targets)
+    sources = select_sources(scores, cfg)
+    mats = [tensors[score_key(r["checkpoint"], r["layer"], r["probe"], "oof")].numpy() for r in sources]
+    held = loaded.holdout
+    return Evidence(sources=sources, mats=mats, given=train.targets, clean=train.clean_targets,
+                    fit_mask=held if held.any() else None, criterion=scores.get("criterion", "agreement"))
+
+
+def _noise_summary(quality: LabelQuality, classes: list[str], held_out: bool) -> dict[str, Any]:
+    """summary.json "noise": the estimated wrong fraction overall and per given class, with intervals."""
+    noise, K = quality.noise, len(classes)
+    return {
+        "what": "wrong fraction: the share of labels that differ from the true class (the paper's symmetric "
+                "rate p redraws labels uniformly, the true class included: p = wrong_fraction * K / (K - 1))",
+        "wrong_fraction": noise.rate, "interval": list(noise.interval), "level": noise.level,
+        "symmetric_p": min(1.0, noise.rate * K / (K - 1)),
+        "fitted_on": f"{quality.model.n_fit} held-out images" if held_out else "all images (no held-out images)",
+        "held_out_rate": noise.fit_rate, "all_images_rate": noise.pooled_rate, "held_out_weight": noise.fit_weight,
+        "per_class": {classes[k]: {"wrong_fraction": float(noise.per_class[k]),
+                                   "interval": noise.per_class_interval[k].tolist(),
+                                   "expected_wrong": float(noise.expected_wrong[k])} for k in range(K)},
+        "calibration": {"temperatures": quality.model.temperatures.tolist(),
+                        "ensemble_temperature": quality.model.ensemble_temperature},
+    }
+
+
+def _confusion(given: np.ndarray, flags: Flags, classes: list[str]) -> dict[str, dict[str, int]]:
+    """Flagged images per given class -> suggested class ("review": no suggestion); non-zero cells only."""
     K = len(classes)
-    # noise-rate estimate from images the network never saw when there are any (memorization inflates the rest)
-    agreement = float((combined.argmax(1) == given)[held if held.any() else slice(None)].mean())
+    table = confusion_table(given, flags.suggested, flags.is_issue, num_classes=K)
+    names = list(classes) + ["review"]
+    return {classes[g]: {names[c]: int(table[g, c]) for c in np.flatnonzero(table[g])}
+            for g in range(K) if table[g].any()}
+
+
+def _summary(ev: Evidence, found: FoundIssues, classes: list[str], cfg: RelabelConfig, keep: np.ndarray,
+             cleaned_labels: np.ndarray) -> dict[str, Any]:
+    """summary.json: the sources, the flags, the noise estimate and, with clean labels, detection quality."""
+    given, clean, flags = ev.given, ev.clean, found.flags
+    K = len(classes)
     summary: dict[str, Any] = {
-        "criterion": scores.get("criterion", "agreement"),
+        "criterion": ev.criterion,
         "sources": [{k: r.get(k) for k in ("checkpoint", "layer", "probe", "agreement", "holdout_agreement",
-                                           "clean_acc", "test_acc")} for r in sources],
-        "mode": cfg.mode, "min_margin": cfg.min_margin,
-        "n_images": int(len(given)), "n_issues": int(result.is_issue.sum()),
-        "issue_rate": float(result.is_issue.mean()),
-        # chance-corrected disagreement rate; equals the noise rate if the probe were exact, else an upper bound
-        "estimated_noise_rate": estimate_noise_rate(agreement, 1.0, K),
-        "changed_per_class": {classes[k]: int((result.is_issue & (given == k)).sum()) for k in range(K)},
+                                           "clean_acc", "test_acc")} for r in ev.sources],
+        "mode": cfg.mode, "flag": cfg.flag, "min_margin": cfg.min_margin, "max_issues": cfg.max_issues,
+        "min_suggest": cfg.min_suggest,
+        "n_images": int(len(given)), "n_issues": int(flags.is_issue.sum()),
+        "n_relabeled": int((flags.is_issue & ~flags.needs_review).sum()), "n_review": int(flags.needs_review.sum()),
+        "issue_rate": float(flags.is_issue.mean()),
+        "noise": _noise_summary(found.quality, classes, ev.fit_mask is not None),
+        "confusion": _confusion(given, flags, classes),
+        "changed_per_class": {classes[k]: int((flags.is_issue & (given == k)).sum()) for k in range(K)},
     }
     if clean is not None:
-        summary["issue_detection"] = issue_metrics(result.is_issue, given, clean)
+        summary["true_wrong_fraction"] = float(np.mean(given != clean))
+        summary["label_quality_ranking"] = ranking_metrics(found.quality.log_odds, given, clean)
+        summary["issue_detection"] = issue_metrics(flags.is_issue, given, clean)
         summary["label_accuracy_before"] = label_accuracy(given, clean)
         summary["label_accuracy_after"] = (label_accuracy(cleaned_labels, clean) if cfg.mode == "relabel"
                                            else label_accuracy(given[keep], clean[keep]))
     return summary
 
 
-def _write_issues(path: Path, train: LabeledImages, result: Relabeling) -> None:
-    """RUN/relabel/labels.csv: every training image, most suspicious first."""
+def _actions(flags: Flags, mode: str) -> np.ndarray:
+    """Per image: keep, relabel (a strong suggestion), review (flagged, no suggestion) or prune."""
+    action = np.where(flags.needs_review, "review", "relabel")
+    action = np.where(flags.is_issue, "prune" if mode == "prune" else action, "keep")
+    return action
+
+
+def _write_issues(path: Path, train: LabeledImages, found: FoundIssues, mode: str) -> None:
+    """RUN/relabel/labels.csv: every training image, lowest label quality (most suspicious) first."""
     classes, given, clean = train.classes, train.targets, train.clean_targets
-    header = ["path", "given_label", "suggested_label", "score", "is_issue"]
+    flags, quality = found.flags, found.quality.label_quality
+    header = ["path", "given_label", "suggested_label", "label_quality", "score", "is_issue", "action"]
     header += ["clean_label"] if clean is not None else []
+    action = _actions(flags, mode)
     rows = []
-    for i in result.order:
-        row = [train.paths[i], classes[given[i]], classes[result.suggested[i]], f"{result.score[i]:.6f}",
-               int(result.is_issue[i])]
+    for i in flags.order:
+        suggested = "" if flags.needs_review[i] else classes[flags.suggested[i]]
+        row = [train.paths[i], classes[given[i]], suggested, f"{quality[i]:.6g}", f"{found.margin[i]:.6f}",
+               int(flags.is_issue[i]), action[i]]
         if clean is not None:
             row.append(classes[clean[i]])
         rows.append(row)
@@ -116,27 +183,23 @@ def _write_issues(path: Path, train: LabeledImages, result: Relabeling) -> None:
 
 def run_relabel(loaded: LoadedRun, cfg: RelabelConfig, *, force: bool = False,
                 reporter: Reporter | None = None) -> RelabelOutcome:
-    """Relabel (or prune) the run's training labels from its probe scores; write RUN/relabel/. (Nothing to
-    report along the way: `reporter` is taken for the stages' common signature.)"""
+    """Flag likely wrong labels from the run's probe scores, relabel (or prune) them; write RUN/relabel/.
+    (Nothing to report along the way: `reporter` is taken for the stages' common signature.)"""
     run = loaded.run
-    if not ProbeDir(run.probe).scores_json.exists():
-        raise RunError(f"no probe results in {run.path}; run `noisefix probe --run {run.path}` first")
+    evidence = relabel_evidence(loaded, cfg)
     check_writable(run.relabel, force=force, what="relabel results")
     train = loaded.splits.train
-    scores, tensors = _load_scores(ProbeDir(run.probe), train.targets)
-    given, clean = train.targets, train.clean_targets
-    sources = select_sources(scores, cfg)
-    mats = [tensors[score_key(r["checkpoint"], r["layer"], r["probe"], "oof")].numpy() for r in sources]
-    combined = mats[0] if len(mats) == 1 else ensemble(mats)
-    result = relabel(combined, given, min_margin=cfg.min_margin)
-    cleaned_labels = np.where(result.is_issue, result.suggested, given)
-    keep = ~result.is_issue if cfg.mode == "prune" else np.ones(len(given), dtype=bool)
-    summary = _summary(scores, sources, result, combined, loaded, cfg, keep, cleaned_labels)
+    given, clean = evidence.given, evidence.clean
+    found = find_issues(evidence.mats, given, fit_mask=evidence.fit_mask, flag=cfg.flag, max_issues=cfg.max_issues,
+                        min_margin=cfg.min_margin, min_suggest=cfg.min_suggest)
+    cleaned_labels = found.flags.suggested  # review rows keep their given label
+    keep = ~found.flags.is_issue if cfg.mode == "prune" else np.ones(len(given), dtype=bool)
+    summary = _summary(evidence, found, train.classes, cfg, keep, cleaned_labels)
     fmt = loaded.splits.labels_format
     final = RelabelDir(run.relabel)
     with staged_dir(run.relabel, force=force, what="relabel results") as tmp:
         files = RelabelDir(tmp)
-        _write_issues(files.issues, train, result)
+        _write_issues(files.issues, train, found, cfg.mode)
         write_labels_file(files.cleaned(fmt), paths=[p for p, k in zip(train.paths, keep) if k],
                           labels=cleaned_labels[keep], classes=train.classes, fmt=fmt or "csv",
                           clean=clean[keep] if clean is not None else None)

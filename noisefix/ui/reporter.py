@@ -142,14 +142,24 @@ class RichReporter:
         """The relabel summary line (and issue detection against clean labels, when known)."""
         src = ", ".join(f"{r['layer']}/{r['probe']}" + (f"@{r['checkpoint']}" if r["checkpoint"] != "final" else "")
                         for r in s["sources"])
+        review = f", {s['n_review']} of them for review (no strong suggestion)" if s.get("n_review") else ""
         self.console.print(f"relabel from {src}: {s['n_issues']} of {s['n_images']} labels flagged "
-                           f"({pct(s['issue_rate'])})", highlight=False)
+                           f"({pct(s['issue_rate'])}, rule {s.get('flag', 'disagree')}){review}", highlight=False)
+        if "noise" in s:
+            n = s["noise"]
+            low, high = n["interval"]
+            self.console.print(f"estimated wrong labels: {pct(n['wrong_fraction'])} ({pct(low)}-{pct(high)}, "
+                               f"{100 * n['level']:.0f} % interval; fitted on {n['fitted_on']})", highlight=False)
         if "issue_detection" in s:
             d = s["issue_detection"]
             self.console.print(f"against the clean labels: precision {pct(d['precision'])}, recall "
                                f"{pct(d['recall'])}, F1 {pct(d['f1'])}; label accuracy "
                                f"{pct(s['label_accuracy_before'])} -> {pct(s['label_accuracy_after'])}",
                                highlight=False)
+        if s.get("true_wrong_fraction") is not None:
+            r = s.get("label_quality_ranking") or {}
+            auroc = f"; AUROC of label quality {pct(r['auroc'])}" if r.get("auroc") is not None else ""
+            self.console.print(f"true wrong labels: {pct(s['true_wrong_fraction'])}{auroc}", highlight=False)
 
     def show_retrain(self, m: dict) -> None:
         """Test accuracy of the memorized model, its best checkpoint, the retrained one and the baseline."""

@@ -119,6 +119,8 @@ def test_max_issues_caps_by_count_or_fraction_and_review_needs_no_suggestion():
     review = flag_issues(quality, given, min_suggest=0.92, **kw)                          # only row 3 is that sure
     assert review.needs_review.tolist() == [True, True, False, False, True, False]
     assert np.array_equal(review.suggested[review.needs_review], given[review.needs_review])
+    never = flag_issues(quality, given, min_suggest=1.0, **kw)
+    assert np.array_equal(never.needs_review, never.is_issue) and np.array_equal(never.suggested, given)
     assert resolve_max_issues(None, 10) is None and resolve_max_issues(3.0, 10) == 3
     for bad in (-1, 1.5, "10", True, float("nan")):
         with pytest.raises(ConfigError, match="max_issues"):

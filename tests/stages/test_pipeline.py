@@ -54,15 +54,15 @@ def test_relabel_needs_probe_results_then_writes_ranked_issues(tiny_run):
         run_relabel(tiny_run, RelabelConfig(layer="relu3"))
     result = run_relabel(tiny_run, RelabelConfig(ensemble=2))
     rows = read_csv(tiny_run.run.relabel / "labels.csv")
-    assert list(rows[0]) == ["path", "given_label", "suggested_label", "score", "is_issue"]
-    scores = [float(r["score"]) for r in rows]
-    assert scores == sorted(scores, reverse=True) and len(rows) == 45
+    assert list(rows[0]) == ["path", "given_label", "suggested_label", "label_quality", "score", "is_issue", "action"]
+    quality = [float(r["label_quality"]) for r in rows]
+    assert quality == sorted(quality) and len(rows) == 45
     assert len(result.summary["sources"]) == 2
     # the cleaned labels file round-trips through `train --labels`
     cleaned = load_data(tiny_run.splits.train.root, result.cleaned)
     assert cleaned.train.paths == tiny_run.splits.train.paths
     changed = (cleaned.train.targets != tiny_run.splits.train.targets).sum()
-    assert changed == result.summary["n_issues"]
+    assert changed == result.summary["n_relabeled"]  # labels left for review keep their given value
 
 
 def test_prune_mode_drops_flagged_images(tiny_run):
