@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_masc import PeakRSS, machine, paper_fit, paper_predict, publish  # noqa: E402
 
 from noisefix.config import ProbeConfig  # noqa: E402
-from noisefix.data.images import ImageSource, to_float
+from noisefix.data.images import ImageSource
 from noisefix.nn.extract import ActivationExtractor, resolve_layers
 from noisefix.stages.probe import run_probe
 from noisefix.stages.runs import load_run_model, open_run
@@ -46,8 +46,9 @@ def paper_style(loaded) -> dict[str, float]:
 
     def keep_all(split) -> dict[str, np.ndarray]:
         rows = {name: [] for name in layers}
-        for x, _ in ImageSource(split).batches(1):
-            for name, a in extractor(to_float(x)).items():
+        source = ImageSource(split, loaded.spec)  # the run's size, channels and normalization
+        for x, _ in source.batches(1):
+            for name, a in extractor(source.to_input(x)).items():
                 rows[name].append(a.numpy()[0])
         return {name: np.stack(r) for name, r in rows.items()}
 

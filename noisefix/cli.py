@@ -79,6 +79,29 @@ LabelsOpt = Annotated[Optional[Path], typer.Option(
     "--labels", help="Labels file overriding folder labels: CSV `path,label[,clean_label]` or `path label` lines.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace existing outputs.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")]
+WeightsOpt = Annotated[Optional[str], typer.Option(
+    "--weights", help="Pretrained start: DEFAULT or a torchvision weights name (IMAGENET1K_V1, ...; from the torch "
+    "hub cache), or a state-dict file (.safetensors, .pt/.pth loaded weights_only). The head is replaced for "
+    "the data's classes; resnet18/alexnet with weights are torchvision's (ImageNet stem).")]
+ImageSizeOpt = Annotated[Optional[str], typer.Option(
+    "--image-size", help="Resize every image (shorter side, then centre crop) to S or HxW (default: the weights' "
+    "size, else the data's median size; equal-sized images are left as they are).")]
+ChannelsOpt = Annotated[str, typer.Option(
+    "--channels", help="auto (1 when nearly all images are grayscale; 3 for RGB weights), 1 or 3.")]
+WorkersOpt = Annotated[Optional[int], typer.Option(
+    "--workers", help="DataLoader processes decoding images (default min(4, CPUs-1); 0: in this process).")]
+ClassesOpt = Annotated[Optional[Path], typer.Option(
+    "--classes", help="Class names, one per line, in index order: an index label i in --labels means line i "
+    "(default: the sorted class folder names).")]
+NormalizeOpt = Annotated[bool, typer.Option(
+    "--normalize/--no-normalize", help="Per-dataset mean/std for models trained here (pretrained weights always "
+    "use their own).")]
+
+
+def _image_config(image_size, channels, workers, normalize=True):
+    from noisefix.config import ImageConfig
+
+    return ImageConfig(image_size=image_size, channels=channels, workers=workers, normalize=normalize)
 
 
 @app.command()
@@ -99,12 +122,16 @@ def train(
     device: DeviceOpt = "auto",
     save_every: Annotated[int, typer.Option("--save-every", help="Also keep a checkpoint every E epochs (epoch 0 "
                                             "is always kept).")] = 0,
-    weights: Annotated[Optional[Path], typer.Option("--weights", help="Initial weights from a local .safetensors "
-                                                    "(or .pt state dict, loaded weights_only).")] = None,
+    weights: WeightsOpt = None,
+    image_size: ImageSizeOpt = None,
+    channels: ChannelsOpt = "auto",
+    workers: WorkersOpt = None,
+    classes: ClassesOpt = None,
+    normalize: NormalizeOpt = True,
     holdout: Annotated[float, typer.Option("--holdout", help="Fraction of the training images (stratified) kept "
                                            "out of training, so probes can pick a layer from labels alone.")] = 0.1,
-    on_bad_image: Annotated[str, typer.Option("--on-bad-image", help="fail (default) or skip unreadable / "
-                                              "odd-sized images (skipped ones are listed in the run).")] = "fail",
+    on_bad_image: Annotated[str, typer.Option("--on-bad-image", help="fail (default) or skip unreadable images "
+                                              "(listed in the run; refused over 10 % of the data).")] = "fail",
     force: ForceOpt = False,
 ) -> None:
     """Train a model on a (possibly noisy) labeled image folder until it memorizes the labels."""
@@ -114,7 +141,8 @@ def train(
                                 batch_size=batch_size, seed=seed, device=device, save_every=save_every,
                                 holdout=holdout, on_bad_image=on_bad_image)
     result = run_train(data, cfg, labels_file=labels, out=out, weights=weights, force=force,
-                       reporter=RichReporter(console))
+                       reporter=RichReporter(console), classes_file=classes,
+                       image=_image_config(image_size, channels, workers, normalize))
     console.print(f"trained {result.epochs} epochs in {result.seconds:.0f}s: train acc {pct(result.train_acc)}, "
                   f"test acc {pct(result.test_acc)} (best checkpoint: epoch {result.best_epoch}, test acc "
                   f"{pct(result.best_test_acc)})" if result.test_acc is not None else
@@ -223,7 +251,19 @@ def _gib(nbytes: int) -> str:
 def probe(
     data: Annotated[Optional[Path], typer.Argument(help="The run's image folder (default: the one it was trained on).")] = None,
     run: RunOpt = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="Pick the newest run of this model.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Pick the newest run of this model; with --weights, "
+                                                 "the pretrained architecture to probe without training.")] = None,
+    weights: Annotated[Optional[str], typer.Option(
+        "--weights", help="Probe a pretrained network without training (needs DATA and --model): DEFAULT, a "
+        "torchvision weights name or a state-dict file; writes a new run that `relabel` then uses.")] = None,
+    labels: LabelsOpt = None,
+    classes: ClassesOpt = None,
+    image_size: ImageSizeOpt = None,
+    channels: ChannelsOpt = "auto",
+    workers: WorkersOpt = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="With --weights: the new run directory (default "
+                                                "runs/<data>-<model>-pretrained-<time>).")] = None,
+    on_bad_image: Annotated[str, typer.Option("--on-bad-image", help="With --weights: fail or skip unreadable images.")] = "fail",
     layers: Annotated[str, typer.Option("--layers", help="default, all, or comma-separated node names (see `noisefix layers`).")] = "default",
     probes: Annotated[str, typer.Option("--probes", help="Comma-separated: masc, ncm, logreg, velpic.")] = "masc,ncm,logreg,velpic",
     folds: Annotated[int, typer.Option("--folds", help="Cross-fitting folds.")] = 5,
@@ -242,13 +282,16 @@ def probe(
 ) -> None:
     """Score every layer x probe with cross-fitted predictions; pick the best layer from the labels alone."""
     from noisefix.config import ProbeConfig
+    from noisefix.stages.backbone import probe_target
     from noisefix.stages.probe import run_probe
-    from noisefix.stages.runs import open_run
 
     cfg = ProbeConfig(layers=layers, probes=_split(probes), folds=folds, variance=variance, pool=pool,
-                      checkpoints=_split(checkpoint), batch_size=batch_size, seed=seed, device=device, cache=cache)
+                      checkpoints=_split(checkpoint), batch_size=batch_size, seed=seed, device=device, cache=cache,
+                      workers=workers)
     reporter = RichReporter(console)
-    loaded = open_run(run, data_root=data, model=model, reporter=reporter)
+    loaded = probe_target(data, run=run, model=model, weights=weights, labels_file=labels, classes_file=classes,
+                          image=_image_config(image_size, channels, workers), out=out, seed=seed,
+                          on_bad_image=on_bad_image, force=force, reporter=reporter)
     result = run_probe(loaded, cfg, force=force, reporter=reporter, cache_dir=cache_dir,
                        keep_cache=keep_cache)
     reporter.show_scores(result)
@@ -363,10 +406,18 @@ def clean(
     probes: Annotated[str, typer.Option("--probes", help="Probes to scan (logreg is slower).")] = "masc,ncm",
     do_retrain: Annotated[bool, typer.Option("--retrain", help="Also retrain on the cleaned labels and measure the gain.")] = False,
     on_bad_image: Annotated[str, typer.Option("--on-bad-image", help="fail or skip unreadable images.")] = "fail",
+    weights: WeightsOpt = None,
+    image_size: ImageSizeOpt = None,
+    channels: ChannelsOpt = "auto",
+    workers: WorkersOpt = None,
+    classes: ClassesOpt = None,
+    normalize: NormalizeOpt = True,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     force: ForceOpt = False,
 ) -> None:
-    """One shot: short training with early checkpoints, probe them all, write cleaned labels and ranked issues."""
+    """One shot: short training with early checkpoints, probe them all, write cleaned labels and ranked issues.
+
+    With --weights the pretrained network is fine-tuned, and itself scored as checkpoint 0."""
     import time
 
     from noisefix.stages.pipeline import run_clean
@@ -374,11 +425,14 @@ def clean(
     out = out or Path("runs") / f"{data.resolve().name}-clean-{time.strftime('%Y%m%d-%H%M%S')}"
     reporter = RichReporter(console)
     result = run_clean(data, out, model=model, labels_file=labels, epochs=epochs, probes=_split(probes),
-                       retrain=do_retrain, seed=seed, force=force, on_bad_image=on_bad_image, reporter=reporter)
+                       retrain=do_retrain, seed=seed, force=force, on_bad_image=on_bad_image, reporter=reporter,
+                       weights=weights, image=_image_config(image_size, channels, workers, normalize),
+                       classes_file=classes)
     reporter.show_pipeline(result, top=12)
     console.print(f"issues: [bold]{result.relabel.out / 'labels.csv'}[/]  cleaned labels: [bold]{result.relabel.cleaned}[/]"
                   f"  dynamics: [bold]{result.probe.out / 'dynamics.png'}[/]")
-    next_step(f"noisefix train {data} --labels {result.relabel.cleaned} --model {model}")
+    next_step(f"noisefix train {data} --labels {result.relabel.cleaned} --model {model}"
+              + (f" --weights {weights}" if weights is not None else ""))
 
 
 @app.command()

@@ -70,6 +70,24 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class ImageConfig:
+    """How the images become model inputs (noisefix/data/transforms.py) and how they are read."""
+
+    image_size: str | int | None = None  # S or HxW; None: the weights' or model's size, else the data's median
+    channels: str | int = "auto"         # auto (1 if nearly all images are grayscale; RGB weights: 3), 1 or 3
+    normalize: bool = True               # per-dataset mean/std for models trained here (pretrained: their own)
+    workers: int | None = None           # DataLoader processes decoding images (None: min(4, CPUs - 1); 0: none)
+
+    def __post_init__(self) -> None:
+        from noisefix.data.transforms import parse_channels, parse_size
+
+        parse_size(self.image_size)
+        parse_channels(self.channels)
+        _check(self.workers is None or (isinstance(self.workers, int) and self.workers >= 0),
+               f"workers must be 0 or more, got {self.workers!r}")
+
+
+@dataclass(frozen=True)
 class ProbeConfig:
     """How `probe` scores layers: which layers, probes, folds, variance threshold, pooling and activation cache."""
 
@@ -83,6 +101,7 @@ class ProbeConfig:
     seed: int = 0                        # seeds the folds and the probes
     device: str = "auto"                 # auto (CUDA when present), cpu, cuda or cuda:N
     cache: str = "auto"                  # on-disk activation cache: auto (when over the RAM budget), always, never
+    workers: int | None = None           # DataLoader processes decoding images (None: min(4, CPUs - 1); 0: none)
 
     def __post_init__(self) -> None:
         from noisefix.nn.extract import parse_pool
@@ -97,6 +116,7 @@ class ProbeConfig:
         _check(self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}")
         parse_pool(self.pool)
         check_cache_mode(self.cache)
+        _check(self.workers is None or self.workers >= 0, f"workers must be 0 or more, got {self.workers!r}")
 
 
 @dataclass(frozen=True)

@@ -210,6 +210,11 @@ def _paper_resnet18(in_shape: tuple[int, int, int], num_classes: int) -> nn.Modu
 _PAPER_BUILDERS = {"mlp": MLP, "cnn": CNN, "alexnet": SmallAlexNet, "resnet18": _paper_resnet18}
 
 
+def needs_rgb(name: str) -> bool:
+    """True for a torchvision architecture whose first layer noisefix cannot adapt to 1 channel."""
+    return name not in _PAPER_BUILDERS and not name.startswith(_ADAPTABLE_FAMILIES)
+
+
 def _adapt_first_conv(model: nn.Module, name: str, channels: int) -> None:
     """Replace the first Conv2d of a torchvision model by one taking ``channels`` input channels."""
     if not name.startswith(_ADAPTABLE_FAMILIES):

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from noisefix.config import TrainConfig
-from noisefix.data.images import ImageSource, to_float
+from noisefix.data.images import ImageSource
 from noisefix.data.splits import stratified_holdout
 from noisefix.nn import distributed
 from noisefix.nn.device import resolve_device, seed_everything
@@ -70,15 +70,16 @@ def evaluate(model: nn.Module, ev: EvalSet, *, device: torch.device, batch_size:
     labels = torch.as_tensor(ev.labels)
     for x, idx in ev.source.batches(batch_size, indices=ev.indices):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits = model(_to_device(x, device))
+            logits = model(_to_device(x, device, ev.source.to_input))
         correct += int((logits.argmax(1).cpu() == labels[idx]).sum())
     model.train(was_training)
     n = len(ev.labels) if ev.indices is None else len(ev.indices)
     return correct / max(1, n)
 
 
-def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    x = to_float(x.to(device, non_blocking=True))
+def _to_device(x: torch.Tensor, device: torch.device, to_input: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """uint8 batch -> the model's float input on `device` (`to_input`: the source's spec normalization)."""
+    x = to_input(x.to(device, non_blocking=True))
     if device.type == "cuda" and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     return x
@@ -112,6 +113,7 @@ class _Step:
     clean: torch.Tensor | None            # int64 (N,) clean labels, when known
     device: torch.device
     autocast: bool
+    to_input: Callable[[torch.Tensor], torch.Tensor]  # uint8 batch -> model input (the source's spec)
 
 
 def _train_epoch(step: _Step, batches) -> tuple[float, int, int, int]:
@@ -123,7 +125,7 @@ def _train_epoch(step: _Step, batches) -> tuple[float, int, int, int]:
     correct_clean = torch.zeros((), dtype=torch.long, device=device)
     seen = 0
     for x, idx in batches:
-        xb = _to_device(x, device)
+        xb = _to_device(x, device, step.to_input)
         yb = step.labels[idx].to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=step.autocast):
             logits = step.net(xb)
@@ -174,7 +176,7 @@ def train_model(
     step = _Step(net=net, opt=make_optimizer(model, cfg), loss_fn=nn.CrossEntropyLoss(),
                  labels=torch.as_tensor(labels, dtype=torch.long),
                  clean=torch.as_tensor(clean_labels, dtype=torch.long) if clean_labels is not None else None,
-                 device=device, autocast=autocast)
+                 device=device, autocast=autocast, to_input=source.to_input)
     if save is not None and start_epoch == 0:
         save(0, model)
     history: list[EpochResult] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from noisefix.config import ProbeConfig, RelabelConfig, RetrainConfig, TrainConfig
+from noisefix.config import ImageConfig, ProbeConfig, RelabelConfig, RetrainConfig, TrainConfig
 from noisefix.io.atomic import check_writable
 from noisefix.stages.probe import ProbeOutcome, run_probe
 from noisefix.stages.relabel import RelabelOutcome, run_relabel
@@ -27,10 +27,13 @@ class PipelineOutcome:
 
 def run_pipeline(data: Path, run: Path, *, labels_file: Path | None, train_cfg: TrainConfig,
                  probe_cfg: ProbeConfig, relabel_cfg: RelabelConfig, retrain_cfg: RetrainConfig | None,
-                 force: bool = False, reporter: Reporter | None = None) -> PipelineOutcome:
-    """train -> probe -> relabel -> (retrain) on one image folder, writing one run directory."""
+                 force: bool = False, reporter: Reporter | None = None, weights=None,
+                 image: ImageConfig | None = None, classes_file: Path | None = None) -> PipelineOutcome:
+    """train -> probe -> relabel -> (retrain) on one image folder, writing one run directory. `weights`,
+    `image` and `classes_file` go to `run_train` (a pretrained start is checkpoint 0)."""
     reporter = or_null(reporter)
-    trained = run_train(data, train_cfg, labels_file=labels_file, out=run, force=force, reporter=reporter)
+    trained = run_train(data, train_cfg, labels_file=labels_file, out=run, force=force, reporter=reporter,
+                        weights=weights, image=image, classes_file=classes_file)
     loaded = open_run(run, reporter=reporter)
     probed = run_probe(loaded, probe_cfg, force=True, reporter=reporter)
     relabeled = run_relabel(loaded, relabel_cfg, force=True, reporter=reporter)
@@ -65,14 +68,19 @@ def clean_train_config(model: str, *, epochs: int, seed: int, **overrides) -> Tr
 
 def run_clean(data: Path, out: Path, *, model: str = "mlp", labels_file: Path | None = None, epochs: int = 16,
               probes: tuple[str, ...] = ("masc", "ncm"), retrain: bool = False, seed: int = 0,
-              force: bool = False, reporter: Reporter | None = None, **train_overrides) -> PipelineOutcome:
+              force: bool = False, reporter: Reporter | None = None, weights=None,
+              image: ImageConfig | None = None, classes_file: Path | None = None,
+              **train_overrides) -> PipelineOutcome:
     """The practitioner's one-shot cleaning: a short training run with early checkpoints (no memorization),
     every checkpoint x layer x probe scored, relabel from the one with the best held-out agreement.
 
-    `train_overrides` go to the training config (e.g. optimizer, lr, on_bad_image)."""
-    probe_cfg = ProbeConfig(probes=probes, checkpoints=("all",), seed=seed)
+    With `weights` the network is fine-tuned from them and the pretrained network itself is checkpoint 0
+    (init), scored like every other. `train_overrides` go to the training config (e.g. optimizer, lr,
+    on_bad_image)."""
+    image = image or ImageConfig()
+    probe_cfg = ProbeConfig(probes=probes, checkpoints=("all",), seed=seed, workers=image.workers)
     return run_pipeline(Path(data), Path(out), labels_file=labels_file,
                         train_cfg=clean_train_config(model, epochs=epochs, seed=seed, **train_overrides),
                         probe_cfg=probe_cfg, relabel_cfg=RelabelConfig(),
                         retrain_cfg=RetrainConfig(seed=seed) if retrain else None, force=force,
-                        reporter=reporter)
+                        reporter=reporter, weights=weights, image=image, classes_file=classes_file)

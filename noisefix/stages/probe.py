@@ -32,7 +32,7 @@ import torch
 
 from noisefix.config import ProbeConfig, dump_yaml
 from noisefix.data.folders import LabeledImages
-from noisefix.data.images import ImageSource, to_float
+from noisefix.data.images import ImageSource
 from noisefix.data.splits import make_folds
 from noisefix.errors import ProbeError
 from noisefix.io.atomic import (
@@ -124,7 +124,7 @@ def _extract(model, extractor: ActivationExtractor, source: ImageSource | None, 
     store: dict[str, Any] = {i.name: ActivationCache(caches[i.name], i.dim, n) if i.name in caches
                              else torch.empty((n, i.dim), dtype=torch.float32) for i in infos}
     for x, idx in (source.batches(batch_size) if source is not None else ()):
-        xb = to_float(x.to(device))
+        xb = source.to_input(x.to(device))
         acts = extractor(xb)
         fit = None if folds is None else torch.from_numpy(folds[idx.numpy()] >= 0)  # held-out images: fold -1
         for info in infos:
@@ -343,11 +343,13 @@ def _collect(probed: list[tuple[str, tuple]], *, train: LabeledImages, test: Lab
     return out
 
 
-def _pick(rows: list[dict[str, Any]], holdout: np.ndarray,
-          reporter: Reporter) -> tuple[str, dict[str, Any], dict[str, Any] | None, str | None]:
-    """The label-only criterion and pick, the oracle metric and pick; marks them in the rows' `pick`."""
+def _pick(rows: list[dict[str, Any]], holdout: np.ndarray, reporter: Reporter, *,
+          trained: bool = True) -> tuple[str, dict[str, Any], dict[str, Any] | None, str | None]:
+    """The label-only criterion and pick, the oracle metric and pick; marks them in the rows' `pick`.
+    `trained=False` (a pretrained network never fitted to these labels): out-of-fold agreement is not
+    inflated by memorization, so it is the criterion without a warning."""
     criterion = "holdout_agreement" if holdout.any() else "agreement"
-    if criterion == "agreement":
+    if criterion == "agreement" and trained:
         reporter.warn("this run has no held-out images (train --holdout 0): the label-only pick uses out-of-fold "
                       "agreement, which memorized late layers inflate; prefer runs trained with --holdout")
     best = choose(rows, by=criterion)
@@ -429,8 +431,10 @@ def run_probe(loaded: LoadedRun, cfg: ProbeConfig, *, force: bool = False, repor
     folds[~holdout] = make_folds(train.targets[~holdout], cfg.folds, seed=cfg.seed)
     shards = Shards.deal(folds, len(test) if test is not None else 0, distributed.world_size())
     me = distributed.rank()
-    train_source = ImageSource(_subset(train, shards.train[me]))
-    test_source = ImageSource(_subset(test, shards.test[me])) if test is not None and len(shards.test[me]) else None
+    spec, workers = loaded.spec, cfg.workers
+    train_source = ImageSource(_subset(train, shards.train[me]), spec, workers=workers)
+    test_source = (ImageSource(_subset(test, shards.test[me]), spec, workers=workers)
+                   if test is not None and len(shards.test[me]) else None)
     checkpoints = expand_checkpoints(cfg.checkpoints, loaded.model_info)
     with _activation_cache(run, subdir, cache_dir, keep=keep_cache, reporter=reporter) as cache_root:
         probed = [(checkpoint, probe_checkpoint(
@@ -440,7 +444,8 @@ def run_probe(loaded: LoadedRun, cfg: ProbeConfig, *, force: bool = False, repor
     got = _collect(probed, train=train, test=test, folds=folds)
     if not distributed.is_main():
         return distributed.broadcast_object(None)  # rank 0's outcome, once its files are in place
-    criterion, best, oracle, oracle_metric = _pick(got.rows, holdout, reporter)
+    criterion, best, oracle, oracle_metric = _pick(got.rows, holdout, reporter,
+                                                   trained=loaded.model_info.get("trained", True))
     summary = {
         "run": str(run.path), "fit_on": fit_on, "config": dump_yaml({"probe": cfg}), "folds": cfg.folds,
         "variance": cfg.variance, "rows": got.rows, "criterion": criterion, "best": best, "oracle": oracle,

@@ -57,16 +57,19 @@ def _fit(name: str, labels_split: LabeledImages, log: Path, *, loaded: LoadedRun
     history, best epoch and test accuracy (None without a test split)."""
     info = loaded.model_info
     seed_everything(cfg.seed)
-    model = build_model(info["arch"], in_shape=tuple(info["in_shape"]), num_classes=info["num_classes"])
+    model = build_model(info["arch"], in_shape=tuple(info["in_shape"]), num_classes=info["num_classes"],
+                        variant=info.get("variant"))
     if cfg.start == "memorized":
         load_weights(model, loaded.run.weights)
+    elif info.get("weights") is not None:  # "scratch" for a pretrained run: its pretrained start (epoch 0)
+        load_weights(model, loaded.run.checkpoint(0))
     with reporter.progress(name, train_cfg.epochs) as advance:
         def on_epoch(r: EpochResult) -> None:
             append_jsonl(log, r.as_dict())
             advance(1, loss=r.loss, **r.eval_acc)
 
         history, best_epoch = fit_with_holdout(
-            model, ImageSource(labels_split), labels_split.targets, train_cfg, holdout=cfg.holdout,
+            model, ImageSource(labels_split, loaded.spec), labels_split.targets, train_cfg, holdout=cfg.holdout,
             patience=cfg.patience, seed=cfg.seed, eval_sets=eval_sets, clean_labels=labels_split.clean_targets,
             on_epoch=on_epoch)
     device = resolve_device(train_cfg.device)
@@ -111,10 +114,11 @@ def run_retrain(loaded: LoadedRun, cfg: RetrainConfig, *, force: bool = False,
     check_writable(run.retrain, force=force, what="retrain results")
     relabel_summary = read_json(summary_path)
     train_cfg = _retrain_config(run, cfg)
-    split = load_data(Path(loaded.manifest["data_root"]), Path(relabel_summary["cleaned_labels_file"])).train
+    split = load_data(Path(loaded.manifest["data_root"]), Path(relabel_summary["cleaned_labels_file"]),
+                      classes_file=loaded.classes_file).train
     info = loaded.model_info
     test = loaded.splits.test
-    eval_sets = {"test": EvalSet(ImageSource(test), test.targets)} if test is not None else {}
+    eval_sets = {"test": EvalSet(ImageSource(test, loaded.spec), test.targets)} if test is not None else {}
     fit = partial(_fit, loaded=loaded, cfg=cfg, train_cfg=train_cfg, eval_sets=eval_sets, reporter=reporter)
     reporter.info(f"retraining {info['arch']} ({cfg.start}) on {len(split)} cleaned labels; early stopping on "
                   f"{cfg.holdout:.0%} held-out cleaned labels, patience {cfg.patience}"

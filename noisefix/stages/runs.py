@@ -10,10 +10,12 @@ import numpy as np
 import torch
 
 from noisefix.data.folders import DataSplits, fingerprint, load_data
+from noisefix.data.transforms import ImageSpec
 from noisefix.errors import RunError
 from noisefix.io.atomic import read_csv, read_json
 from noisefix.io.run_dir import RUNS_DIR, RunDir, find_latest_run
 from noisefix.nn.models import build_model, load_weights
+from noisefix.stages.inputs import run_spec
 from noisefix.stages.train import apply_skips
 from noisefix.ui.reporter import Reporter, or_null
 
@@ -25,6 +27,17 @@ class LoadedRun:
     model_info: dict
     splits: DataSplits
     holdout: np.ndarray  # bool (N,) over splits.train: images the network was not trained on
+
+    @property
+    def spec(self) -> ImageSpec:
+        """How the run's images become model inputs (size, channels, normalization), as trained."""
+        return run_spec(self.model_info)
+
+    @property
+    def classes_file(self) -> Path | None:
+        """The classes file the run's labels were read with (index labels are positions in it), if any."""
+        found = self.manifest.get("classes_file")
+        return Path(found) if found else None
 
 
 def open_run(run_path: Path | None, *, data_root: Path | None = None, model: str | None = None,
@@ -38,8 +51,9 @@ def open_run(run_path: Path | None, *, data_root: Path | None = None, model: str
     manifest = read_json(run.manifest)
     info = read_json(run.model_json)
     root = Path(data_root) if data_root is not None else Path(manifest["data_root"])
-    labels_file = manifest.get("labels_file")
-    splits = load_data(root, Path(labels_file) if labels_file else None)
+    labels_file, classes_file = manifest.get("labels_file"), manifest.get("classes_file")
+    splits = load_data(root, Path(labels_file) if labels_file else None,
+                       classes_file=Path(classes_file) if classes_file else None)
     if splits.train.classes != info["classes"]:
         raise RunError(f"the data at {root} has classes {splits.train.classes[:6]}... but run {run.path} was "
                        f"trained on {info['classes'][:6]}...; pass the data the run was trained on")
@@ -56,7 +70,8 @@ def open_run(run_path: Path | None, *, data_root: Path | None = None, model: str
 def load_run_model(loaded: LoadedRun, checkpoint: str = "final") -> tuple[torch.nn.Module, str]:
     """Rebuild the run's model with the weights of `checkpoint` (final | best | init | EPOCH)."""
     info = loaded.model_info
-    model = build_model(info["arch"], in_shape=tuple(info["in_shape"]), num_classes=info["num_classes"])
+    model = build_model(info["arch"], in_shape=tuple(info["in_shape"]), num_classes=info["num_classes"],
+                        variant=info.get("variant"))
     run = loaded.run
     which = parse_checkpoint(checkpoint)
     if which == "final":

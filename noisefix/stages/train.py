@@ -17,9 +17,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from noisefix.config import TrainConfig, dump_yaml
+from noisefix.config import ImageConfig, TrainConfig, dump_yaml
 from noisefix.data.folders import DataSplits, drop_paths, fingerprint, load_data
-from noisefix.data.images import ImageSource, scan_images
+from noisefix.data.images import ImageSource, check_skip_fraction, scan_images
+from noisefix.data.transforms import ImageSpec
 from noisefix.data.splits import stratified_holdout
 from noisefix.errors import ConfigError, DataError
 from noisefix.io.atomic import (
@@ -31,11 +32,13 @@ from noisefix.io.atomic import (
     write_json,
     write_text,
 )
-from noisefix.io.run_dir import RUNS_DIR, RunDir, make_manifest
+from noisefix.io.run_dir import RUNS_DIR, RunDir, file_sha256, make_manifest
 from noisefix.nn import distributed
 from noisefix.nn.device import seed_everything
 from noisefix.nn.models import build_model
 from noisefix.nn.training import EpochResult, EvalSet, train_model
+from noisefix.nn.weights import spec_metadata
+from noisefix.stages.inputs import image_spec_for
 from noisefix.ui.reporter import Reporter, or_null
 
 
@@ -79,6 +82,7 @@ def check_images(splits: DataSplits, on_bad_image: str, reporter: Reporter) -> t
     shown = "; ".join(f"{p} ({why})" for p, why in bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
     if on_bad_image != "skip":
         raise DataError(f"{len(bad)} bad image(s): {shown}; fix or remove them, or pass --on-bad-image skip")
+    check_skip_fraction(len(bad), len(splits.train) + (len(splits.test) if splits.test is not None else 0))
     reporter.warn(f"skipping {len(bad)} bad image(s): {shown} (listed in the run's skipped_images.csv)")
     return apply_skips(splits, {p for p, _ in bad}), bad
 
@@ -138,7 +142,7 @@ class _Recorder:
         self.advance(1, **fields)
 
 
-def _check_out(out: Path, data_root: Path, *, force: bool) -> None:
+def check_out(out: Path, data_root: Path, *, force: bool) -> None:
     """The run directory must be outside the data folder (never written into) and free unless `force`."""
     root, target = Path(data_root).resolve(), out.resolve()
     if target == root or root in target.parents or target in root.parents:
@@ -148,13 +152,36 @@ def _check_out(out: Path, data_root: Path, *, force: bool) -> None:
 
 
 def _eval_sets(source: ImageSource, splits: DataSplits, holdout: np.ndarray) -> dict[str, EvalSet]:
-    """Scored after each epoch: the held-out training images (given labels) and the test split."""
+    """Scored after each epoch: the held-out training images (given labels) and the test split (read under the
+    training images' spec)."""
     eval_sets = {}
     if holdout.any():
         eval_sets["holdout"] = EvalSet(source, splits.train.targets, indices=np.flatnonzero(holdout))
     if splits.test is not None:
-        eval_sets["test"] = EvalSet(ImageSource(splits.test), splits.test.targets)
+        test = ImageSource(splits.test, source.spec, workers=source.workers)
+        eval_sets["test"] = EvalSet(test, splits.test.targets)
     return eval_sets
+
+
+def load_checked(data_root: Path, labels_file: Path | None, classes_file: Path | None, on_bad_image: str,
+                 reporter: Reporter) -> tuple[DataSplits, str, list[tuple[str, str]]]:
+    """The data (with its warnings reported), its fingerprint before skips, and the skipped images."""
+    splits = load_data(Path(data_root), labels_file, classes_file=classes_file)
+    for message in splits.warnings:
+        reporter.warn(message)
+    data_fingerprint = fingerprint(splits)
+    splits, skipped = check_images(splits, on_bad_image, reporter)
+    return splits, data_fingerprint, skipped
+
+
+def image_fields(spec: ImageSpec, model: torch.nn.Module, weights, classes_file) -> dict:
+    """model.json entries saying how to rebuild the network and feed it: the image spec, the variant, the
+    weights it started from, the classes file."""
+    if weights is not None and Path(weights).exists():
+        weights = Path(weights).resolve()  # a file: where it is, wherever the run is opened from
+    return {"image": spec.to_dict(), "variant": getattr(model, "variant", None),
+            "weights": str(weights) if weights is not None else None,
+            "classes_file": str(Path(classes_file).resolve()) if classes_file else None}
 
 
 def _model_info(cfg: TrainConfig, in_shape: tuple[int, ...], classes: list[str], saved: list[int],
@@ -173,27 +200,31 @@ def _model_info(cfg: TrainConfig, in_shape: tuple[int, ...], classes: list[str],
 
 
 def run_train(data_root: Path, cfg: TrainConfig, *, labels_file: Path | None = None, out: Path | None = None,
-              weights: Path | None = None, force: bool = False, reporter: Reporter | None = None) -> TrainOutcome:
+              weights: str | Path | None = None, force: bool = False, reporter: Reporter | None = None,
+              image: ImageConfig | None = None, classes_file: Path | None = None) -> TrainOutcome:
     """Train `cfg.model` on the image folder until it memorizes the given labels; write a run directory.
 
+    `weights` (a torchvision weights name or a state-dict file) initializes the network: the pretrained one
+    is checkpoint 0. `image` says how images become inputs (stored in model.json for the later stages).
     Under torchrun every rank trains (data-parallel, nn/training.py); rank 0 alone writes the run directory
     and every rank returns its outcome.
     """
     reporter = or_null(reporter if distributed.is_main() else None)
+    image = image or ImageConfig()
     out = Path(out) if out else default_run_path(data_root, cfg.model)
-    _check_out(out, data_root, force=force)
-    splits = load_data(Path(data_root), labels_file)
-    data_fingerprint = fingerprint(splits)
-    splits, skipped = check_images(splits, cfg.on_bad_image, reporter)
+    check_out(out, data_root, force=force)
+    splits, data_fingerprint, skipped = load_checked(data_root, labels_file, classes_file, cfg.on_bad_image, reporter)
     train = splits.train
-    source = ImageSource(train)
+    spec = image_spec_for(train, cfg.model, weights, image)
+    source = ImageSource(train, spec, workers=image.workers)
     seed_everything(cfg.seed)
     model = build_model(cfg.model, in_shape=source.shape, num_classes=len(train.classes), weights=weights)
     holdout = stratified_holdout(train.targets, cfg.holdout, seed=cfg.seed)
     n_params = sum(p.numel() for p in model.parameters())
     reporter.info(f"training [bold]{cfg.model}[/] ({n_params:,} parameters) on {int((~holdout).sum())} images "
                   f"({int(holdout.sum())} held out for label-only model selection), "
-                  f"{len(train.classes)} classes, input {source.shape}; {cfg.optimizer} lr {cfg.lr:g}, "
+                  f"{len(train.classes)} classes, input {source.shape} ({spec.normalization} normalization"
+                  f"{f', from {weights}' if weights is not None else ''}); {cfg.optimizer} lr {cfg.lr:g}, "
                   f"batch {cfg.batch_size}, until train acc >= {cfg.target_acc:g} or {cfg.epochs} epochs")
     t0 = time.perf_counter()
     fit = partial(train_model, model, source, train.targets, cfg, indices=np.flatnonzero(~holdout),
@@ -203,19 +234,24 @@ def run_train(data_root: Path, cfg: TrainConfig, *, labels_file: Path | None = N
         return distributed.broadcast_object(None)  # rank 0's outcome, once the run directory is in place
     with staged_dir(out, force=force, what="run directory") as tmp:
         run = RunDir(tmp)
-        write_json(run.manifest, make_manifest(
+        manifest = make_manifest(
             argv=sys.argv, seed=cfg.seed, data_root=data_root, labels_file=labels_file,
-            fingerprint=data_fingerprint, extra={"model": cfg.model, "stage": "train"}))
+            fingerprint=data_fingerprint, extra={"model": cfg.model, "stage": "train",
+                                                 "classes_file": str(Path(classes_file).resolve()) if classes_file else None})
+        write_json(run.manifest, manifest)
         if skipped:
             write_csv(run.skipped, ["path", "reason"], skipped)
-        write_text(run.config, dump_yaml({"train": cfg}))
+        write_text(run.config, dump_yaml({"train": cfg, "image": image}))
         write_run_labels(run.labels, splits, holdout)
         best = BestEpochs(by="holdout" if holdout.any() else "test")
         with reporter.progress("train", cfg.epochs) as advance:
             recorder = _Recorder(run, model, best, advance)
             last = fit(on_epoch=recorder.on_epoch, save=recorder.save)[-1]
-        save_tensors(run.weights, model.state_dict(), {"epoch": str(last.epoch)})
-        write_json(run.model_json, _model_info(cfg, source.shape, train.classes, recorder.saved, last, holdout, best))
+        save_tensors(run.weights, model.state_dict(), {"epoch": str(last.epoch), **spec_metadata(spec.to_dict()),
+                                                       "run_id": manifest["run_id"]})
+        write_json(run.model_json, {**_model_info(cfg, source.shape, train.classes, recorder.saved, last, holdout, best),
+                                    **image_fields(spec, model, weights, classes_file),
+                                    "run_id": manifest["run_id"], "labels_sha256": file_sha256(run.labels)})
     return distributed.broadcast_object(TrainOutcome(
         run=RunDir(out), epochs=last.epoch, train_acc=last.train_acc, test_acc=last.eval_acc.get("test"),
         best_epoch=best.epoch, best_test_acc=best.test_acc, seconds=time.perf_counter() - t0))
