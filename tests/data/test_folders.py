@@ -265,7 +265,7 @@ def test_fingerprint_is_stable_and_sensitive(tiny_folder):
     fp = fingerprint(load_data(tiny_folder))
     assert fp == fingerprint(load_data(tiny_folder)) and len(fp) == 64
     labels = _write(tiny_folder.parent / "l.csv", "path,label\ntrain/0/000.png,0\ntrain/1/000.png,1\n")
-    relabeled = _write(tiny_folder.parent / "m.csv", "path,label\ntrain/0/000.png,1\ntrain/1/000.png,1\n")
+    relabeled = _write(tiny_folder.parent / "m.csv", "path,label\ntrain/0/000.png,2\ntrain/1/000.png,1\n")
     assert fingerprint(load_data(tiny_folder, labels)) != fingerprint(load_data(tiny_folder, relabeled))
     Image.new("L", (8, 8), 255).save(tiny_folder / "test" / "0" / "000.png")  # different size on disk
     assert fingerprint(load_data(tiny_folder)) != fp
