@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import functools
 import signal
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from noisefix.config import TrainConfig
-from noisefix.errors import NoisefixError
+from noisefix.errors import NoisefixError, describe_os_error, one_line
 from noisefix.ui.reporter import RichReporter, pct
 
 app = typer.Typer(
@@ -30,25 +32,72 @@ data_app = typer.Typer(help="Built-in datasets: export them as image folders, op
                        no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from noisefix import __version__
+
+        typer.echo(f"noisefix {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    pass
+
 console = Console()
 err_console = Console(stderr=True)
 
 
 def handle_errors(fn):
-    """Turn a NoisefixError into one red line on stderr and exit code 1; Ctrl-C into exit 130."""
+    """Turn a NoisefixError, or an OSError (a full disk, a read-only or forbidden folder), into one red line on
+    stderr and exit code 1; Ctrl-C into exit 130. Names that are not UTF-8 print with backslash escapes, and
+    Pillow's decompression-bomb warning fails the image it is about instead of printing extra lines."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        import warnings
+
+        from PIL import Image
+
+        _escape_unencodable()
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                # Pillow's notes on damaged files (corrupt EXIF, short TIFF tags): the decode error says it
+                warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
+                return fn(*args, **kwargs)
         except NoisefixError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            _fail(str(exc))
+        except OSError as exc:
+            _fail(describe_os_error(exc))
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/]: nothing half-written was kept; re-run the command")
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def _fail(message: str) -> None:
+    """The one red `error:` line (the message printed literally, never read as markup) and exit code 1."""
+    err_console.print(f"[bold red]error:[/] {escape(one_line(message))}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1) from None
+
+
+def _escape_unencodable() -> None:
+    """Print characters the terminal's encoding cannot hold (a file name that is not UTF-8) as backslash escapes
+    instead of failing with UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
+def bold(value) -> str:
+    """`value` (a path, a name from the user) in bold, printed literally: `[x]` in a name is not markup."""
+    return f"[bold]{escape(str(value))}[/]"
 
 
 def single_process(fn):
@@ -70,8 +119,11 @@ def single_process(fn):
     return wrapper
 
 
-def next_step(text: str) -> None:
-    console.print(f"next: [bold cyan]{text}[/]", highlight=False)
+def next_step(text: str, *alternatives: str) -> None:
+    """The command to run next (and alternatives, each on an `or:` line), printed literally."""
+    console.print(f"next: [bold cyan]{escape(text)}[/]", highlight=False)
+    for alt in alternatives:
+        console.print(f"  or: [bold cyan]{escape(alt)}[/]", highlight=False)
 
 
 DataArg = Annotated[Path, typer.Argument(help="Image folder: DATA/<class>/<img> or DATA/train|test/<class>/<img>.")]
@@ -79,6 +131,10 @@ LabelsOpt = Annotated[Optional[Path], typer.Option(
     "--labels", help="Labels file overriding folder labels: CSV `path,label[,clean_label]` or `path label` lines.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace existing outputs.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Also print the memory plan: each layer's "
+                                          "route and where its activations live, and extraction times.")]
+ReviewOpt = Annotated[int, typer.Option("--review", help="Write relabel/review.html (and review.png) with the N "
+                                        "most suspicious images; 0: none.")]
 WeightsOpt = Annotated[Optional[str], typer.Option(
     "--weights", help="Pretrained start: DEFAULT or a torchvision weights name (IMAGENET1K_V1, ...; from the torch "
     "hub cache), or a state-dict file (.safetensors, .pt/.pth loaded weights_only). The head is replaced for "
@@ -147,7 +203,7 @@ def train(
                   f"test acc {pct(result.test_acc)} (best checkpoint: epoch {result.best_epoch}, test acc "
                   f"{pct(result.best_test_acc)})" if result.test_acc is not None else
                   f"trained {result.epochs} epochs in {result.seconds:.0f}s: train acc {pct(result.train_acc)}")
-    console.print(f"run: [bold]{result.run.path}[/]")
+    console.print(f"run: {bold(result.run.path)}")
     next_step(f"noisefix probe {data} --run {result.run.path}")
 
 
@@ -173,11 +229,11 @@ def data_export(
     ds = load_builtin(name, data_root=data_root)
     path = export_dataset(ds, dest, corrupt=corrupt, noise=noise, seed=seed, train_subset=train_subset,
                           test_subset=test_subset, force=force)
-    console.print(f"wrote {name} to [bold]{path}[/]")
+    console.print(f"wrote {name} to {bold(path)}")
     if corrupt is not None:
-        next_step(f"noisefix train {path} --labels {path / 'noisy_labels.csv'} --model mlp")
+        next_step(f"noisefix clean {path} --labels {path / 'noisy_labels.csv'}")
     else:
-        next_step(f"noisefix train {path} --model mlp")
+        next_step(f"noisefix clean {path}")
 
 
 RunOpt = Annotated[Optional[Path], typer.Option("--run", help="Run directory (default: the newest under runs/).")]
@@ -239,7 +295,14 @@ def layers(
             f"in RAM, or on disk in shards when over the {MEMORY_BUDGET / 2**30:.0f} GiB budget (probe --cache); "
             "probe work: logreg copies its N*d*4 training rows, the Gram route one class block. Fixes: --pool avg:S "
             "shrinks d, fewer --folds, --layers, --probes without logreg.", highlight=False)
-    next_step(f"noisefix probe --run {loaded.run.path} --layers {','.join(names[:3])},...")
+    next_step(f"noisefix probe --run {loaded.run.path} --layers {','.join(_spread(names, 4))}")
+
+
+def _spread(names: list[str], n: int) -> list[str]:
+    """At most `n` of `names`, evenly spread and always the last: a runnable example of --layers."""
+    if len(names) <= n:
+        return list(names)
+    return [names[round(i * (len(names) - 1) / (n - 1))] for i in range(n)]
 
 
 def _gib(nbytes: int) -> str:
@@ -278,6 +341,7 @@ def probe(
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Where the activation cache goes (default "
                                                       "RUN/probe-cache); deleted afterwards.")] = None,
     keep_cache: Annotated[bool, typer.Option("--keep-cache", help="Keep the activation cache (safetensors shards).")] = False,
+    verbose: VerboseOpt = False,
     force: ForceOpt = False,
 ) -> None:
     """Score every layer x probe with cross-fitted predictions; pick the best layer from the labels alone."""
@@ -288,14 +352,14 @@ def probe(
     cfg = ProbeConfig(layers=layers, probes=_split(probes), folds=folds, variance=variance, pool=pool,
                       checkpoints=_split(checkpoint), batch_size=batch_size, seed=seed, device=device, cache=cache,
                       workers=workers)
-    reporter = RichReporter(console)
+    reporter = RichReporter(console, verbose=verbose)
     loaded = probe_target(data, run=run, model=model, weights=weights, labels_file=labels, classes_file=classes,
                           image=_image_config(image_size, channels, workers), out=out, seed=seed,
                           on_bad_image=on_bad_image, force=force, reporter=reporter)
     result = run_probe(loaded, cfg, force=force, reporter=reporter, cache_dir=cache_dir,
                        keep_cache=keep_cache)
     reporter.show_scores(result)
-    console.print(f"probe results: [bold]{result.out}[/] (scores.csv, scores.json, layers.png) in {result.seconds:.0f}s")
+    console.print(f"probe results: {bold(result.out)} (scores.csv, scores.json, layers.png) in {result.seconds:.0f}s")
     next_step(f"noisefix relabel --run {loaded.run.path}")
 
 
@@ -330,22 +394,35 @@ def relabel(
                                                       "(below 1) of them, lowest label quality first.")] = None,
     min_suggest: Annotated[float, typer.Option("--min-suggest", help="Suggest a label only when its posterior "
                                                "probability reaches this (1: never); weaker flags are left for review.")] = 0.5,
+    review: ReviewOpt = 100,
     force: ForceOpt = False,
 ) -> None:
     """Score every label's quality, flag the likely wrong ones and write corrected labels from the cross-fitted probe scores."""
     from noisefix.config import RelabelConfig
+    from noisefix.io.run_dir import RelabelDir
     from noisefix.stages.relabel import run_relabel
     from noisefix.stages.runs import open_run
 
     cfg = RelabelConfig(layer=layer, probe=probe, checkpoint=checkpoint, min_margin=min_margin, mode=mode,
                         ensemble=ensemble, flag=flag, max_issues=_count_or_fraction(max_issues, "--max-issues"),
-                        min_suggest=min_suggest)
+                        min_suggest=min_suggest, review=review)
     reporter = RichReporter(console)
     loaded = open_run(run, stage="probe", reporter=reporter)
     result = run_relabel(loaded, cfg, force=force, reporter=reporter)
     reporter.show_relabel(result.summary)
-    console.print(f"issues: [bold]{result.out / 'labels.csv'}[/]  cleaned labels: [bold]{result.cleaned}[/]")
+    reporter.show_issues(result.top_issues, n_issues=result.summary["n_issues"],
+                         where=str(RelabelDir(result.out).issues))
+    _print_outputs(result)
     next_step(f"noisefix retrain --run {loaded.run.path}")
+
+
+def _print_outputs(relabeled) -> None:
+    """Where relabel's files are: the issues, the cleaned labels, the review page."""
+    from noisefix.io.run_dir import RelabelDir
+
+    console.print(f"issues: {bold(RelabelDir(relabeled.out).issues)}  cleaned labels: {bold(relabeled.cleaned)}")
+    if relabeled.review is not None:
+        console.print(f"review: {bold(relabeled.review)} (open in a browser; contact sheet: review.png)")
 
 
 @app.command()
@@ -372,7 +449,7 @@ def retrain(
     loaded = open_run(run, stage="relabel", reporter=reporter)
     result = run_retrain(loaded, cfg, force=force, reporter=reporter)
     reporter.show_retrain(result.metrics)
-    console.print(f"retrain results: [bold]{result.out / 'metrics.json'}[/]")
+    console.print(f"retrain results: {bold(result.out / 'metrics.json')}")
 
 
 @app.command()
@@ -381,15 +458,16 @@ def retrain(
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Where the demo writes its data and run.")] = Path("demo-out"),
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    verbose: VerboseOpt = False,
     force: ForceOpt = False,
 ) -> None:
     """train -> probe -> relabel -> retrain on scikit-learn's digits with 40 % symmetric label noise."""
     from noisefix.stages.pipeline import run_demo
 
-    reporter = RichReporter(console)
+    reporter = RichReporter(console, verbose=verbose)
     result = run_demo(out, force=force, seed=seed, reporter=reporter)
-    reporter.show_pipeline(result)
-    console.print(f"demo outputs: [bold]{out}[/] (run in {out / 'run'})")
+    reporter.show_pipeline(result, top=12)
+    console.print(f"demo outputs: {bold(out)} (run in {escape(str(out / 'run'))})")
     next_step(f"noisefix relabel --run {out / 'run'} --ensemble 5 --force")
 
 
@@ -398,10 +476,18 @@ def demo(
 @single_process
 def clean(
     data: DataArg,
-    model: Annotated[str, typer.Option("--model", help="Architecture (paper recipe per model).")] = "mlp",
+    model: Annotated[str, typer.Option("--model", help="Architecture; auto: mlp_small for images of at most "
+                                       "32x32x3 values, else resnet18 (any torchvision name works).")] = "auto",
     labels: LabelsOpt = None,
-    epochs: Annotated[int, typer.Option("--epochs", help="Train this many epochs; checkpoints at 1, 2, 4, 8, ... "
-                                        "are probed (no need to wait for memorization).")] = 16,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Train this many epochs (default: about 1,500 "
+                                                  "steps, 4 to 32 epochs); checkpoints at 1, 2, 4, 8, ... are "
+                                                  "probed (no need to wait for memorization).")] = None,
+    optimizer: Annotated[Optional[str], typer.Option("--optimizer", help="adam or sgd (default adam).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default 1e-3).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Training batch (default 128).")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
+    screen: Annotated[int, typer.Option("--screen", help="Fit MASC only on the N layers per checkpoint where NCM "
+                                        "agrees best on held-out images (0: everywhere).")] = 2,
     out: Annotated[Optional[Path], typer.Option("--out", help="Run directory (default runs/<data>-clean-<time>).")] = None,
     probes: Annotated[str, typer.Option("--probes", help="Probes to scan (logreg is slower).")] = "masc,ncm",
     do_retrain: Annotated[bool, typer.Option("--retrain", help="Also retrain on the cleaned labels and measure the gain.")] = False,
@@ -412,7 +498,11 @@ def clean(
     workers: WorkersOpt = None,
     classes: ClassesOpt = None,
     normalize: NormalizeOpt = True,
+    review: ReviewOpt = 100,
+    keep_checkpoints: Annotated[bool, typer.Option("--keep-checkpoints", help="Keep every saved checkpoint (default: "
+                                                   "only the final weights and those relabel used).")] = False,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    verbose: VerboseOpt = False,
     force: ForceOpt = False,
 ) -> None:
     """One shot: short training with early checkpoints, probe them all, write cleaned labels and ranked issues.
@@ -423,16 +513,31 @@ def clean(
     from noisefix.stages.pipeline import run_clean
 
     out = out or Path("runs") / f"{data.resolve().name}-clean-{time.strftime('%Y%m%d-%H%M%S')}"
-    reporter = RichReporter(console)
+    reporter = RichReporter(console, verbose=verbose)
     result = run_clean(data, out, model=model, labels_file=labels, epochs=epochs, probes=_split(probes),
                        retrain=do_retrain, seed=seed, force=force, on_bad_image=on_bad_image, reporter=reporter,
+                       optimizer=optimizer, lr=lr, batch_size=batch_size, device=device, screen=screen,
                        weights=weights, image=_image_config(image_size, channels, workers, normalize),
-                       classes_file=classes)
+                       classes_file=classes, review=review, keep_checkpoints=keep_checkpoints)
     reporter.show_pipeline(result, top=12)
-    console.print(f"issues: [bold]{result.relabel.out / 'labels.csv'}[/]  cleaned labels: [bold]{result.relabel.cleaned}[/]"
-                  f"  dynamics: [bold]{result.probe.out / 'dynamics.png'}[/]")
-    next_step(f"noisefix train {data} --labels {result.relabel.cleaned} --model {model}"
-              + (f" --weights {weights}" if weights is not None else ""))
+    _print_outputs(result.relabel)
+    console.print(f"plots: {bold(result.probe.out / 'dynamics.png')}, {bold(result.probe.out / 'layers.png')}")
+    _clean_next_steps(data, result, weights)
+
+
+def _clean_next_steps(data: Path, result, weights) -> None:
+    """After clean: retrain with early stopping (measures the gain), or train a model of one's own on the
+    cleaned labels with a stop before it memorizes what noise is left; never the memorizing default."""
+    from noisefix.io.atomic import read_json
+
+    run = result.train.run
+    arch = read_json(run.model_json)["arch"]
+    own = (f"noisefix train {data} --labels {result.relabel.cleaned} --model {arch} --epochs 50 --target-acc 0.95"
+           + (f" --weights {weights}" if weights is not None else ""))
+    if result.retrain is None:
+        next_step(f"noisefix retrain --run {run.path}", own)
+    else:
+        next_step(own)
 
 
 @app.command()
@@ -445,6 +550,8 @@ def reproduce(
     seeds: Annotated[Optional[int], typer.Option("--seeds", help="Seeds per degree (default: the recipe's).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default reproduce/<recipe>[-quick]).")] = None,
     data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Where the dataset's raw files are.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Write the report again over an existing one (finished "
+                                        "runs are reused).")] = False,
 ) -> None:
     """Run a paper benchmark (train -> probe -> relabel -> retrain per degree) and report it beside the paper."""
     from noisefix.config import load_recipe
@@ -453,8 +560,8 @@ def reproduce(
     spec = load_recipe(recipe)
     out = out or Path("reproduce") / (spec.name + ("-quick" if quick else ""))
     result = run_reproduce(spec, out, corruptions=tuple(corruption) if corruption else None, seeds=seeds,
-                           data_root=data_root, quick=quick, reporter=RichReporter(console))
-    console.print(f"report: [bold]{result.report}[/] (+ report.json, report.png); finished runs are reused on re-run")
+                           data_root=data_root, quick=quick, force=force, reporter=RichReporter(console))
+    console.print(f"report: {bold(result.report)} (+ report.json, report.png); finished runs are reused on re-run")
 
 
 def _terminate(signum, frame):
@@ -462,8 +569,12 @@ def _terminate(signum, frame):
 
 
 def main() -> None:
+    import warnings
+
     from noisefix.nn import distributed
 
+    if not sys.warnoptions:  # library warnings (numpy, torch) are not for users; python -W / PYTHONWARNINGS still work
+        warnings.simplefilter("ignore")
     signal.signal(signal.SIGTERM, _terminate)  # `kill` cleans up like Ctrl-C: no half-written outputs
     console.quiet = not distributed.is_main()  # under torchrun only rank 0 reports (errors still show on all)
     app(prog_name="noisefix")

@@ -7,6 +7,10 @@ the run directory (`config.yaml`) so a run can be reproduced or resumed from it.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -52,7 +56,8 @@ class TrainConfig:
         _check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         _check(0.0 < self.target_acc <= 1.0, f"target accuracy must be in (0, 1], got {self.target_acc}")
         _check(self.optimizer in ("sgd", "adam"), f"optimizer must be sgd or adam, got {self.optimizer!r}")
-        _check(self.lr > 0, f"learning rate must be > 0, got {self.lr}")
+        _check(math.isfinite(self.lr) and self.lr > 0, f"learning rate must be a finite number > 0, got {self.lr}")
+        check_seed(self.seed)
         _check(self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}")
         _check(self.save_every >= 0, f"save-every must be >= 0, got {self.save_every}")
         _check(0.0 <= self.holdout < 0.5, f"holdout must be in [0, 0.5), got {self.holdout}")
@@ -102,6 +107,8 @@ class ProbeConfig:
     device: str = "auto"                 # auto (CUDA when present), cpu, cuda or cuda:N
     cache: str = "auto"                  # on-disk activation cache: auto (when over the RAM budget), always, never
     workers: int | None = None           # DataLoader processes decoding images (None: min(4, CPUs - 1); 0: none)
+    screen: int = 0                      # > 0: fit the d^2 probes (masc, velpic, logreg) only on the N layers per
+    #                                      checkpoint whose sums-only probe (ncm) agrees best on held-out images
 
     def __post_init__(self) -> None:
         from noisefix.nn.extract import parse_pool
@@ -114,9 +121,11 @@ class ProbeConfig:
         unknown = [p for p in self.probes if p not in PROBES]
         _check(not unknown, f"unknown probe(s) {', '.join(map(repr, unknown))}; choose from {', '.join(PROBES)}")
         _check(self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}")
+        check_seed(self.seed)
         parse_pool(self.pool)
         check_cache_mode(self.cache)
         _check(self.workers is None or self.workers >= 0, f"workers must be 0 or more, got {self.workers!r}")
+        _check(isinstance(self.screen, int) and self.screen >= 0, f"screen must be an integer >= 0, got {self.screen!r}")
 
 
 @dataclass(frozen=True)
@@ -132,6 +141,7 @@ class RelabelConfig:
     flag: str = "noise-aware"            # noise-aware (about the estimated number of wrong labels) or disagree
     max_issues: int | float | None = None  # flag at most this many images: a count, or a fraction (< 1) of them
     min_suggest: float = 0.5             # suggest a label only at this posterior; weaker flags are left for review
+    review: int = 100                    # review.html / review.png show the N most suspicious images (0: none)
 
     def __post_init__(self) -> None:
         from noisefix.scoring.issues import FLAG_RULES, resolve_max_issues
@@ -141,6 +151,7 @@ class RelabelConfig:
         _check(self.ensemble >= 1, f"ensemble must be >= 1, got {self.ensemble}")
         _check(self.flag in FLAG_RULES, f"flag must be one of {', '.join(FLAG_RULES)}, got {self.flag!r}")
         _check(0 <= self.min_suggest <= 1, f"min-suggest must be in [0, 1], got {self.min_suggest}")
+        _check(self.review >= 0, f"--review must be >= 0 (0: no review page), got {self.review}")
         resolve_max_issues(self.max_issues, 1)  # a count >= 0 or a fraction in (0, 1)
 
 
@@ -161,11 +172,67 @@ class RetrainConfig:
         _check(self.epochs is None or self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         _check(0 < self.holdout < 0.5, f"holdout fraction must be in (0, 0.5), got {self.holdout}")
         _check(self.patience >= 1, f"patience must be >= 1, got {self.patience}")
+        check_seed(self.seed)
 
 
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
+
+
+MAX_SEED = 2**32 - 1  # numpy's SeedSequence and torch.manual_seed both take any seed in [0, 2**32)
+
+
+def check_seed(seed: Any, what: str = "seed") -> int:
+    """`seed` if it is an integer in [0, 2**32), else a ConfigError naming it."""
+    _check(isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= MAX_SEED,
+           f"{what} must be an integer from 0 to {MAX_SEED}, got {seed!r}; pass e.g. --seed 0")
+    return seed
+
+
+def _within(value: Any, low: float, high: float) -> bool:
+    """Whether `value` is a number (not a bool) in [low, high]."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    """Whether `value` (lists already turned into tuples) has the annotated type `tp` of a config field; an int
+    passes for a float, a bool for nothing but bool, and floats must be finite."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in args)
+    if origin is tuple:
+        return isinstance(value, tuple) and all(_type_ok(v, args[0]) for v in value)
+    if origin is dict or tp is dict:
+        return isinstance(value, dict)
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if tp is Any:
+        return True
+    return isinstance(value, tp) if isinstance(tp, type) else True
+
+
+def _type_name(tp: Any) -> str:
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if typing.get_origin(tp) is tuple:
+        return f"a list of {_type_name(args[0])}"
+    return {type(None): "null", float: "a finite number"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _check_types(cls: type, kwargs: dict[str, Any], where: str) -> None:
+    """ConfigError naming the first key whose value does not have its field's annotated type."""
+    hints = typing.get_type_hints(cls)
+    for key, value in kwargs.items():
+        if not _type_ok(value, hints[key]):
+            raise ConfigError(f"{where}: {key} must be {_type_name(hints[key])}, got {value!r:.60}; fix the value")
 
 
 T = TypeVar("T")
@@ -202,10 +269,13 @@ def from_dict(cls: type[T], data: dict[str, Any], *, where: str = "config") -> T
     for key in ("name", "dataset", "model"):
         if key in names and key not in kwargs and names[key].default is dataclasses.MISSING:
             raise ConfigError(f"{where}: missing required key {key!r}")
+    _check_types(cls, kwargs, where)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
+    except ConfigError as exc:  # a value checked by the dataclass itself: say which file it came from
+        raise ConfigError(str(exc) if str(exc).startswith(where) else f"{where}: {exc}") from None
 
 
 def dump_yaml(sections: dict[str, Any]) -> str:
@@ -268,6 +338,13 @@ class Recipe:
     expected: dict = dataclasses.field(default_factory=dict)  # the paper's figures (see above)
 
     def __post_init__(self) -> None:
+        from noisefix.data.builtin import BUILTIN
+
+        _check(isinstance(self.name, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name) is not None,
+               f"recipe name {self.name!r} must be a plain folder name (letters, digits, _ . -); it names "
+               "reproduce/<name>")
+        _check(self.dataset in BUILTIN, f"recipe {self.name}: unknown dataset {self.dataset!r}; choose from "
+               f"{', '.join(BUILTIN)}")
         _check(all(0.0 <= p <= 1.0 for p in self.corruptions),
                f"recipe {self.name}: corruption degrees must be in [0, 1], got {list(self.corruptions)}")
         _check(self.seeds >= 1, f"recipe {self.name}: seeds must be >= 1, got {self.seeds}")
@@ -278,9 +355,11 @@ class Recipe:
             _check(key in ("source", "model_test_acc", "masc_best"),
                    f"recipe {self.name}: unknown key expected.{key}; valid: source, model_test_acc, masc_best")
         for key in ("model_test_acc", "masc_best"):
-            for degree, acc in dict(self.expected.get(key, {})).items():
-                _check(0.0 <= float(degree) <= 1.0 and 0.0 <= float(acc) <= 100.0,
-                       f"recipe {self.name}: expected.{key} needs degree -> percent, got {degree}: {acc}")
+            table = self.expected.get(key, {})
+            _check(isinstance(table, dict), f"recipe {self.name}: expected.{key} must map degree -> percent")
+            for degree, acc in table.items():
+                _check(_within(degree, 0.0, 1.0) and _within(acc, 0.0, 100.0),
+                       f"recipe {self.name}: expected.{key} needs degree -> percent, got {degree!r}: {acc!r}")
 
     def quick_variant(self) -> "Recipe":
         """This recipe with its `quick:` block applied."""
@@ -301,12 +380,24 @@ def load_recipe(path: Path) -> Recipe:
     data.pop("schema_version", None)
     where = str(path)
     sections = {}
+    model = data.get("model")
+    _check(isinstance(model, str), f"{where}: model must be a string (e.g. mlp), got {model!r:.60}")
     for key, cls in _SECTIONS.items():
         raw = data.pop(key, {}) or {}
+        _check(isinstance(raw, dict), f"{where}: {key} must be a mapping of {key} options, got {raw!r:.60}")
         if key == "train":
-            raw = {**PAPER_TRAINING.get(data.get("model", ""), DEFAULT_TRAINING), "model": data.get("model"), **raw}
+            raw = {**PAPER_TRAINING.get(model, DEFAULT_TRAINING), "model": model, **raw}
         sections[key] = from_dict(cls, raw, where=f"{where}: {key}")
     if isinstance(data.get("expected"), dict):
         data["expected"] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data["expected"].items()}
     recipe = from_dict(Recipe, {**data, **sections}, where=where)
     return recipe
+
+
+def load_section(path: Path, key: str, cls: type[T]) -> T:
+    """Section `key` of a config YAML written by a stage (e.g. a run's config.yaml `train`), built and type-
+    checked as `cls`; a missing section is a ConfigError naming the file."""
+    data = load_yaml(path)
+    _check(key in data, f"{path} has no {key!r} section; the file is damaged: restore it or re-run the stage "
+           "that wrote it")
+    return from_dict(cls, data[key], where=f"{path}: {key}")

@@ -61,3 +61,14 @@ def describe_os_error(exc: OSError) -> str:
     reason = exc.strerror or str(exc) or type(exc).__name__
     fix = _OS_FIXES.get(code, "check the path, the disk and the permissions, then re-run")
     return f"cannot use {where}: {reason}" + (f" ({code})" if code else "") + f"; {fix}"
+
+
+_LINE_BREAKS = {c: f"\\x{c:02x}" for c in range(32) if c != 9} | {0x7F: "\\x7f", 0x85: "\\x85", 0x2028: "\\u2028",
+                                                                0x2029: "\\u2029"}
+_LINE_BREAKS |= {10: "\\n", 13: "\\r"}
+
+
+def one_line(text: str) -> str:
+    """`text` with line breaks and other control characters (e.g. inside a file name) written as escapes, so
+    that a message stays one line."""
+    return text.translate(_LINE_BREAKS)

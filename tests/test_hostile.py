@@ -338,6 +338,10 @@ CASES = [
          1, "photo[edit].jpg"),
     Case("markup-photo-edit-skipped", lambda e: ["train", _bad_image(e, "photo[edit].jpg"), "--out", e.tmp / "out",
                                                  *TRAIN, "--on-bad-image", "skip"], 0, "photo[edit].jpg"),
+    Case("newline-in-bad-image-name", lambda e: ["train", _bad_image(e, "n\nl.png"), "--out", e.tmp / "out", *TRAIN],
+         1, "train/0/n\\nl.png"),
+    Case("newline-in-skipped-image-name", lambda e: ["train", _bad_image(e, "n\nl.png"), "--out", e.tmp / "out",
+                                                     *TRAIN, "--on-bad-image", "skip"], 0, "train/0/n\\nl.png"),
     Case("markup-out", lambda e: ["train", e.data, "--out", e.tmp / "o" / "weird[/x]run", *TRAIN], 0, "weird[/x]run"),
     Case("markup-class", lambda e: ["train", e.data, "--labels", e.labels(train_rows(e.data)[:-1] + [
         "train/2/009.png,[bold red]cat"]), "--out", e.tmp / "out", *TRAIN], 1, "'[bold red]cat'"),

@@ -32,10 +32,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from noisefix.config import check_seed
 from noisefix.data.folders import write_labels_file
 from noisefix.data.noise import corrupt_labels
 from noisefix.data.splits import stratified_indices
 from noisefix.errors import ConfigError, DataError
+from noisefix.io.lock import writer_lock
 
 BUILTIN = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "tiny-imagenet")
 
@@ -301,34 +303,36 @@ def export_dataset(
     _check_arrays(ds)
     dest = Path(dest)
     _check_dest(dest, force)
+    check_seed(seed)
     train = _subset(ds.y_train, train_subset, np.random.default_rng([seed, 1]), "train_subset")
     test = _subset(ds.y_test, test_subset, np.random.default_rng([seed, 2]), "test_subset")
     noisy = None
     if corrupt is not None:
         noisy, _ = corrupt_labels(ds.y_train[train], num_classes=len(ds.classes), rate=corrupt, noise=noise, seed=seed)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        paths = _write_split(tmp, "train", ds.x_train, ds.y_train, train, ds.classes)
-        _write_split(tmp, "test", ds.x_test, ds.y_test, test, ds.classes)
-        if noisy is not None:
-            order = np.asarray(sorted(range(len(paths)), key=paths.__getitem__), dtype=np.int64)
-            write_labels_file(
-                tmp / "noisy_labels.csv",
-                paths=[paths[i] for i in order],
-                labels=noisy[order],
-                classes=ds.classes,
-                fmt="csv",
-                clean=ds.y_train[train][order],
-            )
-        if dest.exists() and any(dest.iterdir()):
-            old = dest.with_name(f"{dest.name}.old-{os.getpid()}")
-            os.rename(dest, old)
-            os.rename(tmp, dest)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, dest)
-    finally:
+    with writer_lock(dest):  # one exporter per DEST; what a killed one left (DEST.tmp-PID) is removed
+        tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            paths = _write_split(tmp, "train", ds.x_train, ds.y_train, train, ds.classes)
+            _write_split(tmp, "test", ds.x_test, ds.y_test, test, ds.classes)
+            if noisy is not None:
+                order = np.asarray(sorted(range(len(paths)), key=paths.__getitem__), dtype=np.int64)
+                write_labels_file(
+                    tmp / "noisy_labels.csv",
+                    paths=[paths[i] for i in order],
+                    labels=noisy[order],
+                    classes=ds.classes,
+                    fmt="csv",
+                    clean=ds.y_train[train][order],
+                )
+            if dest.exists() and any(dest.iterdir()):
+                old = dest.with_name(f"{dest.name}.old-{os.getpid()}")
+                os.rename(dest, old)
+                os.rename(tmp, dest)
+                shutil.rmtree(old)
+            else:
+                os.replace(tmp, dest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return dest

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import re
@@ -98,14 +99,27 @@ def _scan_images(folder: Path, root: Path) -> list[str]:
         seen.add(real)
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         rel_dir = PurePosixPath(Path(dirpath).relative_to(root).as_posix())
+        _check_utf8(str(rel_dir), root)
         for name in filenames:
             if name.startswith(".") or os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
                 continue
             full = os.path.join(dirpath, name)
+            _check_utf8(str(rel_dir / name), root)
             if os.path.islink(full) and not _inside(os.path.realpath(full), root):
                 raise DataError(f"image {full} is a symlink to a file outside {root}; copy the file instead")
             found.append(str(rel_dir / name))
     return found
+
+
+def _check_utf8(rel: str, root: Path) -> None:
+    """DataError for a file or folder name that is not valid UTF-8 (the OS hands it over with surrogate escapes):
+    it could not be written to a labels file or read back from one."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = rel.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
+        raise DataError(f"the name {shown!r} under {root} is not valid UTF-8; rename it (e.g. with "
+                        "`convmv -f latin1 -t utf8`) so it can be listed in labels files") from None
 
 
 def _class_dirs(folder: Path) -> list[str]:
@@ -157,7 +171,7 @@ def _read_rows(path: Path) -> tuple[list[tuple[int, str, str, str | None]], str]
     rows = []
     if lines[0].lstrip().lower().startswith("path,"):
         fmt = "csv"
-        reader = csv.reader(lines)
+        reader = csv.reader(io.StringIO(text, newline=""))  # a quoted newline stays in its field, not a new row
         header = [h.strip().lower() for h in next(reader)]
         if header not in (["path", "label"], ["path", "label", "clean_label"]):
             raise DataError(f"{path}:1: header {','.join(header)!r} is not path,label[,clean_label]; fix it")
@@ -266,6 +280,9 @@ def _rows_to_split(rows, file: Path, root: Path, classes: list[str] | None, test
         raise DataError(f"labels file {file} names only the class {classes[0]!r}; a classifier needs at least 2")
     lookup = {c: i for i, c in enumerate(classes)}
     labels = [_label_index(r[2], lookup, len(classes), f"{file}:{r[0]}") for r in rows]
+    if len(set(labels)) < 2:
+        raise DataError(f"labels file {file} gives all {len(labels)} rows the class {classes[labels[0]]!r}; a "
+                        "classifier needs images of at least 2 classes: label the others too")
     clean = None
     if rows[0][3] is not None:
         clean = [_label_index(r[3], lookup, len(classes), f"{file}:{r[0]}") for r in rows]
@@ -287,6 +304,8 @@ def write_labels_file(dest, *, paths, labels, classes, fmt: str, clean=None) -> 
         raise DataError(f"{len(paths)} paths but {[len(c) for c in columns]} labels; give one label per path")
     if fmt == "lines" and any(len(c.split()) != 1 for c in classes):
         raise DataError("a class name contains whitespace, which the 'lines' format cannot hold; use 'csv'")
+    if fmt == "lines" and any("\n" in p or "\r" in p for p in paths):
+        raise DataError("a file name contains a line break, which the 'lines' format cannot hold; use 'csv'")
     dest = Path(dest)
     tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
     try:

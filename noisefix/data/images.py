@@ -10,6 +10,7 @@ serves them from an in-RAM cache of decoded, resized uint8 images when they fit 
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
@@ -19,7 +20,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from noisefix.data.folders import LabeledImages
-from noisefix.data.transforms import ImageSpec, decode_pixels, header_info, load_image, parse_size
+from noisefix.data.transforms import (
+    ImageSpec,
+    decode_pixels,
+    header_info,
+    load_image,
+    parse_size,
+)
 from noisefix.errors import ConfigError, DataError
 
 HEADER_SAMPLE = 1000  # images whose headers (size, mode) decide the default size and channels
@@ -187,6 +194,30 @@ def _collate(items):
     return torch.stack([x for _, x in items]), torch.tensor([i for i, _ in items], dtype=torch.int64)
 
 
+#: Decoded splits of this process (root, paths, shape) -> uint8 (N, C, H, W), so the stages of one `clean`
+#: (train, probe, relabel's review, retrain) decode a folder once; least recently stored dropped first.
+_DECODED: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
+
+
+def _files_key(split: LabeledImages) -> int:
+    """A hash of the split's paths with each file's size and modification time (a changed file decodes anew)."""
+    stats = []
+    for rel in split.paths:
+        try:
+            st = (split.root / rel).stat()
+            stats.append((rel, st.st_size, st.st_mtime_ns))
+        except OSError:
+            stats.append((rel, -1, -1))
+    return hash(tuple(stats))
+
+
+def _remember(key: tuple, data: torch.Tensor, budget: int) -> None:
+    """Keep `data` under `key` while all kept splits together stay within `budget` bytes."""
+    _DECODED[key] = data
+    while sum(d.numel() for d in _DECODED.values()) > budget and len(_DECODED) > 1:
+        _DECODED.popitem(last=False)
+
+
 class ImageSource:
     """Batched uint8 access to one split's images under one :class:`ImageSpec`.
 
@@ -211,10 +242,14 @@ class ImageSource:
         self.in_memory = len(split) * int(np.prod(self.shape)) <= max_memory_bytes
         self._data = None
         if self.in_memory:
-            self._data = torch.empty((len(split), *self.shape), dtype=torch.uint8)  # (N, C, H, W)
-            for x, idx in self._stream([np.arange(s, min(s + 256, len(split))) for s in range(0, len(split), 256)],
-                                       pin=False):
-                self._data[idx] = x
+            key = (str(split.root), _files_key(split), self.shape)
+            self._data = _DECODED.get(key)
+            if self._data is None:
+                self._data = torch.empty((len(split), *self.shape), dtype=torch.uint8)  # (N, C, H, W)
+                for x, idx in self._stream([np.arange(s, min(s + 256, len(split)))
+                                            for s in range(0, len(split), 256)], pin=False):
+                    self._data[idx] = x
+                _remember(key, self._data, max_memory_bytes)
 
     def __len__(self) -> int:
         return len(self.split)

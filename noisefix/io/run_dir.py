@@ -12,7 +12,7 @@ Run directory:
     labels.csv           path,label,split[,clean_label]: the labels the model was trained on
     skipped_images.csv   images left out as unreadable (only with --on-bad-image skip)
     probe/               scores.csv, scores.json, oof.safetensors, layers.png[, dynamics.png]
-    relabel/             labels.csv (ranked issues), cleaned_labels.csv|txt, summary.json
+    relabel/             labels.csv (ranked issues), cleaned_labels.csv|txt, summary.json[, review.html, review.png]
     retrain/             metrics.json, metrics.jsonl[, baseline_metrics.jsonl], model.safetensors"""
 
 from __future__ import annotations
@@ -127,6 +127,8 @@ class RelabelDir:
 
     issues = _Name(LABELS)                 # every training image, most suspicious first
     summary = _Name("summary.json")
+    review_html = _Name("review.html")     # gallery of the most suspicious images (ui/review.py)
+    review_png = _Name("review.png")       # contact sheet of the first of them
 
     def cleaned(self, labels_format: str | None) -> Path:
         """The cleaned labels file, in the format of the labels it was made from (csv when from folders)."""
@@ -229,7 +231,9 @@ def find_latest_run(*, runs_dir: Path = RUNS_DIR, data_root: Path | None = None,
     if not candidates:
         where = f" for data {data_root}" if data_root else ""
         need = f" with {stage} results" if stage else ""
-        raise RunError(f"no run{need}{where} under {runs_dir}/; pass --run DIR or train one with `noisefix train`")
+        data = str(data_root) if data_root else "DATA"
+        raise RunError(f"no run{need}{where} under {runs_dir}/; pass --run DIR, or make one: `noisefix clean {data}` "
+                       f"(train, probe and relabel in one go) or `noisefix train {data} --model mlp`")
     return max(candidates)[1]
 
 

@@ -12,6 +12,7 @@ step; loss and accuracy are summed over ranks, and rank 0 decides when to stop.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -23,6 +24,7 @@ from torch import nn
 from noisefix.config import TrainConfig
 from noisefix.data.images import ImageSource
 from noisefix.data.splits import stratified_holdout
+from noisefix.errors import TrainingError
 from noisefix.nn import distributed
 from noisefix.nn.device import resolve_device, seed_everything
 
@@ -186,6 +188,9 @@ def train_model(
         batches = _epoch_batches(source, cfg.batch_size, indices,
                                  seed=int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
         total_loss, correct, correct_clean, seen = _train_epoch(step, batches)
+        if not math.isfinite(total_loss):  # every rank sees the same summed loss, so all stop together
+            raise TrainingError(f"training diverged in epoch {epoch}: the loss is {total_loss / seen} with "
+                                f"learning rate {cfg.lr:g}; lower --lr (e.g. 10x smaller) and re-run")
         result = EpochResult(
             epoch=epoch,
             loss=total_loss / seen,

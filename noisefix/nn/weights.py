@@ -135,7 +135,12 @@ def read_state_dict(path, *, mmap: bool = False) -> dict[str, torch.Tensor]:
     if suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # SafetensorError, OSError...: truncated, garbage or a lying header
+            reason = " ".join(str(exc).split())[:100] or type(exc).__name__
+            raise RunError(f"weights file {str(path)!r} is not a readable safetensors file ({reason}); it is "
+                           "damaged or not safetensors: restore it, or re-run the stage that wrote it") from None
     if suffix not in (".pt", ".pth"):
         raise ConfigError(f"weights file {str(path)!r} must end in .safetensors, .pt or .pth")
     try:

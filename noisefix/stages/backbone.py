@@ -26,7 +26,7 @@ from noisefix.nn.weights import spec_metadata
 from noisefix.stages.inputs import image_spec_for
 from noisefix.stages.runs import LoadedRun, open_run
 from noisefix.stages.train import check_out, default_run_path, image_fields, load_checked, write_run_labels
-from noisefix.ui.reporter import Reporter, or_null
+from noisefix.ui.reporter import Reporter, escape, or_null
 
 
 def untrained_probe_error(data_root: Path, model: str) -> RunError:
@@ -63,7 +63,7 @@ def make_backbone_run(data_root: Path, model: str, weights, *, labels_file: Path
     spec = image_spec_for(train, model, weights, image)
     seed_everything(seed)
     net = build_model(model, in_shape=spec.shape, num_classes=len(train.classes), weights=weights)
-    reporter.info(f"probing pretrained [bold]{model}[/] ({weights}, {net.variant} architecture) without training: "
+    reporter.info(f"probing pretrained [bold]{escape(model)}[/] ({escape(str(weights))}, {net.variant} architecture) without training: "
                   f"{len(train)} images, {len(train.classes)} classes, input {spec.shape}, "
                   f"{spec.normalization} normalization")
     state = {k: v.contiguous() for k, v in net.state_dict().items()}

@@ -36,6 +36,7 @@ from noisefix.data.images import ImageSource
 from noisefix.data.splits import make_folds
 from noisefix.errors import ProbeError
 from noisefix.io.atomic import (
+    check_outside,
     check_writable,
     save_tensors,
     staged_dir,
@@ -46,12 +47,14 @@ from noisefix.io.run_dir import ProbeDir, RunDir, score_key
 from noisefix.nn import distributed
 from noisefix.nn.device import resolve_device, seed_everything
 from noisefix.nn.extract import (
+    INPUT,
     ActivationExtractor,
     LayerInfo,
     apply_pooling,
     list_layers,
     resolve_layers,
 )
+from noisefix.probes import probe_class
 from noisefix.probes.rows import ActivationCache, RowSource, TensorRows
 from noisefix.probes.stats import ClassStats
 from noisefix.scoring.cross_fitting import ProbeScores, cross_fit, refits_on_activations
@@ -64,7 +67,7 @@ from noisefix.stages.runs import (
     load_run_model,
 )
 from noisefix.ui.plots import plot_dynamics, plot_layers
-from noisefix.ui.reporter import Reporter, or_null
+from noisefix.ui.reporter import Reporter, escape, or_null
 
 
 @dataclass
@@ -191,28 +194,57 @@ def _score_group(group: list[LayerInfo], cfg: ProbeConfig, *, stats: dict[str, C
     results: list[ProbeScores] = []
     for s in stats.values():
         s.all_reduce()  # sum over ranks: every rank now holds the statistics of all images
-    reporter.info(f"{label}: extracted {', '.join(i.name for i in group)} in {time.perf_counter() - t0:.1f}s")
+    reporter.detail(f"{label}: extracted {', '.join(i.name for i in group)} in {time.perf_counter() - t0:.1f}s")
+    for info in group:
+        zeros = int(stats[info.name].zero_counts.sum())
+        if zeros:
+            reporter.warn(f"{info.name}: {zeros} all-zero activation vectors (dead units); "
+                          "MASC and NCM score them 0 for every class")
+    cheap, costly = screen_probes(cfg.probes) if cfg.screen else ([], list(cfg.probes))
+    todo = [(info, p) for info in group for p in cheap]
     with reporter.progress(f"{label}: probes", len(group) * len(cfg.probes)) as advance:
-        for info in group:
-            zeros = int(stats[info.name].zero_counts.sum())
-            if zeros:
-                reporter.warn(f"{info.name}: {zeros} all-zero activation vectors (dead units); "
-                              "MASC and NCM score them 0 for every class")
-            for probe in cfg.probes:
+        def fit(pairs):
+            for info, probe in pairs:
                 scores = _cross_fit_shards(probe, stats=stats[info.name], X=X[info.name],
                                            X_test=Xt.get(info.name), labels=train.targets, folds=folds,
                                            shards=shards, cfg=cfg, layer=info.name)
                 if scores is not None:
                     results.append(scores)
                 advance(1, layer=info.name, probe=probe)
+        fit(todo)
+        keep = _screened_layers(results, group, cfg.screen, labels=train.targets, folds=folds) if cheap else group
+        fit([(info, p) for info in keep for p in costly])
+        advance(len(group) * len(cfg.probes) - len(todo) - len(keep) * len(costly))
     return results
 
 
+def screen_probes(probes) -> tuple[list[str], list[str]]:
+    """(screening probes, the others): the probes fitted from class sums alone (no d^2 moments) screen."""
+    cheap = [p for p in probes if probe_class(p).fits_from_moments and not probe_class(p).uses_second_moments]
+    return cheap, [p for p in probes if p not in cheap]
+
+
+def _screened_layers(results: list[ProbeScores], group: list[LayerInfo], n: int, *, labels: np.ndarray,
+                     folds: np.ndarray) -> list[LayerInfo]:
+    """The `n` layers of `group` whose best screening score agrees most with the given labels on held-out
+    images (out-of-fold images when there are none); ties go to the earlier layer."""
+    held = folds < 0
+    def agreement(r: ProbeScores) -> float:
+        if r.holdout_scores is not None and held.any():
+            return float(np.mean(r.holdout_scores.argmax(1) == labels[held]))
+        return float(np.mean(r.oof_scores.argmax(1) == labels[folds >= 0]))
+    best = {i.name: max((agreement(r) for r in results if r.layer == i.name), default=-1.0) for i in group}
+    ranked = sorted(range(len(group)), key=lambda j: (-best[group[j].name], j))[:n]
+    return [group[j] for j in sorted(ranked)]
+
+
 def _plan_layers(model: torch.nn.Module, loaded: LoadedRun, cfg: ProbeConfig, *, train: LabeledImages,
-                 folds: np.ndarray, shards: Shards,
-                 reporter: Reporter) -> tuple[list[LayerInfo], dict[str, int | None], list[LayerPlan]]:
+                 folds: np.ndarray, shards: Shards, reporter: Reporter,
+                 skip_input: bool = False) -> tuple[list[LayerInfo], dict[str, int | None], list[LayerPlan]]:
     """The requested layers (pooled as `cfg.pool` says), the pool size of each, and each one's memory plan."""
     names = resolve_layers(model, cfg.layers)
+    if skip_input and len(names) > 1:
+        names = [n for n in names if n != INPUT]  # the raw input is the same at every checkpoint: scored once
     infos, pools = apply_pooling(list_layers(model, tuple(loaded.model_info["in_shape"]), names), cfg.pool)
     pooled = [name for name, s in pools.items() if s]
     if pooled:
@@ -243,13 +275,15 @@ def _model_accuracy(train_logits: np.ndarray, test_logits: np.ndarray | None, *,
 def probe_checkpoint(loaded: LoadedRun, checkpoint: str, cfg: ProbeConfig, *, train: LabeledImages,
                      folds: np.ndarray, train_source: ImageSource | None, test_source: ImageSource | None,
                      reporter: Reporter, shards: Shards | None = None, cache_root: Path | None = None,
-                     keep_cache: bool = False) -> tuple[list[ProbeScores], list[LayerInfo], dict[str, Any] | None, str]:
+                     keep_cache: bool = False,
+                     skip_input: bool = False) -> tuple[list[ProbeScores], list[LayerInfo], dict[str, Any] | None, str]:
     """Score every requested layer x probe of one checkpoint; returns the scores, layers and model accuracies.
 
     `train_source` / `test_source` serve this rank's shard of the images (`shards`; default: one process, all
     images). On ranks other than 0 the scores are [] and the accuracies None. Layers planned on disk
     (`cfg.cache`, see `plan_layer`) cache their activations under `cache_root` (default RUN/probe-cache/...),
-    deleted after their group is scored unless `keep_cache`.
+    deleted after their group is scored unless `keep_cache`. `skip_input`: leave out the raw input layer
+    (it is the same at every checkpoint; `run_probe` scores it at the first one only).
     """
     device = distributed.setup(resolve_device(cfg.device))
     test = loaded.splits.test
@@ -257,12 +291,13 @@ def probe_checkpoint(loaded: LoadedRun, checkpoint: str, cfg: ProbeConfig, *, tr
         shards = Shards.deal(folds, len(test) if test is not None else 0, 1)
     model, label = load_run_model(loaded, checkpoint)
     model.to(device)
-    infos, pools, plans = _plan_layers(model, loaded, cfg, train=train, folds=folds, shards=shards, reporter=reporter)
+    infos, pools, plans = _plan_layers(model, loaded, cfg, train=train, folds=folds, shards=shards, reporter=reporter,
+                                       skip_input=skip_input)
     if any(p.on_disk for p in plans):
         cache_root = cache_root or loaded.run.probe_cache / f"probe-{os.getpid()}"
         reporter.info(f"caching activations of {', '.join(p.info.name for p in plans if p.on_disk)} on disk under "
-                      f"{cache_root} ({sum(p.disk_bytes for p in plans) / 2**30:.2f} GiB)")
-    reporter.info(f"routes: {', '.join(f'{p.info.name}: {p.route}' for p in plans)}")
+                      f"{escape(str(cache_root))} ({sum(p.disk_bytes for p in plans) / 2**30:.2f} GiB)")
+    reporter.detail(f"routes: {', '.join(f'{p.info.name}: {p.route}' for p in plans)}")
     K, mine = len(train.classes), shards.train[distributed.rank()]
     train_logits = np.zeros((len(mine), K), dtype=np.float32)
     test_logits = np.zeros((len(shards.test[distributed.rank()]), K), dtype=np.float32) if test is not None else None
@@ -363,19 +398,19 @@ def _pick(rows: list[dict[str, Any]], holdout: np.ndarray, reporter: Reporter, *
 
 def _write_outputs(files: ProbeDir, got: _Collected, summary: dict[str, Any], *, model_info: dict,
                    run_name: str) -> None:
-    """scores.csv, scores.json, oof.safetensors, layers.png (last checkpoint) and, over epochs, dynamics.png."""
+    """scores.csv, scores.json, oof.safetensors, layers.png (the pick's checkpoint) and, over epochs,
+    dynamics.png."""
     cols = ["checkpoint", *ROW_FIELDS, "pick"]
     write_csv(files.scores_csv, cols, ([r[c] for c in cols] for r in got.rows))
     write_json(files.scores_json, summary)
     save_tensors(files.oof, got.tensors)
+    criterion = summary["criterion"]
     epochs = checkpoint_epochs(list(got.model), model_info)
     if len(epochs) > 1:
-        plot_dynamics(files.dynamics_png, got.rows, epochs=epochs, criterion=summary["criterion"],
-                      model_acc=got.model, probe=summary["best"]["probe"])
-    last = list(got.model)[-1]
-    plot_layers(files.layers_png, [r for r in got.rows if r["checkpoint"] == last],
-                model_acc={"test_acc": got.model[last]["test_acc"], "clean_acc": got.model[last]["clean_acc"]},
-                title=f"{run_name}: {last} checkpoint, out-of-fold probes")
+        plot_dynamics(files.dynamics_png, got.rows, epochs=epochs, criterion=criterion, model_acc=got.model)
+    at = summary["best"]["checkpoint"]
+    plot_layers(files.layers_png, [r for r in got.rows if r["checkpoint"] == at], criterion=criterion,
+                model_acc=got.model[at], title=f"{run_name}: checkpoint {at}, cross-fitted probes")
 
 
 @contextlib.contextmanager
@@ -390,7 +425,7 @@ def _activation_cache(run: RunDir, subdir: str, cache_dir: Path | None, *, keep:
         yield root
     finally:
         if keep and root.exists():
-            reporter.info(f"activation cache kept in {root} (delete it when done)")
+            reporter.info(f"activation cache kept in {escape(str(root))} (delete it when done)")
         elif not keep:
             shutil.rmtree(root, ignore_errors=True)
             if made_parent and parent.is_dir() and not any(parent.iterdir()):
@@ -426,6 +461,8 @@ def run_probe(loaded: LoadedRun, cfg: ProbeConfig, *, force: bool = False, repor
     run = loaded.run
     out_dir = run.path / subdir
     check_writable(out_dir, force=force, what="probe results")
+    if cache_dir is not None:
+        check_outside(cache_dir, loaded.splits.train.root, what="the activation cache (--cache-dir)")
     train, test, holdout = _fit_labels(loaded.splits.train, fit_on), loaded.splits.test, loaded.holdout
     folds = np.full(len(train), -1, dtype=np.int64)
     folds[~holdout] = make_folds(train.targets[~holdout], cfg.folds, seed=cfg.seed)
@@ -439,8 +476,8 @@ def run_probe(loaded: LoadedRun, cfg: ProbeConfig, *, force: bool = False, repor
     with _activation_cache(run, subdir, cache_dir, keep=keep_cache, reporter=reporter) as cache_root:
         probed = [(checkpoint, probe_checkpoint(
             loaded, checkpoint, cfg, train=train, folds=folds, train_source=train_source, test_source=test_source,
-            reporter=reporter, shards=shards, cache_root=cache_root, keep_cache=keep_cache))
-            for checkpoint in checkpoints]
+            reporter=reporter, shards=shards, cache_root=cache_root, keep_cache=keep_cache, skip_input=i > 0))
+            for i, checkpoint in enumerate(checkpoints)]
     got = _collect(probed, train=train, test=test, folds=folds)
     if not distributed.is_main():
         return distributed.broadcast_object(None)  # rank 0's outcome, once its files are in place

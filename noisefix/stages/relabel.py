@@ -10,7 +10,7 @@ keep their given value; `--mode prune` drops every flagged image) and summary.js
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +22,16 @@ from noisefix.errors import RunError
 from noisefix.io.atomic import (
     check_writable,
     load_tensors,
-    read_json,
     staged_dir,
     write_csv,
     write_json,
 )
-from noisefix.io.run_dir import ProbeDir, RelabelDir, score_key
+from noisefix.io.run_dir import ProbeDir, RelabelDir, read_scores, score_key, score_matrix
 from noisefix.scoring.issues import Flags, confusion_table, issue_metrics, label_accuracy, ranking_metrics
 from noisefix.scoring.quality import FoundIssues, LabelQuality, find_issues
 from noisefix.stages.runs import LoadedRun
 from noisefix.ui.reporter import Reporter
+from noisefix.ui.review import ReviewRows, agreeing_sources, write_review
 
 
 @dataclass
@@ -39,6 +39,11 @@ class RelabelOutcome:
     out: Path
     cleaned: Path
     summary: dict[str, Any]
+    top_issues: list[dict[str, str]] = field(default_factory=list)  # the first flagged rows of labels.csv
+    review: Path | None = None  # review.html, when written
+
+
+TOP_ISSUES = 10  # flagged rows the console shows
 
 
 def select_sources(scores: dict[str, Any], cfg: RelabelConfig) -> list[dict[str, Any]]:
@@ -68,8 +73,8 @@ def select_sources(scores: dict[str, Any], cfg: RelabelConfig) -> list[dict[str,
 
 def _load_scores(probe: ProbeDir, labels: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
     """The probe summary and per-image scores, checked to be computed on `labels`."""
-    scores = read_json(probe.scores_json)
-    tensors = load_tensors(probe.oof)
+    scores = read_scores(probe.scores_json)
+    tensors = load_tensors(probe.oof, required=("labels",))
     if not np.array_equal(tensors["labels"].numpy(), labels):
         raise RunError(f"probe results in {probe.path} were computed on other labels; re-run probe with --force")
     return scores, tensors
@@ -95,7 +100,9 @@ def relabel_evidence(loaded: LoadedRun, cfg: RelabelConfig) -> Evidence:
     train = loaded.splits.train
     scores, tensors = _load_scores(ProbeDir(run.probe), train.targets)
     sources = select_sources(scores, cfg)
-    mats = [tensors[score_key(r["checkpoint"], r["layer"], r["probe"], "oof")].numpy() for r in sources]
+    shape = (len(train), len(train.classes))
+    mats = [score_matrix(tensors, score_key(r["checkpoint"], r["layer"], r["probe"], "oof"), shape,
+                         ProbeDir(run.probe).oof) for r in sources]
     held = loaded.holdout
     return Evidence(sources=sources, mats=mats, given=train.targets, clean=train.clean_targets,
                     fit_mask=held if held.any() else None, criterion=scores.get("criterion", "agreement"))
@@ -205,4 +212,45 @@ def run_relabel(loaded: LoadedRun, cfg: RelabelConfig, *, force: bool = False,
                           clean=clean[keep] if clean is not None else None)
         summary["cleaned_labels_file"] = str(final.cleaned(fmt))
         write_json(files.summary, summary)
-    return RelabelOutcome(out=run.relabel, cleaned=final.cleaned(fmt), summary=summary)
+        if cfg.review and found.flags.is_issue.any():
+            write_review(files.review_html, files.review_png, _review_rows(train, evidence, found, cfg.review),
+                         root=train.root, top=cfg.review,
+                         n_issues=int(found.flags.is_issue.sum()), n_images=len(given),
+                         sources=[_source_name(r) for r in evidence.sources], title=f"noisefix review: {run.path}")
+    review = final.review_html if cfg.review and found.flags.is_issue.any() else None
+    return RelabelOutcome(out=run.relabel, cleaned=final.cleaned(fmt), summary=summary,
+                          top_issues=_top_issues(train, found), review=review)
+
+
+def _source_name(row: dict[str, Any]) -> str:
+    return f"{row['layer']}/{row['probe']}" + (f"@{row['checkpoint']}" if row["checkpoint"] != "final" else "")
+
+
+def _flagged(found: FoundIssues, n: int) -> np.ndarray:
+    """The first `n` flagged images, most suspicious first."""
+    order = found.flags.order
+    return order[found.flags.is_issue[order]][:n]
+
+
+def _top_issues(train: LabeledImages, found: FoundIssues) -> list[dict[str, str]]:
+    """The console's table: the most suspicious flagged images as labels.csv rows ("" = left for review)."""
+    flags, classes = found.flags, train.classes
+    return [{"path": train.paths[i], "given_label": classes[train.targets[i]],
+             "suggested_label": "" if flags.needs_review[i] else classes[flags.suggested[i]],
+             "label_quality": f"{found.quality.label_quality[i]:.6g}"} for i in _flagged(found, TOP_ISSUES)]
+
+
+def _review_rows(train: LabeledImages, ev: Evidence, found: FoundIssues, n: int) -> ReviewRows:
+    """review.html's rows: the `n` most suspicious flagged images; for one left for review, the likeliest other
+    class as a candidate; per row, the sources whose own best class is that suggestion."""
+    idx = _flagged(found, n)
+    classes, given, flags = train.classes, ev.given[idx], found.flags
+    other = found.quality.posterior[idx].copy()
+    other[np.arange(len(idx)), given] = -1.0
+    candidate = np.where(flags.needs_review[idx], other.argmax(1), flags.suggested[idx])
+    names = [_source_name(r) for r in ev.sources]
+    agreed = agreeing_sources(names, np.stack([m[idx].argmax(1) for m in ev.mats]), candidate)
+    return ReviewRows(paths=[train.paths[i] for i in idx], given=[classes[g] for g in given],
+                      suggested=[classes[c] for c in candidate], score=[float(found.margin[i]) for i in idx],
+                      quality=[float(found.quality.label_quality[i]) for i in idx], agreed=agreed,
+                      review=[bool(flags.needs_review[i]) for i in idx])

@@ -19,6 +19,8 @@ from noisefix.config import Recipe
 from noisefix.data.builtin import export_dataset, load_builtin
 from noisefix.data.folders import load_data, write_labels_file
 from noisefix.data.noise import corrupt_labels
+from noisefix.errors import RunError
+from noisefix.io.lock import writer_lock
 from noisefix.io.run_dir import ProbeDir, RelabelDir, ReproduceDir, RetrainDir, RunDir
 from noisefix.stages.probe import run_probe
 from noisefix.stages.relabel import run_relabel
@@ -26,7 +28,7 @@ from noisefix.stages.reproduce_report import summarize_run, write_report
 from noisefix.stages.retrain import run_retrain
 from noisefix.stages.runs import open_run
 from noisefix.stages.train import run_train
-from noisefix.ui.reporter import Reporter, or_null
+from noisefix.ui.reporter import Reporter, escape, or_null
 
 
 @dataclass
@@ -45,7 +47,7 @@ def prepare_data(recipe: Recipe, out: Path, *, data_root: Path | None, reporter:
     data = ReproduceDir(out).data
     if (data / "train").is_dir():
         return data
-    reporter.info(f"exporting {recipe.dataset} to {data}")
+    reporter.info(f"exporting {recipe.dataset} to {escape(str(data))}")
     export_dataset(load_builtin(recipe.dataset, data_root=data_root), data, train_subset=recipe.train_subset,
                    test_subset=recipe.test_subset, seed=0)
     return data
@@ -84,18 +86,38 @@ def run_one(recipe: Recipe, data: Path, labels: Path, run: Path, *, seed: int, r
 
 def run_reproduce(recipe: Recipe, out: Path, *, corruptions: tuple[float, ...] | None = None,
                   seeds: int | None = None, data_root: Path | None = None, quick: bool = False,
-                  reporter: Reporter | None = None) -> ReproduceOutcome:
-    """Every degree x seed of `recipe` (or of its quick variant) under `out`, then the report."""
+                  force: bool = False, reporter: Reporter | None = None) -> ReproduceOutcome:
+    """Every degree x seed of `recipe` (or of its quick variant) under `out`, then the report.
+
+    `corruptions` and `seeds` replace the recipe's (checked like the recipe's own values). An existing report
+    in `out` is refused unless `force` (finished runs are reused either way); `out` is locked against a second
+    writer for the whole reproduction, and removed again when this call made it and fails leaving it empty."""
     reporter = or_null(reporter)
     if quick:
         recipe = recipe.quick_variant()
-    degrees = tuple(corruptions) if corruptions else recipe.corruptions
+    recipe = dataclasses.replace(recipe, corruptions=tuple(corruptions) if corruptions else recipe.corruptions,
+                                 seeds=seeds or recipe.seeds)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if ReproduceDir(out).report_md.exists() and not force:
+        raise RunError(f"a reproduction report already exists at {ReproduceDir(out).report_md}; pass --force to "
+                       "write it again (finished runs are reused), or choose another --out")
+    made = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with writer_lock(out):
+            return _reproduce(recipe, out, data_root=data_root, quick=quick, reporter=reporter)
+    except BaseException:
+        if made and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
+
+
+def _reproduce(recipe: Recipe, out: Path, *, data_root: Path | None, quick: bool,
+               reporter: Reporter) -> ReproduceOutcome:
     data = prepare_data(recipe, out, data_root=data_root, reporter=reporter)
     results = []
-    for p in degrees:
-        for seed in range(seeds or recipe.seeds):
+    for p in recipe.corruptions:
+        for seed in range(recipe.seeds):
             name = degree_name(p, seed)
             reporter.info(f"[bold]{recipe.name}[/]: corruption {p:g}, seed {seed}")
             labels = noisy_labels_file(data, recipe, p, seed, out)

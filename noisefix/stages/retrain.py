@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from noisefix.config import RetrainConfig, TrainConfig, from_dict, load_yaml
+from noisefix.config import RetrainConfig, TrainConfig, load_section
 from noisefix.data.folders import LabeledImages, load_data
 from noisefix.data.images import ImageSource
 from noisefix.errors import RunError
@@ -43,7 +43,7 @@ class RetrainOutcome:
 
 def _retrain_config(run: RunDir, cfg: RetrainConfig) -> TrainConfig:
     """The run's training config with the retrain seed, device and epoch cap; no checkpoints kept."""
-    train_cfg = from_dict(TrainConfig, load_yaml(run.config)["train"], where=str(run.config))
+    train_cfg = load_section(run.config, "train", TrainConfig)
     overrides = {"seed": cfg.seed, "device": cfg.device, "save_every": 0, "save_epochs": ()}
     if cfg.epochs is not None:
         overrides["epochs"] = cfg.epochs
@@ -93,6 +93,9 @@ def _metrics(info: dict, relabel_summary: dict, *, after: float | None, baseline
         "test_acc_baseline_given_labels": baseline,
         "gain_vs_baseline": (after - baseline) if after is not None and baseline is not None else None,
         "retrain_best_epoch": best_epoch,
+        # agreement with the held-out part of the cleaned labels at the best epoch (what early stopping maximizes)
+        "holdout_agreement_retrained": next((r.eval_acc.get("holdout") for r in history if r.epoch == best_epoch),
+                                            None),
         "retrain_epochs_run": history[-1].epoch,
         "label_accuracy_before": relabel_summary.get("label_accuracy_before"),
         "label_accuracy_after": relabel_summary.get("label_accuracy_after"),
@@ -120,15 +123,20 @@ def run_retrain(loaded: LoadedRun, cfg: RetrainConfig, *, force: bool = False,
     test = loaded.splits.test
     eval_sets = {"test": EvalSet(ImageSource(test, loaded.spec), test.targets)} if test is not None else {}
     fit = partial(_fit, loaded=loaded, cfg=cfg, train_cfg=train_cfg, eval_sets=eval_sets, reporter=reporter)
+    with_baseline = cfg.baseline and test is not None  # without a test split a baseline has nothing to be compared on
+    if test is None:
+        reporter.warn("this run has no test split, so the gain in test accuracy cannot be measured; retrain "
+                      "reports the retrained model's agreement with its held-out cleaned labels instead"
+                      + (" and trains no baseline" if cfg.baseline else ""))
     reporter.info(f"retraining {info['arch']} ({cfg.start}) on {len(split)} cleaned labels; early stopping on "
                   f"{cfg.holdout:.0%} held-out cleaned labels, patience {cfg.patience}"
                   + ("; then the same on the given labels, the baseline the gain is measured against"
-                     if cfg.baseline else ""))
+                     if with_baseline else ""))
     with staged_dir(run.retrain, force=force, what="retrain results") as tmp:
         files = RetrainDir(tmp)
         model, history, best_epoch, after = fit("retrain (cleaned)", split, files.log)
         baseline = None
-        if cfg.baseline:
+        if with_baseline:
             _, _, _, baseline = fit("retrain (given labels)", loaded.splits.train, files.baseline_log)
         metrics = _metrics(info, relabel_summary, after=after, baseline=baseline, best_epoch=best_epoch,
                            history=history, n_train=len(split), start=cfg.start)

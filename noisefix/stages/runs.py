@@ -11,13 +11,20 @@ import torch
 
 from noisefix.data.folders import DataSplits, fingerprint, load_data
 from noisefix.data.transforms import ImageSpec
-from noisefix.errors import RunError
+from noisefix.errors import NoisefixError, RunError
 from noisefix.io.atomic import read_csv, read_json
-from noisefix.io.run_dir import RUNS_DIR, RunDir, find_latest_run
+from noisefix.io.run_dir import (
+    RUNS_DIR,
+    RunDir,
+    find_latest_run,
+    read_manifest,
+    read_model_info,
+    verify_identity,
+)
 from noisefix.nn.models import build_model, load_weights
 from noisefix.stages.inputs import run_spec
 from noisefix.stages.train import apply_skips
-from noisefix.ui.reporter import Reporter, or_null
+from noisefix.ui.reporter import Reporter, escape, or_null
 
 
 @dataclass
@@ -46,10 +53,12 @@ def open_run(run_path: Path | None, *, data_root: Path | None = None, model: str
     reporter = or_null(reporter)
     if run_path is None:
         run_path = find_latest_run(data_root=data_root, model=model, stage=stage)
-        reporter.info(f"using run [bold]{run_path}[/] (newest under {RUNS_DIR}/; pass --run to choose)")
+        reporter.info(f"using run [bold]{escape(str(run_path))}[/] (newest under {RUNS_DIR}/; pass --run to choose)")
     run = RunDir(Path(run_path)).require()
-    manifest = read_json(run.manifest)
-    info = read_json(run.model_json)
+    manifest = read_manifest(run.manifest)
+    info = read_model_info(run.model_json)
+    verify_identity(run, manifest, info)
+    _check_spec(run, info)
     root = Path(data_root) if data_root is not None else Path(manifest["data_root"])
     labels_file, classes_file = manifest.get("labels_file"), manifest.get("classes_file")
     splits = load_data(root, Path(labels_file) if labels_file else None,
@@ -61,10 +70,20 @@ def open_run(run_path: Path | None, *, data_root: Path | None = None, model: str
         raise RunError(f"the data at {root} differs from the data run {run.path} was trained on (fingerprint "
                        "mismatch: images or labels changed); retrain, or pass the original data")
     if run.skipped.exists():
-        splits = apply_skips(splits, {r["path"] for r in read_csv(run.skipped)})
-    held = {r["path"] for r in read_csv(run.labels) if r.get("split") == "holdout"}
+        splits = apply_skips(splits, {r["path"] for r in read_csv(run.skipped, required=("path",))})
+    rows = read_csv(run.labels, required=("path", "label", "split"))  # no split column: no held-out set
+    held = {r["path"] for r in rows if r["split"] == "holdout"}
     holdout = np.array([p in held for p in splits.train.paths], dtype=bool)
     return LoadedRun(run=run, manifest=manifest, model_info=info, splits=splits, holdout=holdout)
+
+
+def _check_spec(run: RunDir, info: dict) -> None:
+    """model.json's "image" entry (how images become inputs) must build an ImageSpec."""
+    try:
+        run_spec(info)
+    except (NoisefixError, TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise RunError(f"{run.model_json}: unreadable 'image' entry ({type(exc).__name__}: {str(exc)[:80]}); "
+                       "restore the file or re-run `noisefix train --force`") from None
 
 
 def load_run_model(loaded: LoadedRun, checkpoint: str = "final") -> tuple[torch.nn.Module, str]:

@@ -148,7 +148,7 @@ def check_out(out: Path, data_root: Path, *, force: bool) -> None:
     if target == root or root in target.parents or target in root.parents:
         raise ConfigError(f"the run directory {out} would be inside (or contain) the data folder {data_root}; "
                           "noisefix never writes into your data: pass --out elsewhere or run from another folder")
-    check_writable(out, force=force, what="run directory")
+    check_writable(out, force=force, what="run directory", elsewhere="--out")
 
 
 def _eval_sets(source: ImageSource, splits: DataSplits, holdout: np.ndarray) -> dict[str, EvalSet]:

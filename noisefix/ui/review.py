@@ -1,5 +1,5 @@
 """The review page: RUN/relabel/review.html (a gallery of the most suspicious images) and review.png (a contact
-sheet of the top ones), so a person can look at what relabel found.
+sheet of the first of them), so a person can look at what relabel found.
 
 Rows come in as plain lists, most suspicious first: the image paths (relative to the image root), the given and
 suggested class names, the issue score, optionally the label quality and, per row, the names of the probe
@@ -37,11 +37,12 @@ class ReviewRows:
     score: list[float]  # issue score (normalized margin, higher = more suspicious)
     quality: list[float] | None = None  # label quality in [0, 1] (probability the given label is right)
     agreed: list[list[str]] | None = None  # per row, the sources whose best class is the suggested one
+    review: list[bool] | None = None  # per row, left for review: the suggestion is only the likeliest other class
 
     def __post_init__(self) -> None:
         n = len(self.paths)
         lists = {"given": self.given, "suggested": self.suggested, "score": self.score,
-                 "quality": self.quality, "agreed": self.agreed}
+                 "quality": self.quality, "agreed": self.agreed, "review": self.review}
         for name, values in lists.items():
             if values is not None and len(values) != n:
                 raise DataError(f"review rows: {name} has {len(values)} entries for {n} paths; pass one per row")
@@ -49,7 +50,7 @@ class ReviewRows:
     def head(self, n: int) -> "ReviewRows":
         cut = (lambda v: None if v is None else list(v[:n]))
         return ReviewRows(list(self.paths[:n]), list(self.given[:n]), list(self.suggested[:n]),
-                          [float(s) for s in self.score[:n]], cut(self.quality), cut(self.agreed))
+                          [float(s) for s in self.score[:n]], cut(self.quality), cut(self.agreed), cut(self.review))
 
 
 @dataclass
@@ -72,10 +73,11 @@ def agreeing_sources(names: Sequence[str], predictions, suggested) -> list[list[
     return [[names[s] for s in np.flatnonzero(hits[:, i])] for i in range(len(suggested))]
 
 
-def write_review(out_dir: Path, rows: ReviewRows, *, root: Path, top: int = 100, sheet: int = 40,
-                 n_issues: int | None = None, n_images: int | None = None,
+def write_review(html_path: Path, png_path: Path, rows: ReviewRows, *, root: Path, top: int = 100,
+                 sheet: int = 40, n_issues: int | None = None, n_images: int | None = None,
                  sources: Sequence[str] = (), title: str = "noisefix review") -> ReviewFiles:
-    """Write OUT/review.html (the first `top` rows) and OUT/review.png (the first `sheet` of them).
+    """Write the page (the first `top` rows) to `html_path` and the contact sheet (the first `sheet` of them)
+    to `png_path`; image paths are relative to `root`.
 
     n_issues / n_images: how many labels were flagged among how many images, for the page's header;
     sources: every source the suggestions came from (shown once, and as "k of S agreed" per row).
@@ -86,11 +88,10 @@ def write_review(out_dir: Path, rows: ReviewRows, *, root: Path, top: int = 100,
     thumbs = [load_thumbnail(Path(root) / p, THUMB_PX) for p in rows.paths]
     page = render_html(rows, [png_data_uri(t) for t in thumbs], n_issues=n_issues, n_images=n_images,
                        sources=sources, title=title)
-    out_dir = Path(out_dir)
-    write_text(out_dir / "review.html", page)
+    write_text(Path(html_path), page)
     small = [load_thumbnail(Path(root) / p, SHEET_PX) for p in rows.paths[:sheet]]
-    write_bytes(out_dir / "review.png", contact_sheet(rows.head(sheet), small, title=title))
-    return ReviewFiles(html=out_dir / "review.html", png=out_dir / "review.png", shown=len(rows.paths))
+    write_bytes(Path(png_path), contact_sheet(rows.head(sheet), small, title=title))
+    return ReviewFiles(html=Path(html_path), png=Path(png_path), shown=len(rows.paths))
 
 
 # ---------------------------------------------------------------- thumbnails
@@ -173,7 +174,7 @@ def render_html(rows: ReviewRows, images: Sequence[str], *, n_issues: int | None
     if sources:
         head += "<p class=lead>Suggestions from: " + ", ".join(f"<code>{e(s)}</code>" for s in sources) + "</p>\n"
     head += "<p id=broken class=warn hidden></p>\n"
-    body = [head, _summary_table(groups, n), "<main class=groups>\n"]
+    body = [head, _summary(groups, n), "<main class=groups>\n"]
     for gi, (given, suggested, idx) in enumerate(groups):
         cards = "".join(_card(rows, i, images[i], len(sources)) for i in idx)
         body.append(f"<section id=pair-{gi}><h2><span class=given>{e(given)}</span> &rarr; "
@@ -187,8 +188,49 @@ def render_html(rows: ReviewRows, images: Sequence[str], *, n_issues: int | None
             "</body></html>\n")
 
 
-def _summary_table(groups, n: int) -> str:
-    """The confusion summary: one entry per given -> suggested pair (count, bar, link), in flowing columns."""
+MATRIX_MAX = 16  # the confusion summary is a given x suggested matrix up to this many classes, else a list
+
+
+def _summary(groups, n: int) -> str:
+    """The confusion summary: counts per given -> suggested pair, each linking to its group."""
+    names = {g for g, _, _ in groups} | {s for _, s, _ in groups}
+    body = _summary_matrix(groups) if len(names) <= MATRIX_MAX else _summary_list(groups)
+    return (f"<h2 class=summary-title>Confusions among the shown images (given &rarr; suggested)</h2>\n{body}"
+            f"<p class=total>total: <b id=n-total>{n}</b> images in {len(groups)} pairs</p>\n")
+
+
+def _natural(name: str) -> tuple:
+    return (0, int(name), "") if name.isdigit() else (1, 0, name.lower())
+
+
+def _summary_matrix(groups) -> str:
+    """Rows: given classes, columns: suggested ones; a cell counts the shown images of that pair (darker =
+    more) and links to their group."""
+    e = _esc
+    given = sorted({g for g, _, _ in groups}, key=_natural)
+    suggested = sorted({s for _, s, _ in groups}, key=_natural)
+    cells = {(g, s): (gi, len(idx)) for gi, (g, s, idx) in enumerate(groups)}
+    top = max(c for _, c in cells.values())
+    lines = ["<tr><th class=corner>given &darr; suggested &rarr;</th>"
+             + "".join(f"<th class=sugg>{e(s)}</th>" for s in suggested) + "<th>total</th></tr>"]
+    for g in given:
+        tds = []
+        for s in suggested:
+            if (g, s) not in cells:
+                tds.append("<td></td>")
+                continue
+            gi, c = cells[g, s]
+            alpha = 0.12 + 0.78 * c / top
+            ink = " class=dark" if alpha > 0.5 else ""
+            tds.append(f"<td style='background:rgba(176,42,42,{alpha:.2f})'{ink}><a href='#pair-{gi}' "
+                       f"data-count={c} title='{e(g)} \u2192 {e(s)}: {c}'>{c}</a></td>")
+        total = sum(cells[g, s][1] for s in suggested if (g, s) in cells)
+        lines.append(f"<tr><th class=given>{e(g)}</th>{''.join(tds)}<td class=tot>{total}</td></tr>")
+    return f"<table class=matrix>{''.join(lines)}</table>\n"
+
+
+def _summary_list(groups) -> str:
+    """One entry per given -> suggested pair (count, bar, link), in flowing columns."""
     e = _esc
     top = max((len(idx) for _, _, idx in groups), default=1)
     items = []
@@ -197,27 +239,32 @@ def _summary_table(groups, n: int) -> str:
         items.append(f"<li><a href='#pair-{gi}' title='{e(given)} \u2192 {e(suggested)}'>{pair}</a> "
                      f"<b class=count data-count={len(idx)}>{len(idx)}</b>"
                      f"<span class=bar style='width:{6 * len(idx) / top:.2f}em'></span></li>")
-    return (f"<h2 class=summary-title>Confusions among the shown images (given &rarr; suggested: images)</h2>\n"
-            f"<ol class=pairs>{''.join(items)}</ol>\n<p class=total>total: <b id=n-total>{n}</b> images in "
-            f"{len(groups)} pairs</p>\n")
+    return f"<ol class=pairs>{''.join(items)}</ol>\n"
 
 
 def _card(rows: ReviewRows, i: int, uri: str, n_sources: int) -> str:
     e = _esc
     stats = f"#{i + 1} &middot; score {rows.score[i]:.3f}"
     if rows.quality is not None:
-        stats += f"<br>label quality {rows.quality[i]:.2f}"
+        stats += f"<br>label quality {quality_text(rows.quality[i])}"
     agreed = ""
     if rows.agreed is not None:
         names = rows.agreed[i]
         count = f"{len(names)} of {n_sources}" if n_sources else str(len(names))
         chips = "".join(f"<span class=chip>{e(s)}</span>" for s in names) or "<span class=none>none</span>"
         agreed = f"<div class=agreed>agreed ({count}): {chips}</div>"
+    review = (" <span class=rev title='no strong suggestion: the likeliest other class'>review</span>"
+              if rows.review is not None and rows.review[i] else "")
     return (f"<figure class=item data-rank={i + 1}><img src='{uri}' alt='{e(rows.paths[i])}' "
             f"title='{e(rows.paths[i])}'><figcaption>"
             f"<div class=path>{e(rows.paths[i])}</div><div class=pair><span class=given>{e(rows.given[i])}</span>"
-            f" &rarr; <span class=sugg>{e(rows.suggested[i])}</span></div><div class=stats>{stats}</div>"
+            f" &rarr; <span class=sugg>{e(rows.suggested[i])}</span>{review}</div><div class=stats>{stats}</div>"
             f"{agreed}</figcaption></figure>")
+
+
+def quality_text(q: float) -> str:
+    """Label quality to 3 decimals; below 0.001 as "<0.001" (not a misleading 0.000)."""
+    return "<0.001" if q < 0.0005 else f"{q:.3f}"
 
 
 def _esc(text) -> str:
@@ -238,9 +285,15 @@ ol.pairs a{overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 ol.pairs a{text-decoration:none;color:inherit}.count{text-align:right}
 .bar{display:inline-block;height:9px;background:#8fb3d9;border-radius:2px;vertical-align:middle}
 .total{color:#444;margin:4px 0 0}
+table.matrix{border-collapse:collapse;margin:8px 0;font-size:13px}
+table.matrix th,table.matrix td{border:1px solid #e2e2e2;padding:2px 7px;text-align:center;min-width:1.8em}
+table.matrix th.corner{font-weight:normal;color:#777;font-size:11px}table.matrix td.tot{color:#555}
+table.matrix a{color:inherit;text-decoration:none;display:block}table.matrix td.dark{color:#fff}
+.rev{font-size:10px;background:#fff3cd;border:1px solid #e0c36a;border-radius:3px;padding:0 3px}
 .groups{display:flex;flex-wrap:wrap;gap:0 28px;align-items:flex-start}.groups section{flex:0 1 auto;max-width:100%}
 .grid{display:flex;flex-wrap:wrap;gap:10px}
-figure.item{width:150px;box-sizing:border-box;margin:0;background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px;position:relative}
+figure.item{width:150px;box-sizing:border-box;margin:0;background:#fff;border:1px solid #ddd;border-radius:6px;
+padding:8px}
 figure.item img{display:block;margin:0 auto 6px;max-width:100%;object-fit:contain;
 image-rendering:pixelated}
 figcaption{font-size:12px}

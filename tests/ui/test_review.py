@@ -42,6 +42,10 @@ def _digit_folder(root: Path, n: int = 12) -> list[str]:
     return paths
 
 
+def _out(tmp_path: Path) -> tuple[Path, Path]:
+    return tmp_path / "out" / "review.html", tmp_path / "out" / "review.png"
+
+
 def _rows(paths: list[str]) -> ReviewRows:
     n = len(paths)
     given = [p.split("/")[0] for p in paths]
@@ -54,7 +58,7 @@ def _rows(paths: list[str]) -> ReviewRows:
 def test_page_escapes_user_strings_and_counts_rows(tmp_path):
     paths = _digit_folder(tmp_path / "data")
     rows = _rows(paths)
-    files = write_review(tmp_path / "out", rows, root=tmp_path / "data", n_issues=30, n_images=200,
+    files = write_review(*_out(tmp_path), rows, root=tmp_path / "data", n_issues=30, n_images=200,
                          sources=["fc1/masc", "fc2/ncm", "<evil>"])
     page = files.html.read_text(encoding="utf-8")
     assert "<img src=x" not in page and "<evil>" not in page and "seven <&>" not in page
@@ -73,14 +77,14 @@ def test_page_escapes_user_strings_and_counts_rows(tmp_path):
 
 def test_top_n_and_grouping(tmp_path):
     paths = _digit_folder(tmp_path / "data")
-    files = write_review(tmp_path / "out", _rows(paths), root=tmp_path / "data", top=5, sheet=3)
+    files = write_review(*_out(tmp_path), _rows(paths), root=tmp_path / "data", top=5, sheet=3)
     page = files.html.read_text(encoding="utf-8")
     assert files.shown == 5 and page.count("<img ") == 5
     groups = group_pairs(_rows(paths).head(5))
     assert [len(idx) for *_, idx in groups] == sorted((len(idx) for *_, idx in groups), reverse=True)
     assert sorted(i for *_, idx in groups for i in idx) == list(range(5))
     with pytest.raises(DataError, match="--review"):
-        write_review(tmp_path / "out", _rows(paths), root=tmp_path / "data", top=0)
+        write_review(*_out(tmp_path), _rows(paths), root=tmp_path / "data", top=0)
 
 
 def test_rows_must_have_one_entry_each():
@@ -126,7 +130,7 @@ def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
 def test_review_page_renders_in_headless_chromium(tmp_path):
     paths = _digit_folder(tmp_path / "data")
     rows = _rows(paths)
-    files = write_review(tmp_path / "out", rows, root=tmp_path / "data", n_issues=len(paths))
+    files = write_review(*_out(tmp_path), rows, root=tmp_path / "data", n_issues=len(paths))
     url = files.html.resolve().as_uri()
     shot = tmp_path / "review-screenshot.png"
     res = _chromium([f"--screenshot={shot}", "--window-size=1200,1600", url], tmp_path / "profile")

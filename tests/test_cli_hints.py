@@ -1,0 +1,45 @@
+"""Hints and errors name options that exist and give commands one can run; --version."""
+
+import re
+
+from typer.testing import CliRunner
+
+from noisefix import __version__
+from noisefix.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args, env=None):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False, env={"COLUMNS": "200", **(env or {})})
+
+
+def test_version():
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.output.strip() == f"noisefix {__version__}"
+
+
+def test_no_run_error_gives_full_commands_and_mentions_clean(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke("relabel")
+    assert result.exit_code == 1
+    assert "`noisefix clean DATA`" in result.output and "`noisefix train DATA --model mlp`" in result.output
+
+
+def test_export_suggests_clean(tmp_path):
+    result = invoke("data", "export", "digits", tmp_path / "d", "--corrupt", "0.4", "--train-subset", "30",
+                    "--test-subset", "10")
+    assert result.exit_code == 0, result.output
+    assert f"next: noisefix clean {tmp_path / 'd'} --labels {tmp_path / 'd' / 'noisy_labels.csv'}" in result.output
+
+
+def test_layers_suggests_a_real_layer_list_and_rerun_names_no_missing_option(tiny_run):
+    result = invoke("layers", "--run", tiny_run.run.path)
+    assert result.exit_code == 0, result.output
+    hint = re.search(r"--layers (\S+)", result.output).group(1)
+    assert "..." not in hint and "…" not in hint
+    assert all(name in result.output.split("next:")[0] for name in hint.split(","))
+    (tiny_run.run.probe).mkdir()
+    (tiny_run.run.probe / "scores.json").write_text("{}")
+    result = invoke("probe", "--run", tiny_run.run.path, "--layers", "x", "--probes", "ncm")
+    assert result.exit_code == 1 and "--force" in result.output and "another --out" not in result.output
