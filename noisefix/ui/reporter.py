@@ -218,14 +218,15 @@ class RichReporter:
             self.console.print(f"true wrong labels: {pct(s['true_wrong_fraction'])}{auroc}", highlight=False)
 
     def show_retrain(self, m: dict) -> None:
-        """Test accuracy of the memorized model, its best checkpoint, the retrained one and the baseline."""
+        """Test accuracy of the run's final model, its best checkpoint, the retrained one and the baseline."""
         if m["test_acc_retrained"] is None:
             held = m.get("holdout_agreement_retrained")
             self.console.print("retrained (no test split, so no gain measured)" + (
                 f": agreement with its held-out cleaned labels {pct(held)} at epoch {m['retrain_best_epoch']}"
                 if held is not None else ""), highlight=False)
             return
-        text = (f"test accuracy: memorized model {pct(m['test_acc_memorized'])}, its best checkpoint "
+        epoch = f" (epoch {m['memorized_epochs']})" if m.get("memorized_epochs") is not None else ""
+        text = (f"test accuracy: the run's final model{epoch} {pct(m['test_acc_memorized'])}, its best checkpoint "
                 f"{pct(m['test_acc_best_epoch'])} -> retrained on cleaned labels {pct(m['test_acc_retrained'])}")
         if m.get("test_acc_baseline_given_labels") is not None:
             text += (f"; the same early-stopped training on the given labels: "
