@@ -330,7 +330,8 @@ def contact_sheet(rows: ReviewRows, thumbs: Sequence[Image.Image], *, title: str
         box_w = cell_w - pad
         sheet.paste(thumb, (x0 + (box_w - thumb.width) // 2, y0 + (SHEET_PX - thumb.height) // 2))
         ty = y0 + SHEET_PX + 3
-        lines = [(rows.given[i], (176, 42, 42)), (f"\u2192 {rows.suggested[i]}", (23, 112, 58)),
+        review = " ? (review)" if rows.review is not None and rows.review[i] else ""
+        lines = [(rows.given[i], (176, 42, 42)), (f"\u2192 {rows.suggested[i]}{review}", (23, 112, 58)),
                  (f"#{i + 1}  score {rows.score[i]:.3f}", (110, 110, 110))]
         for j, (text, colour) in enumerate(lines):
             draw.text((x0, ty + 14 * j), _fit(draw, text, font, box_w), fill=colour, font=font)
