@@ -43,7 +43,7 @@ def test_probe_pretrained_resnet18_without_a_run_then_relabel(make_image_folder,
     result = invoke("probe", data, "--model", "resnet18", "--weights", weights, "--image-size", "32",
                     "--probes", "masc,ncm")  # 32 px, not the weights' 224, and no logreg: seconds on a CPU
     assert result.exit_code == 0, result.output
-    run = next((tmp_path / "runs").iterdir())
+    run = next(p for p in (tmp_path / "runs").iterdir() if not p.name.endswith(".lock"))
     info = json.loads((run / "model.json").read_text())
     assert info["variant"] == "torchvision" and info["trained"] is False and info["in_shape"] == [3, 32, 32]
     assert info["image"]["normalization"] == "weights"

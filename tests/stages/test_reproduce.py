@@ -71,7 +71,7 @@ def test_tiny_recipe_end_to_end_and_resume(tmp_path):
     assert r["relabel"]["label_acc_before"] is not None and r["retrain_test_acc"] is not None
     assert (out / "report.png").exists()
     stamp = (out / "runs" / "p0.40-s0" / "model.safetensors").stat().st_mtime_ns
-    run_reproduce(recipe, out, quick=True)  # resumes: nothing is retrained
+    run_reproduce(recipe, out, quick=True, force=True)  # resumes: nothing is retrained (force: replace report.md)
     assert (out / "runs" / "p0.40-s0" / "model.safetensors").stat().st_mtime_ns == stamp
 
 
