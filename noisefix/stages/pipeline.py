@@ -101,14 +101,14 @@ def clean_train_config(model: str, *, epochs: int, seed: int, **overrides) -> Tr
                        save_epochs=tuple(e for e in CLEAN_SCHEDULE if e < epochs), **base)
 
 
-def clean_model(data: Path, labels_file: Path | None, model: str) -> str:
-    """`model`, or for "auto" the small MLP on images of at most SMALL_INPUT values and resnet18 otherwise."""
+def clean_model(train, model: str) -> str:
+    """`model`, or for "auto" the small MLP on images of at most SMALL_INPUT values and resnet18 otherwise
+    (`train`: the training split, whose headers give the image size)."""
     if model != "auto":
         return model
-    from noisefix.data.folders import load_data
     from noisefix.data.images import infer_spec
 
-    c, h, w = infer_spec(load_data(data, labels_file).train, normalize=False).shape
+    c, h, w = infer_spec(train, normalize=False).shape
     return "mlp_small" if c * h * w <= SMALL_INPUT else "resnet18"
 
 
@@ -131,12 +131,13 @@ def run_clean(data: Path, out: Path, *, model: str = "auto", labels_file: Path |
     deleted at the end (`drop_unused_checkpoints`). `train_overrides` go to the training config (e.g.
     optimizer, lr, batch_size, device, on_bad_image)."""
     reporter = or_null(reporter)
-    model = clean_model(Path(data), labels_file, model)
-    if epochs is None:
+    if model == "auto" or epochs is None:  # both read the training split: load it once
         from noisefix.data.folders import load_data
 
-        n = len(load_data(data, labels_file).train)
-        epochs = clean_epochs(n, train_overrides.get("batch_size") or CLEAN_TRAINING["batch_size"])
+        train = load_data(data, labels_file).train
+        model = clean_model(train, model)
+        if epochs is None:
+            epochs = clean_epochs(len(train), train_overrides.get("batch_size") or CLEAN_TRAINING["batch_size"])
     probe_cfg = ProbeConfig(probes=probes, checkpoints=("all",), seed=seed, screen=screen,
                             device=train_overrides.get("device") or "auto")
     outcome = run_pipeline(Path(data), Path(out), labels_file=labels_file,
