@@ -12,9 +12,9 @@ on one scale, while keeping the relative gap between classes, which is what a ma
 Non-finite scores (-inf: a class absent from a fold's training data) become -1; a row of zeros stays zero.
 
 Flagging (`flag_issues`) ranks by a label quality (lower = more suspicious; `quality.assess_labels` gives the
-calibrated one and its log odds) and has two rules: "noise-aware" (default) flags, in each given class, up to
-the expected number of wrong labels, lowest quality first, and only labels more likely wrong than right
-(quality below `max_quality`, 0.5); "disagree" flags every example whose normalized
+calibrated one and its log odds) and has two rules: "noise-aware" (default) flags the labels more likely wrong
+than right (quality below `max_quality`, 0.5), lowest quality first, in each given class at most a cap on its
+wrong labels (`expected_wrong`; `quality.find_issues` passes the upper end of their estimate); "disagree" flags every example whose normalized
 margin exceeds `min_margin` (what `relabel` does). Both only flag examples with margin > min_margin, so an
 example whose given label is a best class is never flagged, and both can be capped by `max_issues`. A flagged
 example gets a suggested label only when the posterior of its most likely other class reaches

@@ -17,10 +17,19 @@ labels grows as the probe's confidence falls; the noise by the disagreement left
 M step for T adds `smoothing` pseudo-images per class from the current symmetric fit, (1 - w) on the diagonal
 and w / (K - 1) elsewhere, so a small fit set shrinks towards symmetric noise.
 
-Which images fit what: the temperatures use `temperature_mask` (default every image: measured on the digits
-demo, 120 held-out images leave the temperature unidentified and the fit runs to t -> 0, while all 1,198
-cross-fitted images give the clean-label optimum within a factor of 1.5); T is then refitted on `fit_mask`
-with the temperatures fixed.
+Which images fit what: with enough held-out images (`MIN_HELD_PER_CLASS` per class on average, and some
+trained-on ones) the temperatures and T are fitted on them alone. Below that (the digits demo holds out 120
+images: too few to identify a temperature, the fit runs to t -> 0) the temperatures use every image
+(`temperature_mask`, default) and only T is refitted on `fit_mask`.
+
+Trained-on images: a network's features carry the given label of the images it trained on, so their
+out-of-fold scores lean to it and a calibration fitted on held-out images calls their wrong labels
+uncertain (measured on 20,000 MNIST images at 53 % wrong labels: trained-on labels of estimated P(wrong)
+0.1-0.3 were wrong 47 % of the time, held-out ones 21 %; a temperature fitted on every image halves the
+estimated noise). Held-out and trained-on images are random halves of one set, so with enough held-out
+images (`rank_matched`) each trained-on image gets the held-out log odds at its own rank among the
+trained-on images: the calibration of the held-out images, the order of the trained-on ones (assumes the
+pull towards the given label keeps the order). The posterior's other classes are rescaled to match.
 
 label_quality = P(true = given | scores, given) = q[given] T[given, given] / (q T)[given], in [0, 1]. Its log
 odds, log(q_g T_gg) - log sum_{i != g} q_i T_ig, are computed in log space and finite for every row (T is
@@ -29,11 +38,13 @@ the log odds rise with the given class's score and fall with any other class's.
 
 The noise estimate is a *wrong fraction*: the share of images whose given label is not the true class (the
 paper's symmetric rate p redraws the label uniformly, the true class included: wrong fraction p (K - 1) / K).
-Overall it pools the mean of 1 - label_quality over the fit images (unbiased for held-out images, but from
-few) with the mean over all N images (precise, but trained-on images can look cleaner than they are), by the
-evidence that the two differ (`estimate_noise`); per given class it is the all-image mean scaled to that
-total. The interval is a bootstrap over the fit images (T refitted on each resample). It covers sampling
-error only: confident errors of the probe itself are indistinguishable from wrong labels and count as noise.
+It is the mean of 1 - label_quality over all images, per given class likewise. With rank matching that is
+the held-out images' rate spread over the ranks of all. Without it (few or no held-out images) the overall
+rate pools the mean over the fit images (unbiased for held-out images, but from few) with the mean over all
+N images (precise, but trained-on images look cleaner than they are) by the evidence that the two differ
+(`estimate_noise`), and the per-class rates are scaled to that total. The interval is a bootstrap over the
+fit images (T refitted and the ranks matched again on each resample). It covers sampling error only:
+confident errors of the probe itself are indistinguishable from wrong labels and count as noise.
 """
 
 from __future__ import annotations
@@ -55,6 +66,7 @@ from noisefix.scoring.issues import (
 
 _MIN_T, _MAX_T = 1e-4, 1e2  # bounds of a fitted temperature on logits of order 1
 _T_FLOOR = 1e-9             # smallest entry of a noise matrix: keeps every log odds finite
+MIN_HELD_PER_CLASS = 30     # held-out images per class (on average) from which they alone are fitted on
 
 
 @dataclass
@@ -87,8 +99,10 @@ class NoiseEstimate:
         per_class_interval: float64 (K, 2), bootstrap interval of each per-class rate.
         expected_wrong: float64 (K,), expected number of wrong labels among the images given each class.
         fit_rate: mean of 1 - label_quality over the fit images only.
-        pooled_rate: mean of 1 - label_quality over all N images.
-        fit_weight: weight of fit_rate in `rate` (the rest is pooled_rate; see `estimate_noise`).
+        pooled_rate: mean of 1 - label_quality over all N images before rank matching.
+        fit_weight: weight of fit_rate in `rate` (the rest is pooled_rate; see `estimate_noise`); 1.0 with
+            rank matching (the estimate rests on the held-out images alone).
+        rank_matched: whether trained-on images took the held-out images' calibration (module docstring).
         level: coverage of the intervals; NaN intervals when no bootstrap was run.
     """
 
@@ -101,6 +115,7 @@ class NoiseEstimate:
     pooled_rate: float
     fit_weight: float
     level: float
+    rank_matched: bool = False
 
 
 @dataclass
@@ -155,6 +170,32 @@ def _check_mask(mask, n: int, name: str) -> np.ndarray:
     if not mask.any():
         raise DataError(f"{name} selects no images; pass None to use every image")
     return mask
+
+
+def held_out_fit(fit_mask, n: int, K: int) -> bool:
+    """Whether `fit_mask` (bool (n,) or None) holds enough held-out images to fit on them alone and to
+    rank-match the others: at least MIN_HELD_PER_CLASS * K of them, and not every image."""
+    if fit_mask is None:
+        return False
+    held = int(np.count_nonzero(fit_mask))
+    return MIN_HELD_PER_CLASS * K <= held < n
+
+
+def rank_matched(values, reference) -> np.ndarray:
+    """`values` (n,) moved onto the distribution of `reference` (m,), keeping their order: each value becomes
+    the reference quantile at its mid-rank (ties share one), linear between reference points; values beyond
+    the outermost quantiles keep their distance to them, so the result stays strictly ordered where the
+    values are."""
+    from scipy.stats import rankdata
+
+    values = np.asarray(values, dtype=np.float64)
+    ref = np.sort(np.asarray(reference, dtype=np.float64))
+    if not len(values) or not len(ref):
+        return values.copy()
+    levels = (np.arange(len(ref)) + 0.5) / len(ref)
+    out = np.interp((rankdata(values) - 0.5) / len(values), levels, ref)
+    lo, hi = np.quantile(values, [levels[0], levels[-1]])
+    return np.where(values < lo, ref[0] + (values - lo), np.where(values > hi, ref[-1] + (values - hi), out))
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -242,7 +283,8 @@ def _check_fit_options(smoothing: float, max_iter: int) -> None:
 
 def fit_noise_model(scores, given, *, fit_mask=None, temperature_mask=None, smoothing: float = 10.0,
                     max_iter: int = 300, tol: float = 1e-8) -> NoiseModel:
-    """Fit the temperatures on `temperature_mask`, then the noise matrix T on `fit_mask` (module docstring).
+    """Fit the temperatures on `temperature_mask` (default: `fit_mask` when it holds enough held-out images,
+    `held_out_fit`, else every image), then the noise matrix T on `fit_mask` (module docstring).
 
     smoothing: pseudo-images per class pulling T towards symmetric noise (>= 0).
     """
@@ -251,6 +293,8 @@ def fit_noise_model(scores, given, *, fit_mask=None, temperature_mask=None, smoo
     n, K = sources[0].shape
     given = _check_given(given, n, K)
     noise_rows = _check_mask(fit_mask, n, "fit_mask")
+    if temperature_mask is None and held_out_fit(fit_mask, n, K):
+        temperature_mask = noise_rows
     temp_rows = _check_mask(temperature_mask, n, "temperature_mask")
     start = symmetric_transition(min(0.2, 1.0 - 1.0 / K), K)
     opts = dict(smoothing=smoothing, max_iter=max_iter, tol=tol)
@@ -298,17 +342,47 @@ def label_posterior(log_probs, given, transition) -> tuple[np.ndarray, np.ndarra
     return posterior, mine - rest
 
 
-def _quality(log_probs: np.ndarray, given: np.ndarray, transition: np.ndarray):
+def _sigmoid(log_odds: np.ndarray) -> np.ndarray:
+    from scipy.special import expit
+
+    return expit(log_odds)
+
+
+def _matched(log_odds: np.ndarray, mask: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """Log odds with the images outside `mask` rank-matched to `reference` (default: those inside it)."""
+    out = log_odds.copy()
+    out[~mask] = rank_matched(log_odds[~mask], log_odds[mask] if reference is None else reference)
+    return out
+
+
+def _quality(log_probs: np.ndarray, given: np.ndarray, transition: np.ndarray, match: np.ndarray | None = None):
+    """Posterior, log odds and label quality; with `match` (the held-out mask) trained-on images are
+    rank-matched to the held-out ones and their posterior's other classes rescaled to the new quality."""
     posterior, log_odds = label_posterior(log_probs, given, transition)
-    return posterior, log_odds, posterior[np.arange(len(given)), given]
+    rows = np.arange(len(given))
+    if match is None:
+        return posterior, log_odds, posterior[rows, given]
+    log_odds = _matched(log_odds, match)
+    quality = _sigmoid(log_odds)
+    others = posterior.copy()
+    others[rows, given] = 0.0
+    share = others.sum(axis=1, keepdims=True)
+    flat = np.full_like(others, 1.0 / max(others.shape[1] - 1, 1))
+    flat[rows, given] = 0.0
+    rel = np.divide(others, share, out=flat, where=share > 0)
+    posterior = rel * (1.0 - quality)[:, None]
+    posterior[rows, given] = quality
+    return posterior, log_odds, quality
 
 
-def _given_quality(log_probs: np.ndarray, given: np.ndarray, transition: np.ndarray) -> np.ndarray:
-    """(N,) label quality alone (the bootstrap's inner loop)."""
+def _given_log_odds(log_probs: np.ndarray, given: np.ndarray, transition: np.ndarray) -> np.ndarray:
+    """(N,) log odds of label quality alone (the bootstrap's inner loop)."""
     joint = log_probs + np.log(transition)[:, given].T
+    rows = np.arange(len(given))
+    mine = joint[rows, given].copy()
+    joint[rows, given] = -np.inf
     top = joint.max(axis=1)
-    total = top + np.log(np.exp(joint - top[:, None]).sum(axis=1))
-    return np.exp(joint[np.arange(len(given)), given] - total)
+    return mine - (top + np.log(np.exp(joint - top[:, None]).sum(axis=1)))
 
 
 def _rates(quality: np.ndarray, given: np.ndarray, mask: np.ndarray, K: int) -> tuple[float, float, np.ndarray]:
@@ -334,9 +408,10 @@ def _check_boot(n_boot: int, level: float) -> None:
         raise ConfigError(f"level must be in (0, 1), got {level}")
 
 
-def _bootstrap(log_probs, given, model: NoiseModel, mask, *, smoothing: float, n_boot: int, seed: int):
+def _bootstrap(log_probs, given, model: NoiseModel, mask, *, smoothing: float, n_boot: int, seed: int,
+               match: bool):
     """(n_boot,) fit-image rates, (n_boot,) all-image rates, (n_boot, K) per-class rates, T refitted on
-    resamples of the fit images."""
+    resamples of the fit images (and, with `match`, the other images rank-matched to the resample)."""
     K = log_probs.shape[1]
     rng = np.random.default_rng(seed)
     rows = np.flatnonzero(mask)
@@ -345,7 +420,10 @@ def _bootstrap(log_probs, given, model: NoiseModel, mask, *, smoothing: float, n
         pick = rows[rng.integers(0, len(rows), len(rows))]
         _, T, _ = _em(log_probs[pick], given[pick], temperature=1.0, transition=model.transition,
                       smoothing=smoothing, max_iter=100, tol=1e-7, fit_temperature=False)
-        quality = _given_quality(log_probs, given, T)
+        log_odds = _given_log_odds(log_probs, given, T)
+        if match:
+            log_odds = _matched(log_odds, mask, reference=log_odds[pick])
+        quality = _sigmoid(log_odds)
         _, pooled[b], per_class[b] = _rates(quality, given, mask, K)
         fit[b] = float(np.mean(1.0 - quality[pick]))
     return fit, pooled, per_class
@@ -355,40 +433,49 @@ def estimate_noise(log_probs, given, model: NoiseModel, *, fit_mask=None, smooth
                    n_boot: int = 200, level: float = 0.95, seed: int = 0) -> NoiseEstimate:
     """Wrong fraction overall and per given class from calibrated (N, K) log probabilities and the model.
 
-    Two estimates of the overall rate: the mean of 1 - label_quality over the fit images (unbiased when they
-    are held-out images, but from few of them) and over all images (precise, but trained-on images can look
-    cleaner than they are). They are pooled with weight d^2 / (d^2 + se^2) on the fit-image rate, d the gap
-    between the fit and the other images' rates, se the bootstrap standard error of the fit-image rate
-    (binomial when n_boot < 2); the per-class rates are the all-image ones scaled to the pooled total. The
-    intervals are bootstrap quantiles (T refitted on `n_boot` resamples of the fit images).
+    With enough held-out images (`held_out_fit`) the other images are rank-matched to them (module
+    docstring) and the rates are means of 1 - label_quality over all images, overall and per given class.
+    Otherwise two estimates of the overall rate: the mean over the fit images (unbiased when they are
+    held-out images, but from few of them) and over all images (precise, but trained-on images can look
+    cleaner than they are), pooled with weight d^2 / (d^2 + se^2) on the fit-image rate, d the gap between
+    the fit and the other images' rates, se the bootstrap standard error of the fit-image rate (binomial when
+    n_boot < 2); the per-class rates are the all-image ones scaled to the pooled total. The intervals are
+    bootstrap quantiles (T refitted on `n_boot` resamples of the fit images).
     """
     _check_boot(n_boot, level)
     log_probs = np.asarray(log_probs, dtype=np.float64)
     n, K = log_probs.shape
     given = _check_given(given, n, K)
     mask = _check_mask(fit_mask, n, "fit_mask")
-    quality = _quality(log_probs, given, model.transition)[2]
+    match = held_out_fit(fit_mask, n, K)
+    raw = _quality(log_probs, given, model.transition)[2]
+    quality = _quality(log_probs, given, model.transition, match=mask)[2] if match else raw
     fit_rate, pooled, per_class = _rates(quality, given, mask, K)
     fit_b, pooled_b, per_class_b = _bootstrap(log_probs, given, model, mask, smoothing=smoothing, n_boot=n_boot,
-                                              seed=seed)
-    binomial = np.sqrt(fit_rate * (1.0 - fit_rate) / mask.sum())                          # without a bootstrap
-    se = float(np.std(fit_b)) if n_boot > 1 else float(binomial)
-    w = _pool_weight(quality, mask, se)
-    rate = w * fit_rate + (1.0 - w) * pooled
+                                              seed=seed, match=match)
+    if match:
+        w, rate, scale, scales = 1.0, pooled, 1.0, np.ones(n_boot)
+        rates_b, pooled = pooled_b, float(np.mean(1.0 - raw))
+    else:
+        binomial = np.sqrt(fit_rate * (1.0 - fit_rate) / mask.sum())                      # without a bootstrap
+        se = float(np.std(fit_b)) if n_boot > 1 else float(binomial)
+        w = _pool_weight(quality, mask, se)
+        rate = w * fit_rate + (1.0 - w) * pooled
+        scale = rate / pooled if pooled > 0 else 1.0
+        rates_b = w * fit_b + (1.0 - w) * pooled_b
+        scales = np.divide(rates_b, pooled_b, out=np.ones(n_boot), where=pooled_b > 0)
     sizes = np.bincount(given, minlength=K)
-    scale = rate / pooled if pooled > 0 else 1.0
     alpha = (1.0 - level) / 2.0
     if n_boot:
-        rates_b = w * fit_b + (1.0 - w) * pooled_b
         interval = (float(np.quantile(rates_b, alpha)), float(np.quantile(rates_b, 1 - alpha)))
-        scales = np.divide(rates_b, pooled_b, out=np.ones(n_boot), where=pooled_b > 0)
         per_interval = np.quantile(per_class_b * scales[:, None], [alpha, 1 - alpha], axis=0).T
     else:
         interval, per_interval = (float("nan"), float("nan")), np.full((K, 2), np.nan)
-    return NoiseEstimate(rate=float(rate), interval=interval, per_class=np.clip(per_class * scale, 0.0, 1.0),
-                         per_class_interval=np.clip(per_interval, 0.0, 1.0),
-                         expected_wrong=np.clip(per_class * scale, 0.0, 1.0) * sizes, fit_rate=fit_rate,
-                         pooled_rate=pooled, fit_weight=float(w), level=level)
+    per_class = np.clip(per_class * scale, 0.0, 1.0)
+    return NoiseEstimate(rate=float(rate), interval=interval, per_class=per_class,
+                         per_class_interval=np.clip(per_interval, 0.0, 1.0), expected_wrong=per_class * sizes,
+                         fit_rate=fit_rate, pooled_rate=pooled, fit_weight=float(w), level=level,
+                         rank_matched=match)
 
 
 def assess_labels(scores, given, *, fit_mask=None, temperature_mask=None, smoothing: float = 10.0,
@@ -396,19 +483,32 @@ def assess_labels(scores, given, *, fit_mask=None, temperature_mask=None, smooth
     """Calibrated label quality of every image and the estimated noise (module docstring).
 
     scores: one (N, K) array or a list of them; fit_mask: the images T is fitted on (held-out ones when
-    there are any); temperature_mask: the images the temperatures are fitted on (default all);
-    n_boot, level, seed: the bootstrap interval of the noise estimate.
+    there are any); temperature_mask: the images the temperatures are fitted on (default: see
+    `fit_noise_model`); n_boot, level, seed: the bootstrap interval of the noise estimate.
     """
     _check_boot(n_boot, level)
     model = fit_noise_model(scores, given, fit_mask=fit_mask, temperature_mask=temperature_mask,
                             smoothing=smoothing)
     log_probs = calibrated_log_probs(scores, model)
     given = np.asarray(given).astype(np.int64)
-    posterior, log_odds, quality = _quality(log_probs, given, model.transition)
+    held = held_out_fit(fit_mask, len(given), log_probs.shape[1])
+    posterior, log_odds, quality = _quality(log_probs, given, model.transition,
+                                            match=np.asarray(fit_mask) if held else None)
     noise = estimate_noise(log_probs, given, model, fit_mask=fit_mask, smoothing=smoothing, n_boot=n_boot,
                            level=level, seed=seed)
     return LabelQuality(label_quality=quality, log_odds=log_odds, posterior=posterior, probs=np.exp(log_probs),
                         model=model, noise=noise)
+
+
+def wrong_label_cap(noise: NoiseEstimate, given) -> np.ndarray:
+    """(K,) most labels the noise-aware rule flags per given class: the upper end of each class's interval of
+    expected wrong labels (the point estimate without a bootstrap). Measured on 20,000 MNIST images at 53 %
+    wrong labels, capping at the point estimate cost 3 points of recall when 2,000 held-out images happened
+    to be 1.6 points cleaner than the rest; the labels more likely wrong than right stay under the upper end
+    at 0 %, 4 % and 53 % wrong labels."""
+    sizes = np.bincount(np.asarray(given), minlength=len(noise.per_class))
+    upper = noise.per_class_interval[:, 1]
+    return np.where(np.isfinite(upper), np.maximum(upper, noise.per_class), noise.per_class) * sizes
 
 
 @dataclass
@@ -427,7 +527,8 @@ def find_issues(scores, given, *, fit_mask=None, temperature_mask=None, flag: st
     """Label quality, noise estimate and flags in one call (`assess_labels`, then `issues.flag_issues`).
 
     The margin comes from the mean of the sources' normalized scores (`issues.ensemble`), as in `relabel`;
-    the flags are ranked by the log odds of label quality.
+    the flags are ranked by the log odds of label quality; "noise-aware" flags at most `wrong_label_cap`
+    per given class.
     """
     check_flag_options(flag, min_margin, min_suggest)
     sources = _as_sources(scores)
@@ -436,6 +537,6 @@ def find_issues(scores, given, *, fit_mask=None, temperature_mask=None, flag: st
                             smoothing=smoothing, n_boot=n_boot, seed=seed)
     margin = relabel(sources[0] if len(sources) == 1 else ensemble(sources), given).score
     flags = flag_issues(quality.log_odds, given, margin=margin, posterior=quality.posterior,
-                        expected_wrong=quality.noise.expected_wrong, flag=flag, max_issues=max_issues,
+                        expected_wrong=wrong_label_cap(quality.noise, given), flag=flag, max_issues=max_issues,
                         min_margin=min_margin, min_suggest=min_suggest)
     return FoundIssues(quality=quality, margin=margin, flags=flags)

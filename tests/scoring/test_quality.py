@@ -10,7 +10,9 @@ from noisefix.scoring.quality import (
     calibrated_log_probs,
     find_issues,
     fit_noise_model,
+    held_out_fit,
     label_posterior,
+    rank_matched,
     symmetric_transition,
 )
 
@@ -61,6 +63,47 @@ def test_held_out_fit_sees_through_memorized_training_images():
     true_rate = np.mean(given != true)
     assert naive.noise.rate < true_rate - 0.1                                          # fooled by memorization
     assert abs(aware.noise.rate - true_rate) < 0.03 and aware.noise.fit_weight > 0.9
+    assert aware.noise.rank_matched and not naive.noise.rank_matched
+    np.testing.assert_allclose(aware.posterior.sum(1), 1.0)
+    assert np.allclose(aware.posterior[np.arange(len(given)), given], aware.label_quality)
+
+
+def test_trained_on_images_take_the_held_out_calibration():
+    """A pull towards the given label that keeps the order: rank matching calibrates trained-on images."""
+    scores, given, true = make_scores(n=6000, wrong=0.2, seed=2)
+    held = np.random.default_rng(0).random(len(given)) < 0.3
+    pulled = scores.copy()
+    pulled[np.flatnonzero(~held), given[~held]] += 1.0
+    found = assess_labels(pulled, given, fit_mask=held, n_boot=0)
+    raw = label_posterior(calibrated_log_probs(pulled, found.model), given, found.model.transition)[0]
+    right, errors = (given == true)[~held], {}
+    for name, quality in (("matched", found.label_quality), ("unmatched", raw[np.arange(len(given)), given])):
+        q = quality[~held]
+        sel = q < 0.7                                                                  # the doubtful labels
+        errors[name] = abs(right[sel].mean() - q[sel].mean())
+    assert errors["matched"] < 0.02 < errors["unmatched"]
+
+
+def test_few_held_out_images_fit_temperatures_on_every_image():
+    scores, given, _ = make_scores(n=2000, wrong=0.2, seed=7)
+    held = np.zeros(len(given), dtype=bool)
+    held[: 5 * 30 - 1] = True                                                          # one short of 30 per class
+    assert not held_out_fit(held, len(given), 5) and held_out_fit(held | (np.arange(2000) == 500), 2000, 5)
+    assert not held_out_fit(np.ones(2000, dtype=bool), 2000, 5) and not held_out_fit(None, 2000, 5)
+    few = assess_labels(scores, given, fit_mask=held, n_boot=0)
+    assert not few.noise.rank_matched
+    assert few.model.temperatures[0] == pytest.approx(assess_labels(scores, given, n_boot=0).model.temperatures[0])
+
+
+def test_rank_matched_keeps_order_and_takes_the_reference_distribution():
+    rng = np.random.default_rng(0)
+    values, reference = rng.normal(size=3000) * 0.2 + 5.0, rng.normal(size=1000)
+    out = rank_matched(values, reference)
+    assert np.all(np.diff(out[np.argsort(values)]) > 0)                                 # strict where values are
+    assert abs(out.mean() - reference.mean()) < 0.01 and abs(out.std() - reference.std()) < 0.02
+    tied = rank_matched([1.0, 1.0, 2.0], [0.0, 10.0])
+    assert tied[0] == tied[1] < tied[2]                                                # ties share a value
+    assert rank_matched([], [1.0]).shape == (0,)
 
 
 def test_label_quality_is_a_calibrated_probability():
