@@ -28,7 +28,7 @@ from noisefix.io.atomic import (
 )
 from noisefix.io.run_dir import ProbeDir, RelabelDir, read_scores, score_key, score_matrix
 from noisefix.scoring.issues import Flags, confusion_table, issue_metrics, label_accuracy, ranking_metrics
-from noisefix.scoring.quality import FoundIssues, LabelQuality, find_issues
+from noisefix.scoring.quality import FoundIssues, LabelQuality, find_issues, held_out_fit
 from noisefix.stages.runs import LoadedRun
 from noisefix.ui.reporter import Reporter
 from noisefix.ui.review import ReviewRows, agreeing_sources, write_review
@@ -203,7 +203,8 @@ def run_relabel(loaded: LoadedRun, cfg: RelabelConfig, *, force: bool = False,
     check_writable(run.relabel, force=force, what="relabel results")
     train = loaded.splits.train
     given, clean = evidence.given, evidence.clean
-    found = find_issues(evidence.mats, given, fit_mask=evidence.fit_mask, temperature_mask=temperature_sample(len(given)),
+    found = find_issues(evidence.mats, given, fit_mask=evidence.fit_mask,
+                        temperature_mask=temperature_sample(evidence),
                         flag=cfg.flag, max_issues=cfg.max_issues, min_margin=cfg.min_margin,
                         min_suggest=cfg.min_suggest, n_boot=NOISE_BOOTSTRAP)
     cleaned_labels = found.flags.suggested  # review rows keep their given label
@@ -229,9 +230,13 @@ def run_relabel(loaded: LoadedRun, cfg: RelabelConfig, *, force: bool = False,
                           top_issues=_top_issues(train, found), review=review)
 
 
-def temperature_sample(n: int, size: int = TEMPERATURE_SAMPLE, seed: int = 0) -> np.ndarray | None:
-    """bool (n,): `size` images drawn without replacement (seeded), or None (all) when n <= size."""
-    if n <= size:
+def temperature_sample(ev: Evidence, size: int = TEMPERATURE_SAMPLE, seed: int = 0) -> np.ndarray | None:
+    """The images the temperatures are fitted on: None (the default of `quality.fit_noise_model`: the held-out
+    images when there are enough of them, `quality.held_out_fit`, never a sample that mixes in trained-on images,
+    whose scores lean to their given labels) or, without enough held-out images, `size` images drawn without
+    replacement (seeded), None (all) when there are at most `size`."""
+    n = len(ev.given)
+    if n <= size or held_out_fit(ev.fit_mask, n, ev.mats[0].shape[1]):
         return None
     mask = np.zeros(n, dtype=bool)
     mask[np.random.default_rng(seed).choice(n, size, replace=False)] = True
