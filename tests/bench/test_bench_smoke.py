@@ -79,3 +79,16 @@ def test_bench_probe_main(tmp_path, make_image_folder):
     assert set(row["p_acc"]) <= set(row["nf_acc"]) and all(0 <= a <= 1 for a in row["p_acc"].values())
     assert not (run / "bench-probe").exists()          # the scratch probe output is removed
     assert "| run | mlp | 60 / 15 |" in out.read_text()
+
+
+def test_bench_loader_main(tmp_path):
+    out = tmp_path / "loader.md"
+    rates, mems = _load("bench_loader").main(["--sizes", "40,80", "--real", "6", "--min-side", "20", "--max-side",
+                                              "40", "--models", "cnn", "--workers", "0,1", "--batch", "8",
+                                              "--seconds", "0.2", "--mem-batches", "2", "--work", str(tmp_path),
+                                              "--out", str(out)])
+    (row,) = rates
+    assert row["forward"] > 0 and all(row[k] > 0 for k in ("load0", "load1", "both0", "both1"))
+    assert [m["n"] for m in mems] == [40, 80] and all(m["peak"] >= m["base"] > 0 for m in mems)
+    assert not [p for p in tmp_path.iterdir() if p.is_dir()]         # the generated folders are removed
+    assert "| cnn | 3x32x32 |" in out.read_text() and "| 80 |" in out.read_text()
