@@ -28,7 +28,8 @@ from noisefix.io.atomic import (
 )
 from noisefix.io.run_dir import ProbeDir, RelabelDir, read_scores, score_key, score_matrix
 from noisefix.scoring.issues import Flags, confusion_table, issue_metrics, label_accuracy, ranking_metrics
-from noisefix.scoring.quality import FoundIssues, LabelQuality, find_issues, held_out_fit
+from noisefix.scoring.calibration import held_out_fit
+from noisefix.scoring.quality import FoundIssues, LabelQuality, find_issues
 from noisefix.stages.runs import LoadedRun
 from noisefix.ui.reporter import Reporter
 from noisefix.ui.review import ReviewRows, agreeing_sources, write_review

@@ -1,20 +1,19 @@
-"""Calibrated label quality and the noise estimate on synthetic scores whose calibration and noise are known."""
+"""Calibration (scoring.calibration), label quality and the noise estimate (scoring.quality) on synthetic scores
+whose calibration and noise are known."""
 
 import numpy as np
 import pytest
 
 from noisefix.errors import ConfigError, DataError
 from noisefix.scoring.issues import issue_metrics, normalize_scores, ranking_metrics, relabel
-from noisefix.scoring.quality import (
-    assess_labels,
+from noisefix.scoring.calibration import (
     calibrated_log_probs,
-    find_issues,
     fit_noise_model,
     held_out_fit,
     label_posterior,
-    rank_matched,
     symmetric_transition,
 )
+from noisefix.scoring.quality import assess_labels, find_issues, rank_matched
 
 
 def make_scores(n=4000, K=5, *, temperature=0.1, wrong=0.2, noise="symmetric", seed=0, scale=3.0):

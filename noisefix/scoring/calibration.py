@@ -1,0 +1,265 @@
+"""Calibration of cross-fitted probe scores: temperatures and a class-conditional noise matrix fitted by EM on
+the given labels, and the posterior of the true class (numpy only).
+
+N images, K classes. `scores` is one (N, K) array of out-of-fold probe scores (higher = more likely this
+class; rows are normalized as in `issues.normalize_scores`) or a list of M such arrays (an ensemble); `given`
+is the (N,) array of labels in [0, K) the dataset came with. `fit_mask`, bool (N,), marks the images the
+noise is fitted on: held-out images the network never trained on when there are any (on trained-on images
+a network's features can carry the given label itself), every image otherwise.
+
+The model, fitted by maximum likelihood of the *given* labels (no clean labels needed):
+- each source's normalized scores z become class probabilities with one temperature, softmax(z / t), read as
+  P(true class | scores); an ensemble averages its sources' calibrated probabilities and sharpens or flattens
+  the average with one more temperature, softmax(log mean / t_e): q;
+- the given label is the true class passed through a class-conditional noise matrix T, T[i, j] = P(given j |
+  true i) (rows sum to 1), independent of the scores given the true class; so P(given j | scores) = (q T)[j].
+EM fits (t, T) with the true class latent. The temperature is identified by how disagreement with the given
+labels grows as the probe's confidence falls; the noise by the disagreement left where the probe is sure. The
+M step for T adds `smoothing` pseudo-images per class from the current symmetric fit, (1 - w) on the diagonal
+and w / (K - 1) elsewhere, so a small fit set shrinks towards symmetric noise.
+
+Which images fit what: with enough held-out images (`MIN_HELD_PER_CLASS` per class on average, and some
+trained-on ones) the temperatures and T are fitted on them alone. Below that (the digits demo holds out 120
+images: too few to identify a temperature, the fit runs to t -> 0) the temperatures use every image
+(`temperature_mask`, default) and only T is refitted on `fit_mask`.
+
+label_quality = P(true = given | scores, given) = q[given] T[given, given] / (q T)[given], in [0, 1]. Its log
+odds, log(q_g T_gg) - log sum_{i != g} q_i T_ig, are computed in log space and finite for every row (T is
+floored at 1e-9), so even labels whose quality rounds to 0 or 1 keep a strict ranking. For fixed other scores
+the log odds rise with the given class's score and fall with any other class's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from noisefix.errors import ConfigError, DataError
+from noisefix.scoring.issues import normalize_scores
+
+_MIN_T, _MAX_T = 1e-4, 1e2  # bounds of a fitted temperature on logits of order 1
+_T_FLOOR = 1e-9             # smallest entry of a noise matrix: keeps every log odds finite
+MIN_HELD_PER_CLASS = 30     # held-out images per class (on average) from which they alone are fitted on
+
+
+@dataclass
+class NoiseModel:
+    """A fitted calibration of M score sources over K classes.
+
+    Attributes:
+        temperatures: float64 (M,), one per source: softmax(normalized scores / temperature).
+        ensemble_temperature: temperature on the log of the sources' mean probability (1.0 for one source).
+        transition: float64 (K, K), T[i, j] = P(given j | true i); rows sum to 1.
+        log_likelihood: mean log P(given | scores) over the fit images.
+        n_fit: number of images T was fitted on.
+    """
+
+    temperatures: np.ndarray
+    ensemble_temperature: float
+    transition: np.ndarray
+    log_likelihood: float
+    n_fit: int
+
+
+def as_sources(scores) -> list[np.ndarray]:
+    """One (N, K) array or a list of them -> list of normalized (N, K) float64 arrays of one shape."""
+    mats = list(scores) if isinstance(scores, (list, tuple)) or np.ndim(scores) == 3 else [scores]
+    if not mats:
+        raise ConfigError("label quality needs at least one score array")
+    mats = [normalize_scores(m) for m in mats]
+    if mats[0].shape[1] < 2:
+        raise DataError(f"label quality needs at least 2 classes, got scores of shape {mats[0].shape}")
+    if any(m.shape != mats[0].shape for m in mats):
+        raise DataError(f"score arrays must share one shape, got {[m.shape for m in mats]}")
+    return mats
+
+
+def check_given(given, n: int, K: int) -> np.ndarray:
+    given = np.asarray(given)
+    if given.shape != (n,) or (n and not np.issubdtype(given.dtype, np.integer)):
+        raise DataError(f"given labels must be {n} integer class indices, got shape {given.shape} dtype {given.dtype}")
+    if n and (given.min() < 0 or given.max() >= K):
+        raise DataError(f"given labels must lie in [0, {K}), got {given.min()}..{given.max()}")
+    return given.astype(np.int64)
+
+
+def check_mask(mask, n: int, name: str) -> np.ndarray:
+    if mask is None:
+        return np.ones(n, dtype=bool)
+    mask = np.asarray(mask)
+    if mask.shape != (n,) or mask.dtype != bool:
+        raise DataError(f"{name} must be a bool array of {n} rows, got shape {mask.shape} dtype {mask.dtype}")
+    if not mask.any():
+        raise DataError(f"{name} selects no images; pass None to use every image")
+    return mask
+
+
+def held_out_fit(fit_mask, n: int, K: int) -> bool:
+    """Whether `fit_mask` (bool (n,) or None) holds enough held-out images to fit on them alone and to
+    rank-match the others: at least MIN_HELD_PER_CLASS * K of them, and not every image."""
+    if fit_mask is None:
+        return False
+    held = int(np.count_nonzero(fit_mask))
+    return MIN_HELD_PER_CLASS * K <= held < n
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log softmax of an (N, K) array, stable for large logits."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def symmetric_transition(wrong: float, K: int) -> np.ndarray:
+    """(K, K) noise matrix with wrong fraction `wrong` spread evenly over the other K - 1 classes."""
+    if K == 1:
+        return np.ones((1, 1))
+    T = np.full((K, K), wrong / (K - 1))
+    np.fill_diagonal(T, 1.0 - wrong)
+    return T
+
+
+def _fit_temperature(z: np.ndarray, r: np.ndarray, temperature: float, *, steps: int = 10) -> float:
+    """Damped Newton on b = 1 / t for max sum_n sum_i r_ni log softmax(b z_n)_i (concave in b)."""
+    b = 1.0 / temperature
+    target = float(np.sum(r * z))
+    for _ in range(steps):
+        q = np.exp(log_softmax(b * z))
+        mean = np.sum(q * z, axis=1)                                                        # (n,)
+        grad = target - float(mean.sum())
+        curv = float(np.sum(q * z * z) - np.sum(mean * mean))                               # -f''(b) >= 0
+        step = grad / curv if curv > 1e-12 else np.sign(grad) * b
+        b = float(np.clip(b + np.clip(step, -0.5 * b, 2.0 * b), 1.0 / _MAX_T, 1.0 / _MIN_T))
+        if abs(step) <= 1e-6 * b:
+            break
+    return 1.0 / b
+
+
+def _m_step_transition(r: np.ndarray, cells: np.ndarray, smoothing: float) -> np.ndarray:
+    """T from the soft counts C[i, j] = sum of r[n, i] over images given j, smoothed towards symmetric;
+    `cells` (n K,) = given[n] K + i, the flat (given, true) cell of each entry of r."""
+    K = r.shape[1]
+    counts = np.bincount(cells, weights=r.ravel(), minlength=K * K).reshape(K, K).T         # (K, K) true x given
+    wrong = 1.0 - np.trace(counts) / max(counts.sum(), 1e-300)
+    rows = counts + smoothing * symmetric_transition(wrong, K)
+    T = rows / np.maximum(rows.sum(axis=1, keepdims=True), 1e-300)
+    T = np.maximum(T, _T_FLOOR)
+    return T / T.sum(axis=1, keepdims=True)
+
+
+def _em(z: np.ndarray, given: np.ndarray, *, temperature: float, transition: np.ndarray, smoothing: float,
+        max_iter: int, tol: float, fit_temperature: bool = True) -> tuple[float, np.ndarray, float]:
+    """EM for (t, T) on (n, K) logits z and (n,) given labels; returns (t, T, mean log-likelihood)."""
+    t, T, last = temperature, transition, -np.inf
+    K = z.shape[1]
+    logT, cells = np.log(T), (given[:, None] * K + np.arange(K)).ravel()
+    logq = log_softmax(z / t)
+    for _ in range(max_iter):
+        joint = logq + logT[:, given].T                                                     # (n, K) log q_i T_iy
+        top = joint.max(axis=1, keepdims=True)
+        like = top[:, 0] + np.log(np.exp(joint - top).sum(axis=1))                          # (n,) log P(y | z)
+        ll = float(np.mean(like))
+        r = np.exp(joint - like[:, None])                                                   # E step
+        T = _m_step_transition(r, cells, smoothing)
+        logT = np.log(T)
+        if fit_temperature:
+            t = _fit_temperature(z, r, t)
+            logq = log_softmax(z / t)
+        if ll - last < tol:
+            break
+        last = ll
+    return t, T, ll
+
+
+def _ensemble_logits(logps: list[np.ndarray]) -> np.ndarray:
+    """(N, K) log of the mean of the sources' probabilities, from their (N, K) log probabilities."""
+    if len(logps) == 1:
+        return logps[0]
+    stack = np.stack(logps)                                                                 # (M, N, K)
+    top = stack.max(axis=0)
+    return top + np.log(np.mean(np.exp(stack - top), axis=0))
+
+
+def _check_fit_options(smoothing: float, max_iter: int) -> None:
+    if not smoothing >= 0:
+        raise ConfigError(f"smoothing must be >= 0, got {smoothing}")
+    if not (isinstance(max_iter, int) and max_iter >= 1):
+        raise ConfigError(f"max_iter must be a positive integer, got {max_iter}")
+
+
+def fit_noise_model(scores, given, *, fit_mask=None, temperature_mask=None, smoothing: float = 10.0,
+                    max_iter: int = 300, tol: float = 1e-8) -> NoiseModel:
+    """Fit the temperatures on `temperature_mask` (default: `fit_mask` when it holds enough held-out images,
+    `held_out_fit`, else every image), then the noise matrix T on `fit_mask` (module docstring).
+
+    smoothing: pseudo-images per class pulling T towards symmetric noise (>= 0).
+    """
+    _check_fit_options(smoothing, max_iter)
+    sources = as_sources(scores)
+    n, K = sources[0].shape
+    given = check_given(given, n, K)
+    noise_rows = check_mask(fit_mask, n, "fit_mask")
+    if temperature_mask is None and held_out_fit(fit_mask, n, K):
+        temperature_mask = noise_rows
+    temp_rows = check_mask(temperature_mask, n, "temperature_mask")
+    start = symmetric_transition(min(0.2, 1.0 - 1.0 / K), K)
+    opts = dict(smoothing=smoothing, max_iter=max_iter, tol=tol)
+    temps, logps = [], []
+    for z in sources:
+        t, T, _ = _em(z[temp_rows], given[temp_rows], temperature=0.1, transition=start, **opts)
+        temps.append(t)
+        logps.append(log_softmax(z / t))
+    t_e, T = 1.0, start
+    if len(sources) > 1:
+        ens = _ensemble_logits(logps)
+        t_e, T, _ = _em(ens[temp_rows], given[temp_rows], temperature=1.0, transition=start, **opts)
+    logits = _ensemble_logits(logps) / t_e
+    _, T, ll = _em(logits[noise_rows], given[noise_rows], temperature=1.0, transition=T, fit_temperature=False,
+                   **opts)
+    return NoiseModel(temperatures=np.array(temps), ensemble_temperature=float(t_e), transition=T,
+                      log_likelihood=ll, n_fit=int(noise_rows.sum()))
+
+
+def calibrated_log_probs(scores, model: NoiseModel) -> np.ndarray:
+    """(N, K) calibrated log P(true class | scores) of the model's sources (module docstring)."""
+    sources = as_sources(scores)
+    if len(sources) != len(model.temperatures):
+        raise DataError(f"the noise model was fitted on {len(model.temperatures)} score sources, got {len(sources)}")
+    ens = _ensemble_logits([log_softmax(z / t) for z, t in zip(sources, model.temperatures)])
+    return log_softmax(ens / model.ensemble_temperature)
+
+
+def label_posterior(log_probs, given, transition) -> tuple[np.ndarray, np.ndarray]:
+    """P(true class | scores, given), (N, K), and the finite (N,) log odds that the given label is right,
+    from calibrated (N, K) log probabilities and a (K, K) noise matrix."""
+    log_probs = np.asarray(log_probs, dtype=np.float64)
+    n, K = log_probs.shape
+    given = check_given(given, n, K)
+    joint = log_probs + np.log(np.maximum(np.asarray(transition, dtype=np.float64), _T_FLOOR))[:, given].T
+    top = joint.max(axis=1, keepdims=True)
+    total = top[:, 0] + np.log(np.exp(joint - top).sum(axis=1))
+    posterior = np.exp(joint - total[:, None])
+    rows = np.arange(n)
+    mine = joint[rows, given]
+    others = joint.copy()
+    others[rows, given] = -np.inf
+    o_top = others.max(axis=1)
+    rest = o_top + np.log(np.exp(others - o_top[:, None]).sum(axis=1))
+    return posterior, mine - rest
+
+
+def given_log_odds(log_probs: np.ndarray, given: np.ndarray, transition: np.ndarray) -> np.ndarray:
+    """(N,) log odds of label quality alone (the bootstrap's inner loop)."""
+    joint = log_probs + np.log(transition)[:, given].T
+    rows = np.arange(len(given))
+    mine = joint[rows, given].copy()
+    joint[rows, given] = -np.inf
+    top = joint.max(axis=1)
+    return mine - (top + np.log(np.exp(joint - top[:, None]).sum(axis=1)))
+
+
+def refit_transition(log_probs: np.ndarray, given: np.ndarray, transition: np.ndarray, *, smoothing: float,
+                     max_iter: int = 100, tol: float = 1e-7) -> np.ndarray:
+    """The noise matrix T refitted by EM on calibrated (n, K) log probabilities, the temperature fixed at 1,
+    starting from `transition` (the bootstrap's inner fit)."""
+    return _em(log_probs, given, temperature=1.0, transition=transition, smoothing=smoothing, max_iter=max_iter,
+               tol=tol, fit_temperature=False)[1]
