@@ -22,7 +22,7 @@ from noisefix.io.atomic import save_tensors, staged_dir, write_csv, write_json, 
 from noisefix.io.run_dir import RunDir, file_sha256, find_latest_run, make_manifest
 from noisefix.nn.device import seed_everything
 from noisefix.nn.models import build_model
-from noisefix.nn.weights import spec_metadata
+from noisefix.nn.weights import spec_metadata, torchvision_names
 from noisefix.stages.inputs import image_spec_for
 from noisefix.stages.runs import LoadedRun, open_run
 from noisefix.stages.train import check_out, default_run_path, image_fields, load_checked, write_run_labels
@@ -31,9 +31,11 @@ from noisefix.ui.reporter import Reporter, escape, or_null
 
 def untrained_probe_error(data_root: Path, model: str) -> RunError:
     """The error for `probe DATA --model NAME` with neither a run nor weights."""
+    pretrained = (f"--weights DEFAULT (torchvision's pretrained {model}) or --weights FILE" if model in torchvision_names()
+                  else f"--weights FILE (a {model} state dict, e.g. a run's model.safetensors)")
     return RunError(f"no run for data {data_root} and no --weights: probing an untrained {model} would score "
                     f"random features; run `noisefix clean {data_root} --model {model}` to train and clean, or "
-                    f"pass --weights DEFAULT (torchvision's pretrained {model}) or --weights FILE")
+                    f"pass {pretrained}")
 
 
 def _model_info(model: str, spec_shape, classes: list[str]) -> dict:
