@@ -480,7 +480,7 @@ def clean(
                                        "32x32x3 values, else resnet18 (any torchvision name works).")] = "auto",
     labels: LabelsOpt = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Train this many epochs (default: about 1,500 "
-                                                  "steps, 4 to 32 epochs); checkpoints at 1, 2, 4, 8, ... are "
+                                                  "steps, 4 to 32 epochs); checkpoints at 2, 4, 8, ... are "
                                                   "probed (no need to wait for memorization).")] = None,
     optimizer: Annotated[Optional[str], typer.Option("--optimizer", help="adam or sgd (default adam).")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default 1e-3).")] = None,

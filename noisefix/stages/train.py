@@ -50,7 +50,8 @@ class TrainOutcome:
     test_acc: float | None
     best_epoch: int | None
     best_test_acc: float | None
-    seconds: float
+    seconds: float                       # training (the epochs, their evaluation and the saved checkpoints)
+    load_seconds: float = 0.0            # reading the labels, checking and decoding the images before training
 
 
 def default_run_path(data_root: Path, model: str) -> Path:
@@ -210,6 +211,7 @@ def run_train(data_root: Path, cfg: TrainConfig, *, labels_file: Path | None = N
     and every rank returns its outcome.
     """
     reporter = or_null(reporter if distributed.is_main() else None)
+    t_load = time.perf_counter()
     image = image or ImageConfig()
     out = Path(out) if out else default_run_path(data_root, cfg.model)
     check_out(out, data_root, force=force)
@@ -226,9 +228,10 @@ def run_train(data_root: Path, cfg: TrainConfig, *, labels_file: Path | None = N
                   f"{len(train.classes)} classes, input {source.shape} ({spec.normalization} normalization"
                   f"{f', from {weights}' if weights is not None else ''}); {cfg.optimizer} lr {cfg.lr:g}, "
                   f"batch {cfg.batch_size}, until train acc >= {cfg.target_acc:g} or {cfg.epochs} epochs")
-    t0 = time.perf_counter()
     fit = partial(train_model, model, source, train.targets, cfg, indices=np.flatnonzero(~holdout),
                   clean_labels=train.clean_targets, eval_sets=_eval_sets(source, splits, holdout))
+    t0 = time.perf_counter()
+    load_seconds = t0 - t_load
     if not distributed.is_main():
         fit()
         return distributed.broadcast_object(None)  # rank 0's outcome, once the run directory is in place
@@ -254,4 +257,5 @@ def run_train(data_root: Path, cfg: TrainConfig, *, labels_file: Path | None = N
                                     "run_id": manifest["run_id"], "labels_sha256": file_sha256(run.labels)})
     return distributed.broadcast_object(TrainOutcome(
         run=RunDir(out), epochs=last.epoch, train_acc=last.train_acc, test_acc=last.eval_acc.get("test"),
-        best_epoch=best.epoch, best_test_acc=best.test_acc, seconds=time.perf_counter() - t0))
+        best_epoch=best.epoch, best_test_acc=best.test_acc, seconds=time.perf_counter() - t0,
+        load_seconds=load_seconds))

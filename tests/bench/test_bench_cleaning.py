@@ -20,7 +20,8 @@ def test_cleaning_benchmark_runs_on_tiny_digits(tmp_path):
     results = bench.main([str(data), "--epochs", "2", "--cl-epochs", "1", "--folds", "2", "--model", "cnn",
                           "--optimizer", "adam", "--lr", "0.002", "--retrain-epochs", "2"])
     methods = [r["method"] for r in results]
-    assert methods[0].startswith("noisefix") and methods[1].startswith("cleanlab") and len(methods) == 3
-    for r in results[:2]:
+    assert methods[0].startswith("noisefix") and len(methods) == 4
+    assert methods[1].startswith("cleanlab (mlp_small") and methods[2].startswith("cleanlab (cnn")  # same-arch row
+    for r in results[:3]:
         assert 0 <= r["f1"] <= 1 and r["label_acc_before"] < 0.75 and r["seconds"] > 0
     assert all(0 <= r["retrained_test_acc"] <= 1 for r in results)

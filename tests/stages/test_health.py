@@ -42,7 +42,7 @@ def test_screening_keeps_the_sums_only_probe_first():
 
 def test_clean_recipe_is_the_fast_one_not_the_papers():
     cfg = clean_train_config("mlp_small", epochs=4, seed=0, lr=None, batch_size=64)
-    assert (cfg.optimizer, cfg.lr, cfg.batch_size, cfg.save_epochs) == ("adam", 1e-3, 64, (1, 2))
+    assert (cfg.optimizer, cfg.lr, cfg.batch_size, cfg.save_epochs) == ("adam", 1e-3, 64, (2,))
 
 
 def test_clean_that_cannot_learn_warns_and_records_it(tiny_folder, tmp_path):
