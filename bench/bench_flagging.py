@@ -37,13 +37,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-SETTINGS = {  # name: (dataset, p, noise, model)
-    "mnist-p0": ("mnist", 0.0, "symmetric", "mlp"),
-    "fmnist-p0": ("fashion-mnist", 0.0, "symmetric", "cnn"),
-    "mnist-s5": ("mnist", 0.05, "symmetric", "mlp"),
-    "fmnist-pf10": ("fashion-mnist", 0.10, "pairflip", "cnn"),
-    "mnist-s60": ("mnist", 0.60, "symmetric", "mlp"),
-    "fmnist-s40": ("fashion-mnist", 0.40, "symmetric", "cnn"),
+SETTINGS = {  # name: (dataset, p, noise, clean's model, the memorize path's model)
+    "mnist-p0": ("mnist", 0.0, "symmetric", "auto", "mlp"),
+    "fmnist-p0": ("fashion-mnist", 0.0, "symmetric", "cnn", "cnn"),
+    "mnist-s5": ("mnist", 0.05, "symmetric", "auto", "mlp"),
+    "fmnist-pf10": ("fashion-mnist", 0.10, "pairflip", "cnn", "cnn"),
+    "mnist-s60": ("mnist", 0.60, "symmetric", "auto", "mlp"),
+    "fmnist-s40": ("fashion-mnist", 0.40, "symmetric", "cnn", "cnn"),
 }
 MARK_START, MARK_END = "<!-- bench_flagging:start -->", "<!-- bench_flagging:end -->"
 
@@ -52,7 +52,7 @@ def export(name: str, root: Path, args) -> Path:
     """The setting's noisy image folder under root (DEST/train, DEST/test, DEST/noisy_labels.csv)."""
     from noisefix.data.builtin import export_dataset, load_builtin
 
-    dataset, p, noise, _ = SETTINGS[name]
+    dataset, p, noise = SETTINGS[name][:3]
     return export_dataset(load_builtin(dataset, data_root=args.data_root), root / name, corrupt=p, noise=noise,
                           seed=args.seed, train_subset=args.train_subset, test_subset=args.test_subset, force=True)
 
@@ -142,8 +142,8 @@ def run_setting(name: str, root: Path, args) -> dict:
     from noisefix.data.folders import load_data
     from noisefix.stages.pipeline import run_clean, run_pipeline
 
-    dataset, p, noise, model = SETTINGS[name]
-    model = args.model or model
+    dataset, p, noise, clean_model, memorize_model = SETTINGS[name]
+    clean_model, memorize_model = args.model or clean_model, args.model or memorize_model
     data = export(name, root, args)
     labels = data / "noisy_labels.csv"
     noisy = load_data(data, labels).train
@@ -152,13 +152,14 @@ def run_setting(name: str, root: Path, args) -> dict:
     probes = {"probes": tuple(args.probes.split(","))} if args.probes else {}
     epochs = {"epochs": args.epochs} if args.epochs else {}
     t0 = time.perf_counter()
-    run_clean(data, root / f"{name}-clean", model=model, labels_file=labels, seed=args.seed, force=True, **probes,
+    run_clean(data, root / f"{name}-clean", model=clean_model, labels_file=labels, seed=args.seed, force=True, **probes,
               **epochs)
     rows += noisefix_rows("clean", root / f"{name}-clean", time.perf_counter() - t0)
+    clean_model = json.loads((root / f"{name}-clean" / "model.json").read_text())["arch"]  # "auto" resolved
     if args.memorize:
         t0 = time.perf_counter()
         run_pipeline(data, root / f"{name}-memorize", labels_file=labels,
-                     train_cfg=TrainConfig.for_model(model, epochs=args.memorize, seed=args.seed),
+                     train_cfg=TrainConfig.for_model(memorize_model, epochs=args.memorize, seed=args.seed),
                      probe_cfg=ProbeConfig(probes=probes.get("probes", ("masc", "ncm")), seed=args.seed),
                      relabel_cfg=RelabelConfig(),
                      retrain_cfg=None, force=True)
@@ -167,7 +168,8 @@ def run_setting(name: str, root: Path, args) -> dict:
     probs = cleanlab_probs(pixels(noisy), given, K, folds=args.folds, epochs=args.cl_epochs, seed=args.seed)
     rows.append(cleanlab_row(f"cleanlab ({args.folds}-fold MLP x {args.cl_epochs} epochs)", given, clean, probs,
                              time.perf_counter() - t0))
-    return {"setting": name, "dataset": dataset, "p": p, "noise": noise, "model": model, "n_train": len(given),
+    return {"setting": name, "dataset": dataset, "p": p, "noise": noise, "model": clean_model,
+            "memorize_model": memorize_model if args.memorize else None, "n_train": len(given),
             "true_wrong": float(np.mean(given != clean)), "rows": rows}
 
 
