@@ -147,3 +147,45 @@ def mixed_folder(tmp_path) -> Path:
 def write_image():
     """The writer of one image of a kind in MIXED_KINDS: write_image(path, kind, (W, H), tint, rng)."""
     return write_mixed_image
+
+
+CLOTHING1M_NAMES = ("T-Shirt", "Shirt", "Knitwear", "Chiffon", "Sweater", "Hoodie", "Windbreaker", "Jacket",
+                    "Down Coat", "Suit", "Shawl", "Dress", "Vest", "Underwear")
+
+
+def make_clothing1m(root: Path) -> Path:
+    """A miniature Clothing1M as it ships: 48 JPEGs of digits 0..2 (classes T-Shirt, Shirt, Knitwear), mixed
+    sizes, under images/<a>/<bb>/<id>.jpg, and every list file. Images 0..35 are the noisy training list (every
+    sixth noisy label is wrong) plus image 36 of the clean test list (as a leak to drop); 0..17 also have a clean
+    label; 36..43 are the clean test list, 44 clean val, 45 clean train; 46, 47 are in no list."""
+    x, y = _digits()
+    picks = np.concatenate([np.flatnonzero(y == c)[:16] for c in range(3)])
+    picks = picks[np.random.default_rng(0).permutation(len(picks))]
+    rels = []
+    for i, j in enumerate(picks):
+        rel = f"images/{i % 3}/{i % 10:02d}/{1000 + i}.jpg"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        size = ((24, 20), (32, 32), (20, 28))[i % 3]
+        Image.fromarray(x[j]).convert("RGB").resize(size).save(root / rel, quality=95)
+        rels.append(rel)
+    true = y[picks]
+    noisy = np.where(np.arange(len(picks)) % 6 == 0, (true + 1) % 3, true)
+
+    def write(name, idx, labels=None):
+        lines = [rels[i] if labels is None else f"{rels[i]} {labels[i]}" for i in idx]
+        (root / name).write_text("".join(f"{line}\n" for line in lines))
+
+    write("noisy_label_kv.txt", list(range(37)) + [44, 45], noisy)
+    write("clean_label_kv.txt", list(range(18)) + list(range(36, 46)), true)
+    write("noisy_train_key_list.txt", range(37))
+    write("clean_test_key_list.txt", range(36, 44))
+    write("clean_val_key_list.txt", [44])
+    write("clean_train_key_list.txt", [45])
+    (root / "category_names_eng.txt").write_text("\n".join(CLOTHING1M_NAMES) + "\n")
+    return root
+
+
+@pytest.fixture
+def clothing1m(tmp_path) -> Path:
+    """A miniature Clothing1M folder (see make_clothing1m)."""
+    return make_clothing1m(tmp_path / "clothing1m")

@@ -3,7 +3,8 @@
 Layouts (torchvision ``ImageFolder`` order: classes sorted by name, label = position):
 - flat: ``DATA/<class>/<image>``, no test split;
 - split: ``DATA/train/<class>/...`` plus ``DATA/test/<class>/...`` (or ``DATA/val/...``), the test split
-  treated as clean and never relabeled.
+  treated as clean and never relabeled;
+- Clothing1M as it ships (``noisy_label_kv.txt`` or ``category_names_eng.txt`` in DATA): noisefix/data/clothing1m.py.
 Images are files with an extension in ``IMAGE_EXTENSIONS`` (any case), found recursively inside a class
 folder; names starting with "." are skipped. Symlinks that resolve outside DATA are refused.
 
@@ -63,6 +64,7 @@ class LabeledImages:
     targets: np.ndarray
     classes: list[str]
     clean_targets: np.ndarray | None = None
+    known_clean: np.ndarray | None = None  # (N,) clean labels known for some images only, -1 elsewhere (Clothing1M)
 
     @property
     def class_to_idx(self) -> dict[str, int]:
@@ -155,7 +157,7 @@ def _load_folder(folder: Path, root: Path) -> LabeledImages:
     return _sorted_split(root, paths, targets, classes)
 
 
-def _read_rows(path: Path) -> tuple[list[tuple[int, str, str, str | None]], str]:
+def read_rows(path: Path) -> tuple[list[tuple[int, str, str, str | None]], str]:
     """Rows ``(line number, path, label, clean label or None)`` of a labels file, and its format."""
     if not path.is_file():
         raise DataError(f"labels file {path} not found; give a CSV (path,label[,clean_label]) or 'path label' file")
@@ -267,7 +269,9 @@ def _check_row_path(rel: str, root: Path, where: str, test_dir: Path | None, rea
     return norm
 
 
-def _rows_to_split(rows, file: Path, root: Path, classes: list[str] | None, test_dir=None) -> LabeledImages:
+def rows_to_split(rows, file: Path, root: Path, classes: list[str] | None, test_dir=None) -> LabeledImages:
+    """The split of `read_rows`' rows (each path checked under `root`, no duplicates), labels onto `classes`
+    (None: from the labels themselves); errors name `file` and the row's line."""
     first_line: dict[str, int] = {}
     real_dirs: dict[str, str] = {}
     for n, rel, _, _ in rows:
@@ -406,11 +410,11 @@ def _load_train(root: Path, train_dir: Path, test_dir, labels_file, classes) -> 
     if labels_file is None:
         train = _load_folder(train_dir, root)
         return (train if classes is None else _align(train, classes, train_dir, "folder")), None, []
-    rows, fmt = _read_rows(Path(labels_file))
+    rows, fmt = read_rows(Path(labels_file))
     folders = _row_folders(rows, train_dir, root)
     if classes is None and folders is not None and len(set(_class_dirs(train_dir))) >= 2:
         classes = _class_dirs(train_dir)
-    train = _rows_to_split(rows, Path(labels_file), root, classes, test_dir)
+    train = rows_to_split(rows, Path(labels_file), root, classes, test_dir)
     warning = None if folders is None else index_label_warning(rows, folders, train.classes, str(labels_file))
     return train, fmt, [warning] if warning else []
 
@@ -421,6 +425,10 @@ def load_data(root, labels_file=None, *, classes_file=None) -> DataSplits:
     if not given.is_dir():
         raise DataError(f"data folder {given} not found; give a folder laid out as DATA/<class>/<image>")
     root = given.resolve()
+    from noisefix.data import clothing1m  # a third layout, recognised by its files; it reads rows through here
+
+    if clothing1m.is_clothing1m(root):
+        return clothing1m.load_clothing1m(root, labels_file, classes_file=classes_file)
     train_dir, test_dir = _layout(root)
     classes = read_classes_file(classes_file) if classes_file is not None else None
     train, fmt, warnings = _load_train(root, train_dir, test_dir, labels_file, classes)
@@ -445,4 +453,5 @@ def drop_paths(split: LabeledImages, paths: set[str]) -> LabeledImages:
     keep = np.array([p not in paths for p in split.paths], dtype=bool)
     return LabeledImages(root=split.root, paths=[p for p, k in zip(split.paths, keep) if k],
                          targets=split.targets[keep], classes=split.classes,
-                         clean_targets=None if split.clean_targets is None else split.clean_targets[keep])
+                         clean_targets=None if split.clean_targets is None else split.clean_targets[keep],
+                         known_clean=None if split.known_clean is None else split.known_clean[keep])

@@ -94,6 +94,7 @@ class Evidence:
     mats: list[np.ndarray]  # their (N, K) out-of-fold scores (held-out images: probes fitted on the others)
     given: np.ndarray  # (N,) given labels
     clean: np.ndarray | None  # (N,) clean labels when the labels file has them (evaluation only)
+    known_clean: np.ndarray | None  # (N,) clean labels of some images, -1 elsewhere (Clothing1M; evaluation only)
     fit_mask: np.ndarray | None  # (N,) held-out images, never trained on: the noise is fitted on them
     criterion: str  # how the sources were ranked (holdout_agreement or agreement)
 
@@ -111,6 +112,7 @@ def relabel_evidence(loaded: LoadedRun, cfg: RelabelConfig) -> Evidence:
                          ProbeDir(run.probe).oof) for r in sources]
     held = loaded.holdout
     return Evidence(sources=sources, mats=mats, given=train.targets, clean=train.clean_targets,
+                    known_clean=train.known_clean,
                     fit_mask=held if held.any() else None, criterion=scores.get("criterion", "agreement"))
 
 
@@ -161,13 +163,30 @@ def _summary(ev: Evidence, found: FoundIssues, classes: list[str], cfg: RelabelC
         "changed_per_class": {classes[k]: int((flags.is_issue & (given == k)).sum()) for k in range(K)},
     }
     if clean is not None:
-        summary["true_wrong_fraction"] = float(np.mean(given != clean))
-        summary["label_quality_ranking"] = ranking_metrics(found.quality.log_odds, given, clean)
-        summary["issue_detection"] = issue_metrics(flags.is_issue, given, clean)
-        summary["label_accuracy_before"] = label_accuracy(given, clean)
-        summary["label_accuracy_after"] = (label_accuracy(cleaned_labels, clean) if cfg.mode == "relabel"
-                                           else label_accuracy(given[keep], clean[keep]))
+        summary.update(_detection(np.ones(len(given), dtype=bool), clean, ev, found, cfg, keep, cleaned_labels))
+    if ev.known_clean is not None and (ev.known_clean >= 0).any():
+        known = ev.known_clean >= 0
+        summary["real_noise_evaluation"] = {
+            "what": "the images whose clean label is known (Clothing1M's doubly-labelled ones): the flags and "
+                    "the noise estimate against their human-verified labels",
+            "n_images": int(known.sum()),
+            "estimated_wrong_fraction": float(np.mean(1 - found.quality.label_quality[known])),
+            **_detection(known, ev.known_clean, ev, found, cfg, keep, cleaned_labels)}
     return summary
+
+
+def _detection(mask: np.ndarray, clean: np.ndarray, ev: Evidence, found: FoundIssues, cfg: RelabelConfig,
+               keep: np.ndarray, cleaned_labels: np.ndarray) -> dict[str, Any]:
+    """The true wrong fraction, ranking and flag quality, label accuracy before and after, on the `mask`ed images
+    (`clean`: their clean labels)."""
+    given, clean, is_issue = ev.given[mask], clean[mask], found.flags.is_issue[mask]
+    kept = keep[mask]
+    return {"true_wrong_fraction": float(np.mean(given != clean)),
+            "label_quality_ranking": ranking_metrics(found.quality.log_odds[mask], given, clean),
+            "issue_detection": issue_metrics(is_issue, given, clean),
+            "label_accuracy_before": label_accuracy(given, clean),
+            "label_accuracy_after": (label_accuracy(cleaned_labels[mask], clean) if cfg.mode == "relabel"
+                                     else label_accuracy(given[kept], clean[kept]))}
 
 
 def _actions(flags: Flags, mode: str) -> np.ndarray:
@@ -179,7 +198,8 @@ def _actions(flags: Flags, mode: str) -> np.ndarray:
 
 def _write_issues(path: Path, train: LabeledImages, found: FoundIssues, mode: str) -> None:
     """RUN/relabel/labels.csv: every training image, lowest label quality (most suspicious) first."""
-    classes, given, clean = train.classes, train.targets, train.clean_targets
+    classes, given = train.classes, train.targets
+    clean = train.clean_targets if train.clean_targets is not None else train.known_clean  # -1: not known
     flags, quality = found.flags, found.quality.label_quality
     header = ["path", "given_label", "suggested_label", "label_quality", "score", "is_issue", "action"]
     header += ["clean_label"] if clean is not None else []
@@ -190,7 +210,7 @@ def _write_issues(path: Path, train: LabeledImages, found: FoundIssues, mode: st
         row = [train.paths[i], classes[given[i]], suggested, f"{quality[i]:.6g}", f"{found.margin[i]:.6f}",
                int(flags.is_issue[i]), action[i]]
         if clean is not None:
-            row.append(classes[clean[i]])
+            row.append(classes[clean[i]] if clean[i] >= 0 else "")
         rows.append(row)
     write_csv(path, header, rows)
 
