@@ -221,16 +221,22 @@ def data_export(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     train_subset: Annotated[Optional[int], typer.Option("--train-subset", help="Keep N training images.")] = None,
     test_subset: Annotated[Optional[int], typer.Option("--test-subset", help="Keep N test images.")] = None,
+    cifar_n: Annotated[Optional[Path], typer.Option("--cifar-n", help="CIFAR-N label file (CIFAR-10_human.pt, "
+                                                    "CIFAR-100_human.pt): its human labels go to noisy_labels.csv.")] = None,
+    cifar_n_set: Annotated[Optional[str], typer.Option("--cifar-n-set", help="Which human labels: worse, aggre, "
+                                                       "random1..3 (CIFAR-10N; default worse) or noisy (CIFAR-100N).")] = None,
     force: ForceOpt = False,
 ) -> None:
-    """Write a built-in dataset as an image folder (and noisy labels with --corrupt)."""
+    """Write a built-in dataset as an image folder (and noisy labels with --corrupt or --cifar-n)."""
     from noisefix.data.builtin import export_dataset, load_builtin
+    from noisefix.data.cifar_n import read_cifar_n
 
     ds = load_builtin(name, data_root=data_root)
+    human = None if cifar_n is None else read_cifar_n(cifar_n, name, ds.y_train, len(ds.classes), cifar_n_set)
     path = export_dataset(ds, dest, corrupt=corrupt, noise=noise, seed=seed, train_subset=train_subset,
-                          test_subset=test_subset, force=force)
+                          test_subset=test_subset, force=force, noisy_labels=human)
     console.print(f"wrote {name} to {bold(path)}")
-    if corrupt is not None:
+    if corrupt is not None or human is not None:
         next_step(f"noisefix clean {path} --labels {path / 'noisy_labels.csv'}")
     else:
         next_step(f"noisefix clean {path}")

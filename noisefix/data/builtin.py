@@ -290,13 +290,15 @@ def export_dataset(
     train_subset: int | None = None,
     test_subset: int | None = None,
     force: bool = False,
+    noisy_labels: np.ndarray | None = None,
 ) -> Path:
     """Write ``DEST/train/<class>/<NNNNN>.png`` and ``DEST/test/<class>/<NNNNN>.png``; return DEST.
 
     NNNNN is the image's index in the source arrays. Subsets are stratified draws seeded from
     ``(seed, 1)`` and ``(seed, 2)``. When ``corrupt`` is a rate (0.0 included), the exported training labels,
     in source order, are corrupted with ``corrupt_labels(..., noise=noise, seed=seed)`` and written to
-    ``DEST/noisy_labels.csv`` (``path,label,clean_label``, class names). Everything is built in the sibling
+    ``DEST/noisy_labels.csv`` (``path,label,clean_label``, class names); ``noisy_labels`` (one per training
+    image in source order, e.g. CIFAR-N's human labels) are written there instead. Everything is built in the sibling
     ``DEST.tmp-<pid>`` and renamed into place at the end; a non-empty DEST is refused unless ``force``,
     and then replaced only after the new export is complete.
     """
@@ -307,6 +309,10 @@ def export_dataset(
     train = _subset(ds.y_train, train_subset, np.random.default_rng([seed, 1]), "train_subset")
     test = _subset(ds.y_test, test_subset, np.random.default_rng([seed, 2]), "test_subset")
     noisy = None
+    if noisy_labels is not None:
+        if corrupt is not None:
+            raise ConfigError("give either a corruption rate or the noisy labels, not both")
+        noisy = np.asarray(noisy_labels, dtype=np.int64)[train]
     if corrupt is not None:
         noisy, _ = corrupt_labels(ds.y_train[train], num_classes=len(ds.classes), rate=corrupt, noise=noise, seed=seed)
     dest.parent.mkdir(parents=True, exist_ok=True)
