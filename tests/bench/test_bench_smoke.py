@@ -92,3 +92,11 @@ def test_bench_loader_main(tmp_path):
     assert [m["n"] for m in mems] == [40, 80] and all(m["peak"] >= m["base"] > 0 for m in mems)
     assert not [p for p in tmp_path.iterdir() if p.is_dir()]         # the generated folders are removed
     assert "| cnn | 3x32x32 |" in out.read_text() and "| 80 |" in out.read_text()
+
+
+def test_bench_clothing1m_lists_main(tmp_path):
+    out = tmp_path / "lists.md"
+    rows = _load("bench_clothing1m_lists").main(["--sizes", "200", "--real", "3", "--work", str(tmp_path),
+                                                 "--out", str(out)])
+    assert [(r["n"], r["train"]) for r in rows] == [(200, 198)] and rows[0]["load_s"] > 0
+    assert not [p for p in tmp_path.iterdir() if p.is_dir()] and "| 200 | 198 |" in out.read_text()
