@@ -5,8 +5,8 @@ generated as natural-ish pictures (a random 6x6 colour field upscaled bicubicall
 noise, saved at JPEG quality 90), spread over 10 class folders and repeated by hard links (symlinks where
 links fail) up to each size in `--sizes`. Nothing is cached: every read decodes the file.
 
-For each model in `--models`, at its input size (resnet18: torchvision's ImageNet stem at 224x224x3 with the
-ImageNet mean/std; cnn: the paper's CNN at 32x32x3 with the folder's mean/std), images per second of:
+For each model in `--models`, at its input size (resnet18, resnet50: torchvision's ImageNet stem at 224x224x3
+with the ImageNet mean/std; cnn: the paper's CNN at 32x32x3 with the folder's mean/std), images per second of:
 
 * forward: `model(x)` alone on random inputs, eval mode, no grad, batch `--batch`;
 * loader W: `ImageSource.batches` (data/images.py; decode + EXIF + convert + resize/centre-crop, the
@@ -48,7 +48,8 @@ from noisefix.nn.models import build_model  # noqa: E402
 
 CLASSES = 10
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-MODELS = {"resnet18": ((224, 224), "torchvision"), "cnn": ((32, 32), "paper")}
+MODELS = {"resnet18": ((224, 224), "torchvision"), "resnet50": ((224, 224), "torchvision"),
+          "cnn": ((32, 32), "paper")}
 
 
 # ----------------------------------------------------------------------------------------------- folder
