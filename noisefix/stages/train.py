@@ -165,14 +165,34 @@ def _eval_sets(source: ImageSource, splits: DataSplits, holdout: np.ndarray) -> 
 
 
 def load_checked(data_root: Path, labels_file: Path | None, classes_file: Path | None, on_bad_image: str,
-                 reporter: Reporter) -> tuple[DataSplits, str, list[tuple[str, str]]]:
-    """The data (with its warnings reported), its fingerprint before skips, and the skipped images."""
+                 reporter: Reporter, *, defer_check: bool = False) -> tuple[DataSplits, str, list[tuple[str, str]]]:
+    """The data (with its warnings reported), its fingerprint before skips, and the skipped images.
+    `defer_check` (only where bad images fail): leave the image check to `decoded_sources`."""
     splits = load_data(Path(data_root), labels_file, classes_file=classes_file)
     for message in splits.warnings:
         reporter.warn(message)
     data_fingerprint = fingerprint(splits)
+    if defer_check and on_bad_image != "skip":
+        return splits, data_fingerprint, []
     splits, skipped = check_images(splits, on_bad_image, reporter)
     return splits, data_fingerprint, skipped
+
+
+def decoded_sources(splits: DataSplits, spec: ImageSpec, holdout: np.ndarray, *, workers: int | None,
+                    checked: bool, reporter: Reporter) -> tuple[ImageSource, dict[str, EvalSet]]:
+    """The training source and the eval sets. Unless the images were `checked`, decoding them into RAM is
+    the check (a full decode less: 19 s of 60,000 MNIST files): a bad image there, or a split too large to decode
+    up front, runs `check_images`, which names every bad file."""
+    try:
+        source = ImageSource(splits.train, spec, workers=workers)
+        eval_sets = _eval_sets(source, splits, holdout)
+    except DataError:
+        if not checked:
+            check_images(splits, "fail", reporter)  # raises, naming every bad image
+        raise
+    if not checked and not all(s.in_memory for s in [source] + [ev.source for ev in eval_sets.values()]):
+        check_images(splits, "fail", reporter)
+    return source, eval_sets
 
 
 def image_fields(spec: ImageSpec, model: torch.nn.Module, weights, classes_file) -> dict:
@@ -215,13 +235,15 @@ def run_train(data_root: Path, cfg: TrainConfig, *, labels_file: Path | None = N
     image = image or ImageConfig()
     out = Path(out) if out else default_run_path(data_root, cfg.model)
     check_out(out, data_root, force=force)
-    splits, data_fingerprint, skipped = load_checked(data_root, labels_file, classes_file, cfg.on_bad_image, reporter)
+    splits, data_fingerprint, skipped = load_checked(data_root, labels_file, classes_file, cfg.on_bad_image, reporter,
+                                                     defer_check=True)
     train = splits.train
     spec = image_spec_for(train, cfg.model, weights, image)
-    source = ImageSource(train, spec, workers=image.workers)
+    holdout = stratified_holdout(train.targets, cfg.holdout, seed=cfg.seed)
+    source, eval_sets = decoded_sources(splits, spec, holdout, workers=image.workers,
+                                        checked=cfg.on_bad_image == "skip", reporter=reporter)
     seed_everything(cfg.seed)
     model = build_model(cfg.model, in_shape=source.shape, num_classes=len(train.classes), weights=weights)
-    holdout = stratified_holdout(train.targets, cfg.holdout, seed=cfg.seed)
     n_params = sum(p.numel() for p in model.parameters())
     reporter.info(f"training [bold]{cfg.model}[/] ({n_params:,} parameters) on {int((~holdout).sum())} images "
                   f"({int(holdout.sum())} held out for label-only model selection), "
@@ -229,7 +251,7 @@ def run_train(data_root: Path, cfg: TrainConfig, *, labels_file: Path | None = N
                   f"{f', from {weights}' if weights is not None else ''}); {cfg.optimizer} lr {cfg.lr:g}, "
                   f"batch {cfg.batch_size}, until train acc >= {cfg.target_acc:g} or {cfg.epochs} epochs")
     fit = partial(train_model, model, source, train.targets, cfg, indices=np.flatnonzero(~holdout),
-                  clean_labels=train.clean_targets, eval_sets=_eval_sets(source, splits, holdout))
+                  clean_labels=train.clean_targets, eval_sets=eval_sets)
     t0 = time.perf_counter()
     load_seconds = t0 - t_load
     if not distributed.is_main():
