@@ -41,7 +41,8 @@ def _load(path: Path) -> dict:
             data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a CIFAR-N label file"
         raise DataError(f"{path} is not a CIFAR-N label file ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
-                        "it should be a torch.save'd dict of numpy label arrays (clean_label, worse_label, ...)") from None
+                        "it should be a torch.save'd dict of numpy label arrays (clean_label, worse_label, ...)"
+                        ) from None
     if not isinstance(data, dict):
         raise DataError(f"{path} holds a {type(data).__name__}, not a dict of label arrays (clean_label, ...)")
     return data
@@ -58,7 +59,8 @@ def _labels(data: dict, key: str, path: Path, n: int, num_classes: int) -> np.nd
     return y.astype(np.int64)
 
 
-def read_cifar_n(path, name: str, cifar_labels: np.ndarray, num_classes: int, label_set: str | None = None) -> np.ndarray:
+def read_cifar_n(path, name: str, cifar_labels: np.ndarray, num_classes: int,
+                 label_set: str | None = None) -> np.ndarray:
     """The (N,) human labels `label_set` (default ``DEFAULT_SET[name]``) for the N CIFAR training images whose
     labels are `cifar_labels`; DataError when the file's ``clean_label`` disagrees with them (another order)."""
     label_set = label_set or DEFAULT_SET.get(name)
@@ -70,6 +72,7 @@ def read_cifar_n(path, name: str, cifar_labels: np.ndarray, num_classes: int, la
     noisy = _labels(data, LABEL_SETS[label_set], path, n, num_classes)
     clean = _labels(data, "clean_label", path, n, num_classes)
     if not np.array_equal(clean, cifar_labels):
-        raise DataError(f"{path}: clean_label differs from the {name} training labels on {int((clean != cifar_labels).sum())} "
-                        f"of {n} images; the file belongs to another dataset (CIFAR-10N vs CIFAR-100N?)")
+        differ = int((clean != cifar_labels).sum())
+        raise DataError(f"{path}: clean_label differs from the {name} training labels on {differ} of {n} images; "
+                        "the file belongs to another dataset (CIFAR-10N vs CIFAR-100N?)")
     return noisy
