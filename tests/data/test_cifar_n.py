@@ -80,6 +80,10 @@ def test_bad_label_files(cifar_root, tmp_path):
     other = _human_file(tmp_path / "other.pt", (y + 1) % 10, noisy_label=y)
     with pytest.raises(DataError, match=r"clean_label differs from the cifar100 training labels on 30 of 30"):
         read_cifar_n(other, "cifar100", y, 100)
+
+
+def test_cifar_n_file_with_other_objects_is_refused(tmp_path):
+    y = np.arange(30) % 10
     evil = tmp_path / "evil.pt"
     torch.save({"clean_label": y, "worse_label": y, "x": print}, evil)  # a callable: refused, never run
     with pytest.raises(DataError, match="is not a CIFAR-N label file"):
