@@ -231,6 +231,10 @@ def data_export(
     from noisefix.data.builtin import export_dataset, load_builtin
     from noisefix.data.cifar_n import read_cifar_n
 
+    if cifar_n_set is not None and cifar_n is None:
+        from noisefix.errors import ConfigError
+
+        raise ConfigError("--cifar-n-set picks labels of a CIFAR-N file; give the file with --cifar-n")
     ds = load_builtin(name, data_root=data_root)
     human = None if cifar_n is None else read_cifar_n(cifar_n, name, ds.y_train, len(ds.classes), cifar_n_set)
     path = export_dataset(ds, dest, corrupt=corrupt, noise=noise, seed=seed, train_subset=train_subset,

@@ -32,3 +32,8 @@ def test_clean_on_clothing1m_reports_the_real_noise_evaluation(clothing1m, tmp_p
         rows = list(csv.DictReader(f))
     assert len(rows) == 36 and sum(bool(r["clean_label"]) for r in rows) == 18
     assert json.loads((out / "retrain" / "metrics.json").read_text())  # retrain re-read Clothing1M + cleaned labels
+
+
+def test_cifar_n_set_needs_the_file(tmp_path):
+    result = invoke("data", "export", "cifar10", tmp_path / "out", "--cifar-n-set", "aggre")
+    assert result.exit_code == 1 and "give the file with --cifar-n" in result.output
