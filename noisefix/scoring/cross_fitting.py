@@ -72,36 +72,38 @@ GRAM_CACHE_BYTES = 2**30   # per-class Gram matrices kept across cross-fitting f
 
 
 def _class_blocks(X: RowSource, labels: np.ndarray, keep: np.ndarray, K: int,
-                  grams: dict[int, torch.Tensor] | None):
+                  grams: dict[int, torch.Tensor] | None, starts=None):
     """For c = 0..K-1 the `ClassBlock` of the rows `keep` labeled c, in float64 and row order, one at a time.
 
     Without `grams` only the kept rows are read and multiplied. With it (a dict), all of the class's rows
     are read and its Gram matrix over them is formed once and kept there; a later fit on a subset (a
-    cross-fitting fold) takes its sub-block instead of a new product.
+    cross-fitting fold) takes its sub-block instead of a new product. `starts`: per class the block's
+    `start` basis (the all-data fit's components, for a fold), or None.
     """
     for c in range(K):
         rows = np.flatnonzero(labels == c)
+        start = None if starts is None else starts[c]
         if grams is None:
-            yield ClassBlock(X.take(rows[keep[rows]]).double())                          # (n_kept, d)
+            yield ClassBlock(X.take(rows[keep[rows]]).double(), None, start)              # (n_kept, d)
             continue
         Xc = X.take(rows).double()                                                        # (n_c, d)
         if c not in grams:
             grams[c] = Xc @ Xc.T                                                          # (n_c, n_c)
         sel = torch.from_numpy(np.flatnonzero(keep[rows])).to(Xc.device)
-        yield ClassBlock(Xc[sel], grams[c][sel][:, sel])
+        yield ClassBlock(Xc[sel], grams[c][sel][:, sel], start)
 
 
 def _fit_by_class(probe: Probe, X: RowSource, labels: np.ndarray, keep: np.ndarray, K: int, *,
                   moments: ClassMoments, k_hint: np.ndarray | None = None,
-                  grams: dict[int, torch.Tensor] | None = None) -> Probe:
+                  grams: dict[int, torch.Tensor] | None = None, starts=None) -> Probe:
     """A `gram_route` probe fitted on the rows `keep` by `fit_by_class`, one class block at a time.
 
     Same subspaces as `fit` on X[keep] without the (N, d) copy of the training rows: the peak is one
-    class's block (n_c x d float64) and the fitted bases. `grams`: see `_class_blocks`. `k_hint`: (K,)
-    guesses of k_c (the all-data fit's). VeLPIC's signs come from the float64 class sums of `moments` (the
+    class's block (n_c x d float64) and the fitted bases. `grams`, `starts`: see `_class_blocks`. `k_hint`:
+    (K,) guesses of k_c (the all-data fit's). VeLPIC's signs come from the float64 class sums of `moments` (the
     statistics of the same rows), as in `VeLPIC.fit_moments`.
     """
-    return probe.fit_by_class(_class_blocks(X, labels, keep, K, grams), k_hint=k_hint,
+    return probe.fit_by_class(_class_blocks(X, labels, keep, K, grams, starts), k_hint=k_hint,
                               total_sum=moments.sums.sum(dim=0).cpu())
 
 
@@ -127,15 +129,17 @@ def _gram_route(make, stats: ClassStats, X: RowSource, labels: np.ndarray, folds
                 counts: np.ndarray):
     """Out-of-fold scores and the all-data probe of a `gram_route` probe refitted per fold class by class.
 
-    The all-data fit first: its k_c seed the folds' eigensolver (MASC), and each class's Gram matrix is
-    formed once and kept (when all of them, `counts` (K,) images per class, fit GRAM_CACHE_BYTES) for the
-    folds, whose matrices are its sub-blocks.
+    The all-data fit first: its k_c seed the folds' eigensolver and its class bases (MASC's `components_`)
+    are the folds' starting subspaces (refined on each fold's own rows, probes/masc.py), and each class's Gram
+    matrix is formed once and kept (when all of them, `counts` (K,) images per class, fit GRAM_CACHE_BYTES)
+    for the folds, whose matrices are its sub-blocks.
     """
     grams = {} if 8 * float(np.sum(counts.astype(np.float64) ** 2)) <= GRAM_CACHE_BYTES else None
     full = _fit_by_class(make(), X, labels, np.ones(len(X), dtype=bool), K, moments=stats.total(), grams=grams)
-    hint = getattr(full, "n_components_", None)
+    hint, starts = getattr(full, "n_components_", None), getattr(full, "components_", None)
     oof = _oof_scores(X, folds, K, F, lambda f: _fit_by_class(make(), X, labels, folds != f, K, k_hint=hint,
-                                                             moments=stats.excluding(f), grams=grams))
+                                                             moments=stats.excluding(f), grams=grams,
+                                                             starts=starts))
     return oof, full
 
 

@@ -160,3 +160,51 @@ def test_torch_and_numpy_inputs_agree():
     a = MASC().fit(X, y).decision_function(X)
     b = MASC().fit(torch.from_numpy(X), torch.from_numpy(y)).decision_function(torch.from_numpy(X))
     np.testing.assert_array_equal(a, b)
+
+
+
+def _relu_layer(n, d, seed):
+    """A ReLU layer's activations (n, d) float32 of low-rank inputs: a decaying spectrum, dead units."""
+    rng = np.random.default_rng(seed)
+    Z = rng.standard_normal((n, 12)) * np.geomspace(3, 0.1, 12)
+    return np.maximum(Z @ rng.standard_normal((12, d)) + 0.05 * rng.standard_normal((n, d)), 0).astype(np.float32)
+
+
+def _exact(X, y, K):
+    """MASC from the d x d second moments (the exact decomposition, no warm start)."""
+    stats = ClassStats(X.shape[1], K)
+    stats.update(X, y)
+    return MASC().fit_moments(stats.total())
+
+
+def _recording_warm_subspace(monkeypatch):
+    outcomes, warm_subspace = [], masc_module._warm_subspace
+    monkeypatch.setattr(masc_module, "_warm_subspace", lambda *a: outcomes.append(warm_subspace(*a)) or outcomes[-1])
+    return outcomes
+
+
+def test_gram_route_refines_a_start_to_the_exact_fit(monkeypatch):
+    """The Gram route's refinement (Rayleigh-Ritz with residual checks), from the float32 decomposition (all
+    data) or from the all-data basis (a fold), gives the exact fit: same k_c, eigenvalues and scores."""
+    X, y = _relu_layer(500, 300, 0), np.repeat([0, 1], 250)
+    outcomes = _recording_warm_subspace(monkeypatch)
+    full = MASC().fit(X, y)
+    keep = np.random.default_rng(1).random(500) > 0.2
+    rows = [torch.from_numpy(X[keep & (y == c)]) for c in range(2)]
+    fold = MASC().fit_by_class([(r, None, U) for r, U in zip(rows, full.components_)])
+    assert len(outcomes) == 4 and all(o is not None for o in outcomes)        # 2 classes x (all data, fold)
+    for fit, exact, Xs in ((full, _exact(X, y, 2), X), (fold, _exact(X[keep], y[keep], 2), X[~keep])):
+        assert (fit.n_components_ == exact.n_components_).all() and (exact.n_components_ > 1).all()
+        for a, b in zip(fit.explained_variance_, exact.explained_variance_):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * b[0])     # reference: float32 GEMM moments
+        np.testing.assert_allclose(fit.decision_function(Xs), exact.decision_function(Xs), atol=1e-4)
+
+
+def test_fold_fit_falls_back_to_the_exact_route_from_a_useless_start(monkeypatch):
+    """A start too small to converge within the Rayleigh-Ritz steps (one random direction) gives the exact fit."""
+    X = _relu_layer(120, 150, 2)
+    outcomes = _recording_warm_subspace(monkeypatch)
+    start = torch.from_numpy(np.random.default_rng(3).standard_normal((150, 1)))
+    warm, exact = MASC().fit_by_class([(torch.from_numpy(X), None, start)]), _exact(X, np.zeros(120, int), 1)
+    assert outcomes == [None] and warm.n_components_[0] == exact.n_components_[0] > 3
+    np.testing.assert_allclose(warm.decision_function(X), exact.decision_function(X), atol=1e-5)

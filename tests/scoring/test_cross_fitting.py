@@ -76,6 +76,29 @@ def test_gram_route_for_small_classes_matches_the_moment_route(probe, cache_gram
                                rtol=1e-4, atol=1e-4)
 
 
+def test_gram_route_folds_refined_from_the_all_data_subspace_are_the_leave_fold_out_fits(monkeypatch):
+    """MASC's folds start from the all-data class bases (which saw the fold) and are refined on the fold's
+    own Gram matrix: the scores equal the exact fits from the statistics without the fold."""
+    from noisefix.probes import masc as masc_module
+
+    rng = np.random.default_rng(5)
+    Z = rng.standard_normal((400, 10)) * np.geomspace(3, 0.1, 10)
+    X = np.maximum(Z @ rng.standard_normal((10, 300)) + 0.05 * rng.standard_normal((400, 300)), 0).astype(np.float32)
+    y = rng.integers(0, 2, 400)                                              # 2 classes of ~200 < d = 300
+    folds = make_folds(y, 4, seed=0)
+    stats = ClassStats(300, 2, 4)
+    stats.update(X, y, folds)
+    warm = []
+    warm_subspace = masc_module._warm_subspace
+    monkeypatch.setattr(masc_module, "_warm_subspace", lambda *a: warm.append(warm_subspace(*a)) or warm[-1])
+    gram = cross_fit("masc", stats=stats, X=X, labels=y, folds=folds)
+    assert len(warm) == 10 and all(w is not None for w in warm)              # (all data + 4 folds) x 2 classes
+    for f in range(4):
+        rows = folds == f
+        exact = MASC().fit_moments(stats.excluding(f))
+        np.testing.assert_allclose(gram.oof_scores[rows], exact.decision_function(X[rows]), atol=1e-4)
+
+
 @pytest.mark.parametrize("probe", ["masc", "velpic", "ncm", "logreg"])
 def test_gram_route_needs_no_second_moments(probe):
     """Where every class is smaller than d, statistics without d x d moments give the very same scores."""
