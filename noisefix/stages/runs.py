@@ -12,7 +12,7 @@ import torch
 from noisefix.data.folders import DataSplits, fingerprint, load_data
 from noisefix.data.transforms import ImageSpec
 from noisefix.errors import NoisefixError, RunError
-from noisefix.io.atomic import read_csv, read_json
+from noisefix.io.atomic import read_csv
 from noisefix.io.run_dir import (
     RUNS_DIR,
     RunDir,
