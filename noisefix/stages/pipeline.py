@@ -197,8 +197,9 @@ def _record_health_and_times(outcome: PipelineOutcome, reporter: Reporter) -> No
 
     run = outcome.train.run
     metrics = [json.loads(line) for line in run.metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+    pretrained = read_json(run.model_json).get("weights") is not None
     warnings = check_health(metrics, outcome.probe.rows, outcome.probe.best, criterion=outcome.probe.criterion,
-                            num_classes=outcome.num_classes)
+                            num_classes=outcome.num_classes, pretrained=pretrained)
     for w in warnings:
         reporter.warn(w)
     seconds = outcome.seconds

@@ -35,6 +35,17 @@ def test_untrained_pick_and_no_gain_over_init_are_reported():
     assert any("untrained network" in w for w in warns) and any("raw input" in w for w in warns)
 
 
+def test_pretrained_start_is_named_and_weights_are_not_suggested_again():
+    rows = [_row("init", "relu1", 0.6), _row("1", "relu1", 0.5)]
+    warns = check_health([{"loss": 2.3}], rows, rows[0], criterion="holdout_agreement", num_classes=10,
+                         pretrained=True)
+    assert len(warns) == 3 and not any("--weights W`" not in w and "--weights" in w for w in warns)
+    assert all("untrained" not in w for w in warns) and "pretrained network" in warns[1]
+    assert "training-free `noisefix probe" in warns[2]
+    plain = check_health([{"loss": 2.3}], rows, rows[0], criterion="holdout_agreement", num_classes=10)
+    assert "or --weights" in plain[0] and "untrained network" in plain[1]
+
+
 def test_screening_keeps_the_sums_only_probe_first():
     assert screen_probes(("masc", "ncm", "logreg")) == (["ncm"], ["masc", "logreg"])
     assert screen_probes(("masc",)) == ([], ["masc"])
