@@ -228,33 +228,36 @@ def calibrated_log_probs(scores, model: NoiseModel) -> np.ndarray:
     return log_softmax(ens / model.ensemble_temperature)
 
 
+def _joint(log_probs: np.ndarray, given: np.ndarray, transition) -> np.ndarray:
+    """(N, K) log q_i T[i, given]: calibrated log probabilities plus the log noise matrix (floored)."""
+    return log_probs + np.log(np.maximum(np.asarray(transition, dtype=np.float64), _T_FLOOR))[:, given].T
+
+
+def _log_odds(joint: np.ndarray, given: np.ndarray) -> np.ndarray:
+    """(N,) finite log(q_g T_gg) - log sum_{i != g} q_i T_ig from `_joint` (overwritten in place)."""
+    rows = np.arange(len(given))
+    mine = joint[rows, given].copy()
+    joint[rows, given] = -np.inf
+    top = joint.max(axis=1)
+    return mine - (top + np.log(np.exp(joint - top[:, None]).sum(axis=1)))
+
+
 def label_posterior(log_probs, given, transition) -> tuple[np.ndarray, np.ndarray]:
     """P(true class | scores, given), (N, K), and the finite (N,) log odds that the given label is right,
     from calibrated (N, K) log probabilities and a (K, K) noise matrix."""
     log_probs = np.asarray(log_probs, dtype=np.float64)
     n, K = log_probs.shape
     given = check_given(given, n, K)
-    joint = log_probs + np.log(np.maximum(np.asarray(transition, dtype=np.float64), _T_FLOOR))[:, given].T
+    joint = _joint(log_probs, given, transition)
     top = joint.max(axis=1, keepdims=True)
     total = top[:, 0] + np.log(np.exp(joint - top).sum(axis=1))
     posterior = np.exp(joint - total[:, None])
-    rows = np.arange(n)
-    mine = joint[rows, given]
-    others = joint.copy()
-    others[rows, given] = -np.inf
-    o_top = others.max(axis=1)
-    rest = o_top + np.log(np.exp(others - o_top[:, None]).sum(axis=1))
-    return posterior, mine - rest
+    return posterior, _log_odds(joint, given)
 
 
 def given_log_odds(log_probs: np.ndarray, given: np.ndarray, transition: np.ndarray) -> np.ndarray:
-    """(N,) log odds of label quality alone (the bootstrap's inner loop)."""
-    joint = log_probs + np.log(transition)[:, given].T
-    rows = np.arange(len(given))
-    mine = joint[rows, given].copy()
-    joint[rows, given] = -np.inf
-    top = joint.max(axis=1)
-    return mine - (top + np.log(np.exp(joint - top[:, None]).sum(axis=1)))
+    """(N,) log odds of label quality alone, as `label_posterior` gives them (the bootstrap's inner loop)."""
+    return _log_odds(_joint(log_probs, given, transition), given)
 
 
 def refit_transition(log_probs: np.ndarray, given: np.ndarray, transition: np.ndarray, *, smoothing: float,

@@ -215,8 +215,9 @@ def estimate_noise(log_probs, given, model: NoiseModel, *, fit_mask=None, smooth
     given = check_given(given, n, K)
     mask = check_mask(fit_mask, n, "fit_mask")
     match = held_out_fit(fit_mask, n, K)
-    raw = _quality(log_probs, given, model.transition)[2]
-    quality = _quality(log_probs, given, model.transition, match=mask)[2] if match else raw
+    log_odds = given_log_odds(log_probs, given, model.transition)
+    raw = _sigmoid(log_odds)
+    quality = _sigmoid(_matched(log_odds, mask)) if match else raw
     fit_rate, pooled, per_class = _rates(quality, given, mask, K)
     fit_b, pooled_b, per_class_b = _bootstrap(log_probs, given, model, mask, smoothing=smoothing, n_boot=n_boot,
                                               seed=seed, match=match)
