@@ -23,6 +23,7 @@ included, so the wrong fraction is about p (K - 1) / K; the tables give the meas
 Usage (from the repository root; results to docs/flagging-<setting>.json and a table in docs/cleaning.md):
     python bench/bench_flagging.py                                  # all six settings, full training sets
     python bench/bench_flagging.py --settings mnist-s5,mnist-p0 --train-subset 10000
+    python bench/bench_flagging.py --work runs/flagging --reuse   # relabel the runs of an earlier --work call
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ def export(name: str, root: Path, args) -> Path:
     from noisefix.data.builtin import export_dataset, load_builtin
 
     dataset, p, noise = SETTINGS[name][:3]
+    if args.reuse and (root / name / "noisy_labels.csv").exists():
+        return root / name
     return export_dataset(load_builtin(dataset, data_root=args.data_root), root / name, corrupt=p, noise=noise,
                           seed=args.seed, train_subset=args.train_subset, test_subset=args.test_subset, force=True)
 
@@ -111,36 +114,51 @@ def cleanlab_row(method: str, given, clean, probs, seconds: float) -> dict:
             "seconds": seconds + time.perf_counter() - t0}
 
 
-def noisefix_rows(path: str, run: Path, seconds: float) -> list[dict]:
-    """Relabel `run` with both flag rules, and cleanlab on the run's calibrated probabilities."""
+def noisefix_rows(path: str, run: Path, seconds: float, ensemble: int) -> list[dict]:
+    """Relabel `run` with both flag rules from its `ensemble` best rows (as the path's own relabel does), and
+    cleanlab on the run's calibrated probabilities."""
     from noisefix.config import RelabelConfig
     from noisefix.scoring.quality import find_issues
-    from noisefix.stages.relabel import relabel_evidence, run_relabel
+    from noisefix.stages.relabel import relabel_evidence, run_relabel, temperature_sample
     from noisefix.stages.runs import open_run
 
     loaded = open_run(run)
     rows = []
     for flag in ("noise-aware", "disagree"):
         t0 = time.perf_counter()
-        s = run_relabel(loaded, RelabelConfig(flag=flag), force=True).summary
+        s = run_relabel(loaded, RelabelConfig(flag=flag, ensemble=ensemble), force=True).summary
         noise = s["noise"]
         rows.append({"method": f"noisefix {path}, --flag {flag}", "flagged": s["issue_rate"],
                      **s["issue_detection"], **s["label_quality_ranking"],
                      "estimated_wrong": noise["wrong_fraction"], "interval": noise["interval"],
                      "true_wrong": s["true_wrong_fraction"], "n_review": s["n_review"],
                      "seconds": seconds + time.perf_counter() - t0, "sources": s["sources"]})
-    evidence = relabel_evidence(loaded, RelabelConfig())
+    evidence = relabel_evidence(loaded, RelabelConfig(ensemble=ensemble))
     t0 = time.perf_counter()
-    found = find_issues(evidence.mats, evidence.given, fit_mask=evidence.fit_mask, n_boot=0)
+    found = find_issues(evidence.mats, evidence.given, fit_mask=evidence.fit_mask, trusted=evidence.trusted,
+                        temperature_mask=temperature_sample(evidence), n_boot=0)
     rows.append(cleanlab_row(f"cleanlab on noisefix {path} probabilities", evidence.given, evidence.clean,
                              found.quality.probs, seconds + time.perf_counter() - t0))
     return rows
 
 
+def trained(run: Path, reuse: bool, train) -> float:
+    """Seconds `train()` took to make `run` (training and probing); with `reuse` and a finished run under the
+    work folder, the seconds it took then (RUN/bench-seconds.json) without running it again."""
+    record = run / "bench-seconds.json"
+    if reuse and record.exists():
+        return float(json.loads(record.read_text())["seconds"])
+    t0 = time.perf_counter()
+    train()
+    seconds = time.perf_counter() - t0
+    record.write_text(json.dumps({"seconds": seconds}) + "\n")
+    return seconds
+
+
 def run_setting(name: str, root: Path, args) -> dict:
     from noisefix.config import ProbeConfig, RelabelConfig, TrainConfig
     from noisefix.data.folders import load_data
-    from noisefix.stages.pipeline import run_clean, run_pipeline
+    from noisefix.stages.pipeline import CLEAN_ENSEMBLE, run_clean, run_pipeline
 
     dataset, p, noise, clean_model, memorize_model = SETTINGS[name]
     clean_model, memorize_model = args.model or clean_model, args.model or memorize_model
@@ -151,19 +169,18 @@ def run_setting(name: str, root: Path, args) -> dict:
     rows = []
     probes = {"probes": tuple(args.probes.split(","))} if args.probes else {}
     epochs = {"epochs": args.epochs} if args.epochs else {}
-    t0 = time.perf_counter()
-    run_clean(data, root / f"{name}-clean", model=clean_model, labels_file=labels, seed=args.seed, force=True, **probes,
-              **epochs)
-    rows += noisefix_rows("clean", root / f"{name}-clean", time.perf_counter() - t0)
+    seconds = trained(root / f"{name}-clean", args.reuse, lambda: run_clean(
+        data, root / f"{name}-clean", model=clean_model, labels_file=labels, seed=args.seed, force=True, **probes,
+        **epochs))
+    rows += noisefix_rows("clean", root / f"{name}-clean", seconds, CLEAN_ENSEMBLE)
     clean_model = json.loads((root / f"{name}-clean" / "model.json").read_text())["arch"]  # "auto" resolved
     if args.memorize:
-        t0 = time.perf_counter()
-        run_pipeline(data, root / f"{name}-memorize", labels_file=labels,
-                     train_cfg=TrainConfig.for_model(memorize_model, epochs=args.memorize, seed=args.seed),
-                     probe_cfg=ProbeConfig(probes=probes.get("probes", ("masc", "ncm")), seed=args.seed),
-                     relabel_cfg=RelabelConfig(),
-                     retrain_cfg=None, force=True)
-        rows += noisefix_rows("memorize-then-probe", root / f"{name}-memorize", time.perf_counter() - t0)
+        seconds = trained(root / f"{name}-memorize", args.reuse, lambda: run_pipeline(
+            data, root / f"{name}-memorize", labels_file=labels,
+            train_cfg=TrainConfig.for_model(memorize_model, epochs=args.memorize, seed=args.seed),
+            probe_cfg=ProbeConfig(probes=probes.get("probes", ("masc", "ncm")), seed=args.seed),
+            relabel_cfg=RelabelConfig(), retrain_cfg=None, force=True))
+        rows += noisefix_rows("memorize-then-probe", root / f"{name}-memorize", seconds, RelabelConfig().ensemble)
     t0 = time.perf_counter()
     probs = cleanlab_probs(pixels(noisy), given, K, folds=args.folds, epochs=args.cl_epochs, seed=args.seed)
     rows.append(cleanlab_row(f"cleanlab ({args.folds}-fold MLP x {args.cl_epochs} epochs)", given, clean, probs,
@@ -225,11 +242,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data-root", type=Path, default=None)
     ap.add_argument("--work", type=Path, default=None, help="where data and runs go (default: a temp dir)")
+    ap.add_argument("--reuse", action="store_true", help="with --work: relabel the runs a previous call left there "
+                    "instead of training and probing again (their recorded times are reported)")
     ap.add_argument("--results", type=Path, default=Path("docs"), help="folder for flagging-<setting>.json")
     ap.add_argument("--doc", type=Path, default=Path("docs/cleaning.md"), help="markdown file for the tables")
     args = ap.parse_args(argv)
     names = [s for s in args.settings.split(",") if s]
     unknown = [s for s in names if s not in SETTINGS]
+    if args.reuse and args.work is None:
+        ap.error("--reuse needs --work: the folder of the earlier call's runs")
     if unknown:
         ap.error(f"unknown settings {', '.join(unknown)}; choose from {', '.join(SETTINGS)}")
     command = "python bench/bench_flagging.py " + " ".join(argv if argv is not None else __import__("sys").argv[1:])

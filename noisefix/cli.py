@@ -488,7 +488,8 @@ def demo(
 def clean(
     data: DataArg,
     model: Annotated[str, typer.Option("--model", help="Architecture; auto: mlp_small for images of at most "
-                                       "32x32x3 values, else resnet18 (any torchvision name works).")] = "auto",
+                                       "32x32x3 values, else resnet18; on Clothing1M's folder without --weights, "
+                                       "resnet50 with its ImageNet weights (any torchvision name works).")] = "auto",
     labels: LabelsOpt = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Train this many epochs (default: about 1,500 "
                                                   "steps, 4 to 32 epochs); checkpoints at 2, 4, 8, ... are "

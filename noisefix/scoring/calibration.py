@@ -18,7 +18,11 @@ labels grows as the probe's confidence falls; the noise by the disagreement left
 M step for T adds `smoothing` pseudo-images per class from the current symmetric fit, (1 - w) on the diagonal
 and w / (K - 1) elsewhere, so a small fit set shrinks towards symmetric noise.
 
-Which images fit what: with enough held-out images (`MIN_HELD_PER_CLASS` per class on average, and some
+Which images fit what: with images whose labels are known to be right (`Trusted`: the clean test split, scored
+by the same probes) the calibration is fitted on them with no noise: temperature scaling per source, then a
+matrix scaling of the ensemble (`matrix_scaling`), so that the probe's own confident mistakes count as its
+errors and not as wrong labels; T alone is then fitted by EM on `fit_mask`. Without them, with enough held-out
+images (`MIN_HELD_PER_CLASS` per class on average, and some
 trained-on ones) the temperatures and T are fitted on them alone. Below that (the digits demo holds out 120
 images: too few to identify a temperature, the fit runs to t -> 0) the temperatures use every image
 (`temperature_mask`, default) and only T is refitted on `fit_mask`.
@@ -36,10 +40,12 @@ import numpy as np
 
 from noisefix.errors import ConfigError, DataError
 from noisefix.scoring.issues import normalize_scores
+from noisefix.scoring.matrix_scaling import MatrixScaling, fit_matrix_scaling
 
 _MIN_T, _MAX_T = 1e-4, 1e2  # bounds of a fitted temperature on logits of order 1
 _T_FLOOR = 1e-9             # smallest entry of a noise matrix: keeps every log odds finite
 MIN_HELD_PER_CLASS = 30     # held-out images per class (on average) from which they alone are fitted on
+MIN_TRUSTED_PER_CLASS = 10  # trusted images per class (on average) from which the temperatures are fitted on them
 
 
 @dataclass
@@ -52,6 +58,8 @@ class NoiseModel:
         transition: float64 (K, K), T[i, j] = P(given j | true i); rows sum to 1.
         log_likelihood: mean log P(given | scores) over the fit images.
         n_fit: number of images T was fitted on.
+        scaling: the matrix scaling fitted on trusted images, applied after the temperatures (None: no trusted
+            images; the temperatures were fitted by EM on the given labels).
     """
 
     temperatures: np.ndarray
@@ -59,6 +67,32 @@ class NoiseModel:
     transition: np.ndarray
     log_likelihood: float
     n_fit: int
+    scaling: MatrixScaling | None = None
+
+
+@dataclass
+class Trusted:
+    """Images whose labels are known to be right (the clean test split), scored by the same M sources.
+
+    Attributes:
+        scores: one (n, K) array or a list of M, as the training images' `scores`.
+        labels: (n,) their labels in [0, K).
+    """
+
+    scores: object
+    labels: np.ndarray
+
+    def checked(self, M: int, K: int) -> tuple[list[np.ndarray], np.ndarray]:
+        """The normalized sources and the labels, checked against M sources over K classes."""
+        sources = as_sources(self.scores)
+        if len(sources) != M or sources[0].shape[1] != K:
+            raise DataError(f"trusted scores must be {M} source(s) over {K} classes, got {len(sources)} of shape "
+                            f"{sources[0].shape}")
+        return sources, check_given(self.labels, len(sources[0]), K)
+
+    def enough(self, K: int) -> bool:
+        """Whether there are enough of them to fit the temperatures on (`MIN_TRUSTED_PER_CLASS` per class)."""
+        return len(np.asarray(self.labels)) >= MIN_TRUSTED_PER_CLASS * K
 
 
 def as_sources(scores) -> list[np.ndarray]:
@@ -186,10 +220,26 @@ def _check_fit_options(smoothing: float, max_iter: int) -> None:
         raise ConfigError(f"max_iter must be a positive integer, got {max_iter}")
 
 
-def fit_noise_model(scores, given, *, fit_mask=None, temperature_mask=None, smoothing: float = 10.0,
-                    max_iter: int = 300, tol: float = 1e-8) -> NoiseModel:
-    """Fit the temperatures on `temperature_mask` (default: `fit_mask` when it holds enough held-out images,
-    `held_out_fit`, else every image), then the noise matrix T on `fit_mask` (module docstring).
+def _scaled_temperature(z: np.ndarray, labels: np.ndarray, temperature: float) -> float:
+    """Temperature scaling: t maximizing sum_n log softmax(z_n / t)[labels_n] on images with right labels."""
+    return _fit_temperature(z, np.eye(z.shape[1])[labels], temperature, steps=50)
+
+
+def _trusted_calibration(trusted: Trusted, M: int, K: int) -> tuple[list[float], float, MatrixScaling]:
+    """Each source's temperature and the ensemble's by temperature scaling on the trusted images, then the
+    matrix scaling of the ensemble's log probabilities."""
+    sources, labels = trusted.checked(M, K)
+    temps = [_scaled_temperature(z, labels, 0.1) for z in sources]
+    ens = _ensemble_logits([log_softmax(z / t) for z, t in zip(sources, temps)])
+    t_e = _scaled_temperature(ens, labels, 1.0) if M > 1 else 1.0
+    return temps, t_e, fit_matrix_scaling(log_softmax(ens / t_e), labels)
+
+
+def fit_noise_model(scores, given, *, fit_mask=None, temperature_mask=None, trusted: Trusted | None = None,
+                    smoothing: float = 10.0, max_iter: int = 300, tol: float = 1e-8) -> NoiseModel:
+    """Fit the temperatures on the `trusted` images when there are enough of them, else by EM on
+    `temperature_mask` (default: `fit_mask` when it holds enough held-out images, `held_out_fit`, else every
+    image), then the noise matrix T on `fit_mask` (module docstring).
 
     smoothing: pseudo-images per class pulling T towards symmetric noise (>= 0).
     """
@@ -198,25 +248,26 @@ def fit_noise_model(scores, given, *, fit_mask=None, temperature_mask=None, smoo
     n, K = sources[0].shape
     given = check_given(given, n, K)
     noise_rows = check_mask(fit_mask, n, "fit_mask")
-    if temperature_mask is None and held_out_fit(fit_mask, n, K):
-        temperature_mask = noise_rows
-    temp_rows = check_mask(temperature_mask, n, "temperature_mask")
     start = symmetric_transition(min(0.2, 1.0 - 1.0 / K), K)
     opts = dict(smoothing=smoothing, max_iter=max_iter, tol=tol)
-    temps, logps = [], []
-    for z in sources:
-        t, T, _ = _em(z[temp_rows], given[temp_rows], temperature=0.1, transition=start, **opts)
-        temps.append(t)
-        logps.append(log_softmax(z / t))
-    t_e, T = 1.0, start
-    if len(sources) > 1:
-        ens = _ensemble_logits(logps)
-        t_e, T, _ = _em(ens[temp_rows], given[temp_rows], temperature=1.0, transition=start, **opts)
-    logits = _ensemble_logits(logps) / t_e
-    _, T, ll = _em(logits[noise_rows], given[noise_rows], temperature=1.0, transition=T, fit_temperature=False,
-                   **opts)
-    return NoiseModel(temperatures=np.array(temps), ensemble_temperature=float(t_e), transition=T,
-                      log_likelihood=ll, n_fit=int(noise_rows.sum()))
+    scaling = None
+    if trusted is not None and trusted.enough(K):
+        temps, t_e, scaling = _trusted_calibration(trusted, len(sources), K)
+    else:
+        if temperature_mask is None and held_out_fit(fit_mask, n, K):
+            temperature_mask = noise_rows
+        temp_rows = check_mask(temperature_mask, n, "temperature_mask")
+        temps = [_em(z[temp_rows], given[temp_rows], temperature=0.1, transition=start, **opts)[0] for z in sources]
+        t_e = 1.0
+        if len(sources) > 1:
+            ens = _ensemble_logits([log_softmax(z / t) for z, t in zip(sources, temps)])
+            t_e = _em(ens[temp_rows], given[temp_rows], temperature=1.0, transition=start, **opts)[0]
+    model = NoiseModel(temperatures=np.array(temps), ensemble_temperature=float(t_e), transition=start,
+                       log_likelihood=float("nan"), n_fit=int(noise_rows.sum()), scaling=scaling)
+    logits = calibrated_log_probs(sources, model)
+    _, model.transition, model.log_likelihood = _em(logits[noise_rows], given[noise_rows], temperature=1.0,
+                                                    transition=start, fit_temperature=False, **opts)
+    return model
 
 
 def calibrated_log_probs(scores, model: NoiseModel) -> np.ndarray:
@@ -225,7 +276,8 @@ def calibrated_log_probs(scores, model: NoiseModel) -> np.ndarray:
     if len(sources) != len(model.temperatures):
         raise DataError(f"the noise model was fitted on {len(model.temperatures)} score sources, got {len(sources)}")
     ens = _ensemble_logits([log_softmax(z / t) for z, t in zip(sources, model.temperatures)])
-    return log_softmax(ens / model.ensemble_temperature)
+    log_probs = log_softmax(ens / model.ensemble_temperature)
+    return log_probs if model.scaling is None else model.scaling.log_probs(log_probs)
 
 
 def _joint(log_probs: np.ndarray, given: np.ndarray, transition) -> np.ndarray:

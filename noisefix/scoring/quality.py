@@ -32,6 +32,7 @@ import numpy as np
 from noisefix.errors import ConfigError
 from noisefix.scoring.calibration import (
     NoiseModel,
+    Trusted,
     as_sources,
     calibrated_log_probs,
     check_given,
@@ -246,16 +247,16 @@ def estimate_noise(log_probs, given, model: NoiseModel, *, fit_mask=None, smooth
                          rank_matched=match)
 
 
-def assess_labels(scores, given, *, fit_mask=None, temperature_mask=None, smoothing: float = 10.0,
-                  n_boot: int = 200, level: float = 0.95, seed: int = 0) -> LabelQuality:
+def assess_labels(scores, given, *, fit_mask=None, temperature_mask=None, trusted: Trusted | None = None,
+                  smoothing: float = 10.0, n_boot: int = 200, level: float = 0.95, seed: int = 0) -> LabelQuality:
     """Calibrated label quality of every image and the estimated noise (module docstring).
 
     scores: one (N, K) array or a list of them; fit_mask: the images T is fitted on (held-out ones when
-    there are any); temperature_mask: the images the temperatures are fitted on (default: see
+    there are any); temperature_mask, trusted: the images the temperatures are fitted on (default: see
     `fit_noise_model`); n_boot, level, seed: the bootstrap interval of the noise estimate.
     """
     _check_boot(n_boot, level)
-    model = fit_noise_model(scores, given, fit_mask=fit_mask, temperature_mask=temperature_mask,
+    model = fit_noise_model(scores, given, fit_mask=fit_mask, temperature_mask=temperature_mask, trusted=trusted,
                             smoothing=smoothing)
     log_probs = calibrated_log_probs(scores, model)
     given = np.asarray(given).astype(np.int64)
@@ -289,7 +290,8 @@ class FoundIssues:
     flags: Flags
 
 
-def find_issues(scores, given, *, fit_mask=None, temperature_mask=None, flag: str = "noise-aware",
+def find_issues(scores, given, *, fit_mask=None, temperature_mask=None, trusted: Trusted | None = None,
+                flag: str = "noise-aware",
                 max_issues=None, min_margin: float = 0.0, min_suggest: float = 0.5, smoothing: float = 10.0,
                 n_boot: int = 200, seed: int = 0) -> FoundIssues:
     """Label quality, noise estimate and flags in one call (`assess_labels`, then `issues.flag_issues`).
@@ -301,7 +303,7 @@ def find_issues(scores, given, *, fit_mask=None, temperature_mask=None, flag: st
     check_flag_options(flag, min_margin, min_suggest)
     sources = as_sources(scores)
     resolve_max_issues(max_issues, len(sources[0]))
-    quality = assess_labels(sources, given, fit_mask=fit_mask, temperature_mask=temperature_mask,
+    quality = assess_labels(sources, given, fit_mask=fit_mask, temperature_mask=temperature_mask, trusted=trusted,
                             smoothing=smoothing, n_boot=n_boot, seed=seed)
     margin = relabel(sources[0] if len(sources) == 1 else ensemble(sources), given).score
     flags = flag_issues(quality.log_odds, given, margin=margin, posterior=quality.posterior,

@@ -104,6 +104,9 @@ CLEAN_SCREEN = 2            # MASC only on the 2 layers per checkpoint where NCM
 #: (docs/cleaning.md, "clean's cost")
 CLEAN_ENSEMBLE = 1
 SMALL_INPUT = 3 * 32 * 32   # `--model auto`: images of at most this many values get the small MLP, others resnet18
+#: `--model auto` on Clothing1M as it ships (without --weights): torchvision's ImageNet ResNet-50 from the torch hub
+#: cache, the backbone of every published Clothing1M result (docs/clothing1m.md)
+CLOTHING1M_MODEL = ("resnet50", "DEFAULT")
 
 
 def clean_train_config(model: str, *, epochs: int, seed: int, **overrides) -> TrainConfig:
@@ -114,15 +117,19 @@ def clean_train_config(model: str, *, epochs: int, seed: int, **overrides) -> Tr
                        save_epochs=tuple(e for e in CLEAN_SCHEDULE if e < epochs), **base)
 
 
-def clean_model(train, model: str) -> str:
-    """`model`, or for "auto" the small MLP on images of at most SMALL_INPUT values and resnet18 otherwise
-    (`train`: the training split, whose headers give the image size)."""
+def clean_model(data: Path, train, model: str, weights=None) -> tuple[str, object]:
+    """(model, weights): as given, or for "auto" without weights CLOTHING1M_MODEL on Clothing1M's folder, else
+    the small MLP on images of at most SMALL_INPUT values and resnet18 otherwise, from scratch (`train`: the
+    training split, whose headers give the image size)."""
     if model != "auto":
-        return model
+        return model, weights
+    from noisefix.data.clothing1m import is_clothing1m
     from noisefix.data.images import infer_spec
 
+    if weights is None and is_clothing1m(Path(data)):
+        return CLOTHING1M_MODEL
     c, h, w = infer_spec(train, normalize=False).shape
-    return "mlp_small" if c * h * w <= SMALL_INPUT else "resnet18"
+    return ("mlp_small" if c * h * w <= SMALL_INPUT else "resnet18"), weights
 
 
 def clean_epochs(n_images: int, batch_size: int) -> int:
@@ -148,7 +155,7 @@ def run_clean(data: Path, out: Path, *, model: str = "auto", labels_file: Path |
         from noisefix.data.folders import load_data
 
         train = load_data(data, labels_file).train
-        model = clean_model(train, model)
+        model, weights = clean_model(data, train, model, weights)
         if epochs is None:
             epochs = clean_epochs(len(train), train_overrides.get("batch_size") or CLEAN_TRAINING["batch_size"])
     probe_cfg = ProbeConfig(probes=probes, checkpoints=("all",), seed=seed, screen=screen,

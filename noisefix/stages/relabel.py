@@ -1,8 +1,9 @@
 """`noisefix relabel`: cross-fitted probe scores -> label quality, flags, suggested labels, a cleaned labels file.
 
 Uses only the out-of-fold scores written by `probe` (a training image is never judged by subspaces it helped
-build). The scores become a calibrated label quality for every image and an estimated noise rate, the noise
-fitted on the held-out images when the run has them (`scoring.quality`); the flagging rule (`--flag`) picks
+build). The scores become a calibrated label quality for every image and an estimated noise rate: the calibration
+fitted on the clean test split when the run has one (scored by the same probes), the noise on the held-out images
+when the run has them (`scoring.calibration`, `scoring.quality`); the flagging rule (`--flag`) picks
 the likely wrong labels (`scoring.issues.flag_issues`). Writes RUN/relabel/labels.csv (lowest label quality
 first), the cleaned labels file in the input's format (strong suggestions applied; labels left for review
 keep their given value; `--mode prune` drops every flagged image) and summary.json.
@@ -28,7 +29,7 @@ from noisefix.io.atomic import (
 )
 from noisefix.io.run_dir import ProbeDir, RelabelDir, read_scores, score_key, score_matrix
 from noisefix.scoring.issues import Flags, confusion_table, issue_metrics, label_accuracy, ranking_metrics
-from noisefix.scoring.calibration import held_out_fit
+from noisefix.scoring.calibration import Trusted, held_out_fit
 from noisefix.scoring.quality import FoundIssues, LabelQuality, find_issues
 from noisefix.stages.runs import LoadedRun
 from noisefix.ui.reporter import Reporter
@@ -97,6 +98,7 @@ class Evidence:
     known_clean: np.ndarray | None  # (N,) clean labels of some images, -1 elsewhere (Clothing1M; evaluation only)
     fit_mask: np.ndarray | None  # (N,) held-out images, never trained on: the noise is fitted on them
     criterion: str  # how the sources were ranked (holdout_agreement or agreement)
+    trusted: Trusted | None = None  # the clean test split's scores by the same sources: the temperatures' fit
 
 
 def relabel_evidence(loaded: LoadedRun, cfg: RelabelConfig) -> Evidence:
@@ -113,7 +115,19 @@ def relabel_evidence(loaded: LoadedRun, cfg: RelabelConfig) -> Evidence:
     held = loaded.holdout
     return Evidence(sources=sources, mats=mats, given=train.targets, clean=train.clean_targets,
                     known_clean=train.known_clean,
-                    fit_mask=held if held.any() else None, criterion=scores.get("criterion", "agreement"))
+                    fit_mask=held if held.any() else None, criterion=scores.get("criterion", "agreement"),
+                    trusted=_trusted(loaded, tensors, sources, ProbeDir(run.probe).oof))
+
+
+def _trusted(loaded: LoadedRun, tensors: dict[str, Any], sources: list[dict[str, Any]], where: Path) -> Trusted | None:
+    """The clean test split (DESIGN: treated as clean) as scored by every source, None without one or when
+    a source has no test scores."""
+    test = loaded.splits.test
+    keys = [score_key(r["checkpoint"], r["layer"], r["probe"], "test") for r in sources]
+    if test is None or not len(test) or any(k not in tensors for k in keys):
+        return None
+    shape = (len(test), len(test.classes))
+    return Trusted(scores=[score_matrix(tensors, k, shape, where) for k in keys], labels=test.targets)
 
 
 def _noise_summary(quality: LabelQuality, classes: list[str], held_out: bool) -> dict[str, Any]:
@@ -130,6 +144,8 @@ def _noise_summary(quality: LabelQuality, classes: list[str], held_out: bool) ->
                                    "interval": noise.per_class_interval[k].tolist(),
                                    "expected_wrong": float(noise.expected_wrong[k])} for k in range(K)},
         "calibration": {"temperatures": quality.model.temperatures.tolist(),
+                        "fitted_on": (f"{quality.model.scaling.n_fit} clean test images (temperature and "
+                                      "matrix scaling)" if quality.model.scaling else "the given labels, by EM"),
                         "ensemble_temperature": quality.model.ensemble_temperature,
                         "trained_on_rank_matched_to_held_out": noise.rank_matched},
     }
@@ -225,7 +241,7 @@ def run_relabel(loaded: LoadedRun, cfg: RelabelConfig, *, force: bool = False,
     train = loaded.splits.train
     given, clean = evidence.given, evidence.clean
     found = find_issues(evidence.mats, given, fit_mask=evidence.fit_mask,
-                        temperature_mask=temperature_sample(evidence),
+                        temperature_mask=temperature_sample(evidence), trusted=evidence.trusted,
                         flag=cfg.flag, max_issues=cfg.max_issues, min_margin=cfg.min_margin,
                         min_suggest=cfg.min_suggest, n_boot=NOISE_BOOTSTRAP)
     cleaned_labels = found.flags.suggested  # review rows keep their given label

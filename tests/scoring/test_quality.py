@@ -7,6 +7,7 @@ import pytest
 from noisefix.errors import ConfigError, DataError
 from noisefix.scoring.issues import issue_metrics, normalize_scores, ranking_metrics, relabel
 from noisefix.scoring.calibration import (
+    Trusted,
     calibrated_log_probs,
     fit_noise_model,
     held_out_fit,
@@ -225,3 +226,43 @@ def test_clean_labels_are_almost_never_flagged(temperature):
     disagree = find_issues(scores, given, flag="disagree", n_boot=0)
     assert aware.flags.is_issue.mean() <= 0.01 < disagree.flags.is_issue.mean()
     assert aware.quality.noise.rate < 0.01 and aware.quality.noise.interval[0] <= 0.005
+
+
+def confusing_probe(n, *, wrong, seed, K=5):
+    """Scores of a probe that is sure of class 1 for 15 % of the class-0 images (and of 0 for 15 % of class 1),
+    and given labels with `wrong` of them wrong (symmetric)."""
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, K, n)
+    scores = rng.normal(size=(n, K))
+    scores[np.arange(n), true] += 2.5
+    swap = (true < 2) & (rng.random(n) < 0.15)
+    scores[np.flatnonzero(swap), 1 - true[swap]] += 4.0
+    given = np.where(rng.random(n) < wrong, (true + rng.integers(1, K, n)) % K, true)
+    return scores, given, true
+
+
+@pytest.mark.parametrize("wrong", [0.0, 0.05, 0.4])
+def test_clean_test_images_keep_the_probes_own_mistakes_out_of_the_noise(wrong):
+    """EM on noisy labels reads the probe's confident confusions as wrong labels; calibrated on clean images
+    (temperature, then matrix scaling) it does not."""
+    scores, given, true = confusing_probe(20000, wrong=wrong, seed=1)
+    test_scores, _, test_labels = confusing_probe(5000, wrong=0.0, seed=2)
+    held = np.random.default_rng(0).random(len(given)) < 0.2
+    em = assess_labels(scores, given, fit_mask=held, n_boot=0)
+    trusted = assess_labels(scores, given, fit_mask=held, trusted=Trusted(test_scores, test_labels), n_boot=20)
+    rate = np.mean(given != true)
+    assert trusted.model.scaling is not None and em.model.scaling is None
+    assert abs(trusted.noise.rate - rate) < 0.01
+    assert wrong == 0.4 or em.noise.rate > rate + 0.015                                # EM over-calls light noise
+    flags = find_issues(scores, given, fit_mask=held, trusted=Trusted(test_scores, test_labels), n_boot=20).flags
+    assert flags.is_issue.mean() < rate + 0.015 and (wrong or flags.is_issue.mean() < 0.01)
+
+
+def test_too_few_or_mismatched_clean_images():
+    scores, given, _ = confusing_probe(3000, wrong=0.1, seed=3)
+    test_scores, _, test_labels = confusing_probe(49, wrong=0.0, seed=4)               # one short of 10 per class
+    few = assess_labels(scores, given, trusted=Trusted(test_scores, test_labels), n_boot=0)
+    assert few.model.scaling is None
+    assert few.model.temperatures[0] == pytest.approx(assess_labels(scores, given, n_boot=0).model.temperatures[0])
+    with pytest.raises(DataError, match="trusted scores must be 1 source"):
+        assess_labels(scores, given, trusted=Trusted(np.zeros((60, 3)), np.zeros(60, dtype=int)), n_boot=0)

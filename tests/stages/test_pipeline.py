@@ -119,3 +119,17 @@ def test_clean_scans_early_checkpoints_end_to_end_on_digits(tmp_path):
     assert chosen["holdout_agreement"] == best_held          # selection over checkpoint x layer x probe
     s = out.relabel.summary
     assert s["label_accuracy_after"] > s["label_accuracy_before"]
+
+
+def test_clean_auto_model_per_dataset(clothing1m, make_image_folder):
+    """auto: a pretrained ResNet-50 on Clothing1M as it ships (unless weights are given), the small MLP on small
+    images; a named model and its weights pass through."""
+    from noisefix.stages.pipeline import CLOTHING1M_MODEL, clean_model
+
+    c1m = load_data(clothing1m).train
+    assert clean_model(clothing1m, c1m, "auto") == CLOTHING1M_MODEL == ("resnet50", "DEFAULT")
+    given = clean_model(clothing1m, c1m, "auto", "w.pt")                              # by image size, as elsewhere
+    assert given[1] == "w.pt" and given[0] in ("mlp_small", "resnet18")
+    digits = make_image_folder()
+    assert clean_model(digits, load_data(digits).train, "auto") == ("mlp_small", None)
+    assert clean_model(clothing1m, c1m, "cnn") == ("cnn", None)

@@ -20,9 +20,9 @@ COLUMNS = ["path", "given_label", "suggested_label", "label_quality", "score", "
 
 @pytest.fixture
 def noisy_run(make_image_folder, tmp_path):
-    """3 digit classes x 20 training images, 6 labels moved to the next class (clean labels kept), a 3-epoch
-    MLP with 20 % held out, probed on x and relu1 (masc, ncm)."""
-    data = make_image_folder(train_per_class=20)
+    """3 digit classes x 20 training images (10 clean test images each), 6 labels moved to the next class (clean
+    labels kept), a 3-epoch MLP with 20 % held out, probed on x and relu1 (masc, ncm)."""
+    data = make_image_folder(train_per_class=20, test_per_class=10)
     paths = sorted(p.relative_to(data).as_posix() for p in (data / "train").rglob("*.png"))
     clean = [int(p.split("/")[1]) for p in paths]
     given = [(c + 1) % 3 if i % 10 == 3 else c for i, c in enumerate(clean)]
@@ -48,6 +48,7 @@ def test_default_rule_writes_label_quality_noise_estimate_and_confusion(noisy_ru
     noise = s["noise"]
     low, high = noise["interval"]
     assert 0 <= low <= noise["wrong_fraction"] <= high <= 1 and "held-out" in noise["fitted_on"]
+    assert noise["calibration"]["fitted_on"].startswith("30 clean test images")
     assert set(noise["per_class"]) == {"0", "1", "2"}
     assert noise["symmetric_p"] == pytest.approx(noise["wrong_fraction"] * 3 / 2)
     assert s["true_wrong_fraction"] == pytest.approx(0.1)
@@ -83,6 +84,9 @@ def test_evidence_is_what_relabel_judges_from(noisy_run):
     assert len(evidence.mats) == len(evidence.sources) == 2 and evidence.mats[0].shape == (60, 3)
     assert evidence.fit_mask.sum() == noisy_run.holdout.sum() > 0
     assert evidence.criterion == "holdout_agreement"
+    test = noisy_run.splits.test                                                     # the clean split calibrates
+    assert np.array_equal(evidence.trusted.labels, test.targets) and len(evidence.trusted.scores) == 2
+    assert evidence.trusted.scores[0].shape == (len(test), 3)
 
 
 @pytest.mark.parametrize("kwargs,word", [({"flag": "all"}, "flag must be one of noise-aware, disagree"),
