@@ -189,3 +189,19 @@ def make_clothing1m(root: Path) -> Path:
 def clothing1m(tmp_path) -> Path:
     """A miniature Clothing1M folder (see make_clothing1m)."""
     return make_clothing1m(tmp_path / "clothing1m")
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """An empty torch hub cache under tmp_path, with downloads failing as they do without internet."""
+    import torch
+
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+
+    def offline(url, dst, *args, **kwargs):
+        raise OSError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    yield tmp_path / "hub"
+    torch.hub.set_dir(old)

@@ -21,20 +21,6 @@ def imagenet_resnet18(tmp_path):
     return path, state
 
 
-@pytest.fixture
-def hub(tmp_path, monkeypatch):
-    """An empty torch hub cache under tmp_path, with downloads failing as they do without internet."""
-    old = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
-
-    def offline(url, dst, *args, **kwargs):
-        raise OSError("[Errno -2] Name or service not known")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    yield tmp_path / "hub"
-    torch.hub.set_dir(old)
-
-
 def test_imagenet_file_loads_with_the_head_replaced(imagenet_resnet18):
     path, state = imagenet_resnet18
     model = build_model("resnet18", in_shape=(3, 32, 32), num_classes=3, weights=path).eval()

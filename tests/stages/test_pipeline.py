@@ -133,3 +133,26 @@ def test_clean_auto_model_per_dataset(clothing1m, make_image_folder):
     digits = make_image_folder()
     assert clean_model(digits, load_data(digits).train, "auto") == ("mlp_small", None)
     assert clean_model(clothing1m, c1m, "cnn") == ("cnn", None)
+
+
+def test_clean_on_clothing1m_starts_from_imagenet_resnet50_in_the_hub_cache(clothing1m, hub, tmp_path):
+    """Without the weights file: a one-line error naming where it looked; with it (random weights saved as
+    torchvision's file): clean fine-tunes resnet50 from it."""
+    import torch
+    import torchvision
+
+    from noisefix.config import ImageConfig
+    from noisefix.nn.weights import hub_file
+    from noisefix.stages.pipeline import run_clean
+
+    with pytest.raises(RunError, match="resnet50.*--weights PATH") as err:
+        run_clean(clothing1m, tmp_path / "missing", epochs=1, image=ImageConfig(image_size=32, workers=0))
+    assert "\n" not in str(err.value)
+    path = hub_file(torchvision.models.ResNet50_Weights.DEFAULT)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(torchvision.models.resnet50().state_dict(), path)
+    outcome = run_clean(clothing1m, tmp_path / "run", epochs=1, image=ImageConfig(image_size=32, workers=0),
+                        review=0)
+    info = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert info["arch"] == "resnet50" and info["weights"] is not None
+    assert outcome.relabel.summary["n_images"] == len(load_data(clothing1m).train)
