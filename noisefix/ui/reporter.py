@@ -205,7 +205,8 @@ class RichReporter:
             n = s["noise"]
             low, high = n["interval"]
             self.console.print(f"estimated wrong labels: {pct(n['wrong_fraction'])} ({pct(low)}-{pct(high)}, "
-                               f"{100 * n['level']:.0f} % interval; fitted on {n['fitted_on']})", highlight=False)
+                               f"{100 * n['level']:.0f} % interval; fitted on {n['fitted_on']}"
+                               f"{_calibrated_on(n)})", highlight=False)
         if "issue_detection" in s:
             d = s["issue_detection"]
             self.console.print(f"against the clean labels: precision {pct(d['precision'])}, recall "
@@ -304,3 +305,9 @@ def _fmt(value: Any) -> str:
 
 def pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _calibrated_on(noise: dict) -> str:
+    """", probabilities calibrated on N clean test images" when relabel's calibration used the test split."""
+    fitted = noise.get("calibration", {}).get("fitted_on", "")
+    return f", probabilities calibrated on {fitted.split(' (')[0]}" if "clean test" in fitted else ""
