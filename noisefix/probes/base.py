@@ -6,7 +6,7 @@ self; `decision_function(X)` gives (N, K) scores (higher = more likely), `predic
 highest score through `classes_`.
 
 Capability flags (class attributes) tell `scoring.cross_fit` how a probe can be fitted, instead of its name:
-  fits_from_moments:   has `fit_moments(ClassMoments, *, k_hint=None)`, a fit from per-class statistics, so
+  fits_from_moments:   has `fit_moments(ClassMoments, *, k_hint=None, starts=None)`, a fit from per-class statistics, so
                        cross-fitting folds come from leave-fold-out statistics without a refit on the data.
   uses_second_moments: that fit reads the d x d second moments (False: the sums and counts only).
   gram_route:          has `fit_by_class(blocks, *, k_hint=None, total_sum=None)`, a fit class by class from
@@ -28,7 +28,7 @@ from noisefix.probes.stats import as_features
 class Probe:
     """Base class of the probes. Subclasses implement `fit` and `decision_function` and set the flags."""
 
-    #: fitted from per-class statistics by `fit_moments(moments, *, k_hint=None)`.
+    #: fitted from per-class statistics by `fit_moments(moments, *, k_hint=None, starts=None)`.
     fits_from_moments: bool = False
     #: `fit_moments` needs the d x d second moments (ClassMoments.second), not only the sums and counts.
     uses_second_moments: bool = False

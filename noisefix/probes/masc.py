@@ -20,8 +20,9 @@ dropped before the decomposition; their eigenvector entries are exactly zero. Wi
 `fit_by_class`, which cross-fitting feeds one class block at a time) decomposes the n_c x n_c Gram matrix
 X_c X_c^T instead and maps the eigenvectors back.
 
-Cross-validation folds (`ClassBlock.start`): a fold's class subspace is a small perturbation of the all-data
-one, so the Gram route refines the all-data basis instead of decomposing the fold's Gram matrix from scratch:
+Cross-validation folds (`ClassBlock.start`, `fit_moments(starts=)`): a fold's class subspace is a small
+perturbation of the all-data one, so both routes refine the all-data basis instead of decomposing the fold's
+matrix from scratch. The Gram route (the second-moment route likewise, on the fold's d x d S_c from U_all):
 Rayleigh-Ritz on the fold's own Gram matrix G (n_f x n_f) from the start Z0 = X_f U_all, the subspace grown
 by the residuals of the unconverged Ritz pairs (Davidson; `_WARM_STEPS` at most). It is accepted only when
 every kept Ritz pair (theta_i, z_i) has a residual ||G z_i - theta_i z_i|| <= WARM_RTOL * theta_1 (each
@@ -186,14 +187,23 @@ def _warm_subspace(G: torch.Tensor, Z0: torch.Tensor, variance: float) -> tuple[
     return None
 
 
-def _second_moment_subspace(S: torch.Tensor, variance: float, hint: int | None) -> _ClassFit:
-    """Subspace from S_c (d, d) float64; coordinates that are zero for every vector are dropped first."""
+def _second_moment_subspace(S: torch.Tensor, variance: float, hint: int | None,
+                            start: torch.Tensor | None = None) -> _ClassFit:
+    """Subspace from S_c (d, d) float64; coordinates that are zero for every vector are dropped first.
+    `start`: (d, m) basis near the subspace (the all-data one, for a fold), refined by `_warm_subspace` as
+    the Gram route does, with the exact decomposition when that does not converge; tried only for a start of
+    at most `_PARTIAL_FRACTION` of d columns (raw MNIST pixels keep ~240 of 784: the refinement then fails)."""
     S = (S + S.T) / 2
     total = float(S.diagonal().sum())
     active = torch.nonzero(S.diagonal() > 0).flatten()
-    if len(active) == len(S):
-        return _ClassFit(*_subspace(S, variance, hint), total)
-    vals, vecs = _subspace(S[active][:, active], variance, hint)
+    whole = len(active) == len(S)
+    A = S if whole else S[active][:, active]
+    warm = None
+    if start is not None and 0 < start.shape[1] <= _PARTIAL_FRACTION * len(A):  # else a full eigh is as cheap
+        warm = _warm_subspace(A, (start if whole else start[active.to(start.device)]).to(A), variance)
+    vals, vecs = _subspace(A, variance, hint) if warm is None else warm
+    if whole:
+        return _ClassFit(vals, vecs, total)
     basis = S.new_zeros((len(S), vecs.shape[1]))
     basis[active] = vecs
     return _ClassFit(vals, basis, total)
@@ -313,11 +323,13 @@ class MASC(Probe):
                              f"{sorted(dims)}; pass the rows of every class of one layer")
         return self._set_fitted(fits, np.array(counts, dtype=np.int64), dims.pop(), device)
 
-    def fit_moments(self, moments: ClassMoments, *, k_hint=None) -> MASC:
+    def fit_moments(self, moments: ClassMoments, *, k_hint=None, starts=None) -> MASC:
         """Fit from per-class statistics (same answer as `fit` on the vectors they summarize).
 
         k_hint: optional (K,) guesses of k_c, e.g. the `n_components_` of an all-data fit when fitting
         one cross-validation fold; they only make the eigendecomposition faster, never change the result.
+        starts: optional K (d, m_c) bases near the class subspaces (the all-data fit's `components_`, for a
+        fold): refined on the fold's own second moments (module docstring) instead of decomposed afresh.
         """
         self._check_params()
         second = moments.second.to(self.device if self.device is not None else moments.second.device)
@@ -325,7 +337,8 @@ class MASC(Probe):
             raise ProbeError("class statistics contain NaN or inf; the activations were not finite")
         K = moments.num_classes
         hints = [None] * K if k_hint is None else [int(k) for k in k_hint]
-        fits = [_second_moment_subspace(second[c], self.variance, hints[c]) for c in range(K)]
+        starts = [None] * K if starts is None else list(starts)
+        fits = [_second_moment_subspace(second[c], self.variance, hints[c], starts[c]) for c in range(K)]
         return self._set_fitted(fits, moments.counts.cpu().numpy(), moments.dim, second.device)
 
     def _set_fitted(self, fits, counts: np.ndarray, d: int, device: torch.device) -> MASC:

@@ -44,10 +44,10 @@ class NCM(Probe):
         sums = (onehot.T @ X).double()                                                    # (K, d)
         return self._set_fitted(sums, np.bincount(y, minlength=K))
 
-    def fit_moments(self, moments: ClassMoments, *, k_hint=None) -> NCM:
+    def fit_moments(self, moments: ClassMoments, *, k_hint=None, starts=None) -> NCM:
         """Fit from per-class statistics (only the sums and counts are used).
 
-        k_hint: ignored; present so that every `fits_from_moments` probe is fitted the same way.
+        k_hint, starts: ignored; present so that every `fits_from_moments` probe is fitted the same way.
         """
         if not bool(torch.isfinite(moments.sums).all()):
             raise ProbeError("class statistics contain NaN or inf; the activations were not finite")

@@ -51,11 +51,11 @@ class VeLPIC(Probe):
         ones = torch.ones(len(X), dtype=X.dtype, device=X.device)
         return self._set_fitted(masc, (ones @ X).double())                               # column sums (d,)
 
-    def fit_moments(self, moments: ClassMoments, *, k_hint=None) -> VeLPIC:
+    def fit_moments(self, moments: ClassMoments, *, k_hint=None, starts=None) -> VeLPIC:
         """Fit from per-class statistics; the sign uses the sum over all classes.
 
-        k_hint: ignored (one component per class); present so that every `fits_from_moments` probe is fitted
-        the same way.
+        k_hint, starts: ignored (one component per class); present so that every `fits_from_moments` probe is
+        fitted the same way.
         """
         return self._set_fitted(MASC(variance=1).fit_moments(moments), moments.sums.sum(dim=0))
 

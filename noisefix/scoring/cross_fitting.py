@@ -119,10 +119,11 @@ def _oof_scores(X: RowSource, folds: np.ndarray, K: int, F: int, fit_without) ->
 def _moment_route(make, stats: ClassStats, X: RowSource, folds: np.ndarray, K: int, F: int):
     """Out-of-fold scores and the all-data probe from class statistics: fold f's probe from
     stats.excluding(f), no refit over the data. The all-data fit comes first: MASC's k_c seed the folds'
-    eigensolver."""
+    eigensolver and its class bases are the folds' starting subspaces (probes/masc.py)."""
     full = make().fit_moments(stats.total())
-    hint = getattr(full, "n_components_", None)
-    return _oof_scores(X, folds, K, F, lambda f: make().fit_moments(stats.excluding(f), k_hint=hint)), full
+    hint, starts = getattr(full, "n_components_", None), getattr(full, "components_", None)
+    return _oof_scores(X, folds, K, F, lambda f: make().fit_moments(stats.excluding(f), k_hint=hint,
+                                                                    starts=starts)), full
 
 
 def _gram_route(make, stats: ClassStats, X: RowSource, labels: np.ndarray, folds: np.ndarray, K: int, F: int,

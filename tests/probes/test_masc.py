@@ -208,3 +208,24 @@ def test_fold_fit_falls_back_to_the_exact_route_from_a_useless_start(monkeypatch
     warm, exact = MASC().fit_by_class([(torch.from_numpy(X), None, start)]), _exact(X, np.zeros(120, int), 1)
     assert outcomes == [None] and warm.n_components_[0] == exact.n_components_[0] > 3
     np.testing.assert_allclose(warm.decision_function(X), exact.decision_function(X), atol=1e-5)
+
+
+def test_second_moment_route_refines_the_all_data_basis_to_the_exact_fold_fit(monkeypatch):
+    """Fold fits from leave-fold-out statistics, started from the all-data bases: the exact fold fit (same k_c,
+    eigenvalues and scores); dead units (zero coordinates) are dropped from the start as from the matrix."""
+    X, y = _relu_layer(3000, 200, 4), np.repeat([0, 1], 1500)
+    X[y == 1, :7] = 0.0                                                               # dead for class 1
+    folds = np.random.default_rng(5).integers(0, 5, 3000)
+    stats = ClassStats(200, 2, 5)
+    stats.update(X, y, folds)
+    full = MASC().fit_moments(stats.total())
+    outcomes = _recording_warm_subspace(monkeypatch)
+    warm = MASC().fit_moments(stats.excluding(2), k_hint=full.n_components_, starts=full.components_)
+    assert len(outcomes) == 2 and all(o is not None for o in outcomes)
+    exact = _exact(X[folds != 2], y[folds != 2], 2)
+    assert (warm.n_components_ == exact.n_components_).all() and (exact.n_components_ > 1).all()
+    for a, b in zip(warm.explained_variance_, exact.explained_variance_):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * b[0])
+    assert float(warm.components_[1][:7].abs().max()) == 0.0
+    np.testing.assert_allclose(warm.decision_function(X[folds == 2]), exact.decision_function(X[folds == 2]),
+                               atol=1e-4)
