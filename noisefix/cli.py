@@ -405,6 +405,9 @@ def relabel(
                                                       "(below 1) of them, lowest label quality first.")] = None,
     min_suggest: Annotated[float, typer.Option("--min-suggest", help="Suggest a label only when its posterior "
                                                "probability reaches this (1: never); weaker flags are left for review.")] = 0.5,
+    calibrate: Annotated[str, typer.Option("--calibrate", help="test: calibrate the probabilities on the test split's "
+                                           "labels, taken as clean, when there is one; given: on the given labels "
+                                           "only (use it when the test labels are as noisy).")] = "test",
     review: ReviewOpt = 100,
     force: ForceOpt = False,
 ) -> None:
@@ -416,7 +419,7 @@ def relabel(
 
     cfg = RelabelConfig(layer=layer, probe=probe, checkpoint=checkpoint, min_margin=min_margin, mode=mode,
                         ensemble=ensemble, flag=flag, max_issues=_count_or_fraction(max_issues, "--max-issues"),
-                        min_suggest=min_suggest, review=review)
+                        min_suggest=min_suggest, review=review, calibrate=calibrate)
     reporter = RichReporter(console)
     loaded = open_run(run, stage="probe", reporter=reporter)
     result = run_relabel(loaded, cfg, force=force, reporter=reporter)

@@ -142,10 +142,12 @@ class RelabelConfig:
     max_issues: int | float | None = None  # flag at most this many images: a count, or a fraction (< 1) of them
     min_suggest: float = 0.5             # suggest a label only at this posterior; weaker flags are left for review
     review: int = 100                    # review.html / review.png show the N most suspicious images (0: none)
+    calibrate: str = "test"              # test (on the clean test split when there is one) or given (EM only)
 
     def __post_init__(self) -> None:
         from noisefix.scoring.issues import FLAG_RULES, resolve_max_issues
 
+        _check(self.calibrate in ("test", "given"), f"--calibrate must be test or given, got {self.calibrate!r}")
         _check(self.mode in ("relabel", "prune"), f"mode must be relabel or prune, got {self.mode!r}")
         _check(self.min_margin >= 0, f"min-margin must be >= 0, got {self.min_margin}")
         _check(self.ensemble >= 1, f"ensemble must be >= 1, got {self.ensemble}")

@@ -116,7 +116,8 @@ def relabel_evidence(loaded: LoadedRun, cfg: RelabelConfig) -> Evidence:
     return Evidence(sources=sources, mats=mats, given=train.targets, clean=train.clean_targets,
                     known_clean=train.known_clean,
                     fit_mask=held if held.any() else None, criterion=scores.get("criterion", "agreement"),
-                    trusted=_trusted(loaded, tensors, sources, ProbeDir(run.probe).oof))
+                    trusted=(_trusted(loaded, tensors, sources, ProbeDir(run.probe).oof)
+                             if cfg.calibrate == "test" else None))
 
 
 def _trusted(loaded: LoadedRun, tensors: dict[str, Any], sources: list[dict[str, Any]], where: Path) -> Trusted | None:
@@ -169,7 +170,7 @@ def _summary(ev: Evidence, found: FoundIssues, classes: list[str], cfg: RelabelC
         "criterion": ev.criterion,
         "sources": [{k: r.get(k) for k in ("checkpoint", "layer", "probe", "agreement", "holdout_agreement",
                                            "clean_acc", "test_acc")} for r in ev.sources],
-        "mode": cfg.mode, "flag": cfg.flag, "min_margin": cfg.min_margin, "max_issues": cfg.max_issues,
+        "mode": cfg.mode, "flag": cfg.flag, "calibrate": cfg.calibrate, "min_margin": cfg.min_margin, "max_issues": cfg.max_issues,
         "min_suggest": cfg.min_suggest,
         "n_images": int(len(given)), "n_issues": int(flags.is_issue.sum()),
         "n_relabeled": int((flags.is_issue & ~flags.needs_review).sum()), "n_review": int(flags.needs_review.sum()),

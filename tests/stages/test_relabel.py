@@ -9,7 +9,7 @@ from noisefix.cli import app
 from noisefix.config import ProbeConfig, RelabelConfig, TrainConfig
 from noisefix.data.folders import load_data
 from noisefix.errors import ConfigError
-from noisefix.io.atomic import read_csv
+from noisefix.io.atomic import read_csv, read_json
 from noisefix.stages.probe import run_probe
 from noisefix.stages.relabel import relabel_evidence, run_relabel
 from noisefix.stages.runs import open_run
@@ -104,8 +104,12 @@ def test_cli_relabel_options(noisy_run):
     ok = runner.invoke(app, ["relabel", "--run", run, "--flag", "disagree", "--max-issues", "0.05", "--force"])
     assert ok.exit_code == 0, ok.output
     assert "estimated wrong labels" in ok.output and "true wrong labels" in ok.output
+    assert "calibrated on 30 clean test images" in " ".join(ok.output.split())
     assert sum(r["is_issue"] == "1" for r in read_csv(noisy_run.run.relabel / "labels.csv")) <= 3
+    given = runner.invoke(app, ["relabel", "--run", run, "--calibrate", "given", "--force"])
+    assert given.exit_code == 0 and "clean test images" not in given.output
+    assert read_json(noisy_run.run.relabel / "summary.json")["noise"]["calibration"]["fitted_on"].endswith("EM")
     for args, word in ((["--flag", "sometimes"], "flag must be one of"), (["--max-issues", "many"], "--max-issues"),
-                       (["--max-issues", "-4"], "max_issues")):
+                       (["--max-issues", "-4"], "max_issues"), (["--calibrate", "val"], "--calibrate must be")):
         bad = runner.invoke(app, ["relabel", "--run", run, *args, "--force"])
         assert bad.exit_code == 1 and word in bad.output
