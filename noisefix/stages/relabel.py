@@ -148,6 +148,7 @@ def _noise_summary(quality: LabelQuality, classes: list[str], held_out: bool) ->
                         "fitted_on": (f"{quality.model.scaling.n_fit} clean test images (temperature and "
                                       "matrix scaling)" if quality.model.scaling else "the given labels, by EM"),
                         "ensemble_temperature": quality.model.ensemble_temperature,
+                        "matrix_scaling_penalty": quality.model.scaling.lam if quality.model.scaling else None,
                         "trained_on_rank_matched_to_held_out": noise.rank_matched},
     }
 
