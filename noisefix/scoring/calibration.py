@@ -35,12 +35,15 @@ the log odds rise with the given class's score and fall with any other class's."
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from noisefix.errors import ConfigError, DataError
 from noisefix.scoring.issues import normalize_scores
-from noisefix.scoring.matrix_scaling import MatrixScaling, fit_matrix_scaling
+
+if TYPE_CHECKING:  # matrix_scaling uses this module's log_softmax; fit_matrix_scaling is imported where used
+    from noisefix.scoring.matrix_scaling import MatrixScaling
 
 _MIN_T, _MAX_T = 1e-4, 1e2  # bounds of a fitted temperature on logits of order 1
 _T_FLOOR = 1e-9             # smallest entry of a noise matrix: keeps every log odds finite
@@ -204,6 +207,11 @@ def _em(z: np.ndarray, given: np.ndarray, *, temperature: float, transition: np.
     return t, T, ll
 
 
+def _tempered_ensemble(sources: list[np.ndarray], temperatures) -> np.ndarray:
+    """(N, K) log of the mean of the sources' probabilities, each source's scores divided by its temperature."""
+    return _ensemble_logits([log_softmax(z / t) for z, t in zip(sources, temperatures)])
+
+
 def _ensemble_logits(logps: list[np.ndarray]) -> np.ndarray:
     """(N, K) log of the mean of the sources' probabilities, from their (N, K) log probabilities."""
     if len(logps) == 1:
@@ -228,9 +236,11 @@ def _scaled_temperature(z: np.ndarray, labels: np.ndarray, temperature: float) -
 def _trusted_calibration(trusted: Trusted, M: int, K: int) -> tuple[list[float], float, MatrixScaling]:
     """Each source's temperature and the ensemble's by temperature scaling on the trusted images, then the
     matrix scaling of the ensemble's log probabilities."""
+    from noisefix.scoring.matrix_scaling import fit_matrix_scaling
+
     sources, labels = trusted.checked(M, K)
     temps = [_scaled_temperature(z, labels, 0.1) for z in sources]
-    ens = _ensemble_logits([log_softmax(z / t) for z, t in zip(sources, temps)])
+    ens = _tempered_ensemble(sources, temps)
     t_e = _scaled_temperature(ens, labels, 1.0) if M > 1 else 1.0
     return temps, t_e, fit_matrix_scaling(log_softmax(ens / t_e), labels)
 
@@ -260,14 +270,20 @@ def fit_noise_model(scores, given, *, fit_mask=None, temperature_mask=None, trus
         temps = [_em(z[temp_rows], given[temp_rows], temperature=0.1, transition=start, **opts)[0] for z in sources]
         t_e = 1.0
         if len(sources) > 1:
-            ens = _ensemble_logits([log_softmax(z / t) for z, t in zip(sources, temps)])
+            ens = _tempered_ensemble(sources, temps)
             t_e = _em(ens[temp_rows], given[temp_rows], temperature=1.0, transition=start, **opts)[0]
-    model = NoiseModel(temperatures=np.array(temps), ensemble_temperature=float(t_e), transition=start,
-                       log_likelihood=float("nan"), n_fit=int(noise_rows.sum()), scaling=scaling)
-    logits = calibrated_log_probs(sources, model)
-    _, model.transition, model.log_likelihood = _em(logits[noise_rows], given[noise_rows], temperature=1.0,
-                                                    transition=start, fit_temperature=False, **opts)
-    return model
+    logits = _calibrated(sources, temps, t_e, scaling)
+    _, T, ll = _em(logits[noise_rows], given[noise_rows], temperature=1.0, transition=start, fit_temperature=False,
+                   **opts)
+    return NoiseModel(temperatures=np.array(temps), ensemble_temperature=float(t_e), transition=T,
+                      log_likelihood=ll, n_fit=int(noise_rows.sum()), scaling=scaling)
+
+
+def _calibrated(sources: list[np.ndarray], temperatures, ensemble_temperature: float,
+                scaling: MatrixScaling | None) -> np.ndarray:
+    """(N, K) calibrated log probabilities: tempered ensemble, ensemble temperature, then the matrix scaling."""
+    log_probs = log_softmax(_tempered_ensemble(sources, temperatures) / ensemble_temperature)
+    return log_probs if scaling is None else scaling.log_probs(log_probs)
 
 
 def calibrated_log_probs(scores, model: NoiseModel) -> np.ndarray:
@@ -275,9 +291,7 @@ def calibrated_log_probs(scores, model: NoiseModel) -> np.ndarray:
     sources = as_sources(scores)
     if len(sources) != len(model.temperatures):
         raise DataError(f"the noise model was fitted on {len(model.temperatures)} score sources, got {len(sources)}")
-    ens = _ensemble_logits([log_softmax(z / t) for z, t in zip(sources, model.temperatures)])
-    log_probs = log_softmax(ens / model.ensemble_temperature)
-    return log_probs if model.scaling is None else model.scaling.log_probs(log_probs)
+    return _calibrated(sources, model.temperatures, model.ensemble_temperature, model.scaling)
 
 
 def _joint(log_probs: np.ndarray, given: np.ndarray, transition) -> np.ndarray:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from noisefix.errors import DataError
+from noisefix.scoring.calibration import log_softmax
 
 LAMBDAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # penalties tried; the cross-validated best is used
 FOLDS = 3
@@ -46,7 +47,7 @@ class MatrixScaling:
 
     def log_probs(self, log_probs: np.ndarray) -> np.ndarray:
         """(N, K) calibrated log P(true class) from (N, K) log probabilities."""
-        return _log_softmax(_centred(log_probs) @ self.weight + self.bias)
+        return log_softmax(_centred(log_probs) @ self.weight + self.bias)
 
 
 def _centred(log_probs: np.ndarray) -> np.ndarray:
@@ -54,9 +55,9 @@ def _centred(log_probs: np.ndarray) -> np.ndarray:
     return u - u.mean(axis=1, keepdims=True)
 
 
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+def _unpack(theta: np.ndarray, K: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flat parameters -> (W (K, K), b (K,))."""
+    return theta[: K * K].reshape(K, K), theta[K * K:]
 
 
 def _fit(u: np.ndarray, labels: np.ndarray, lam: float, start: np.ndarray) -> np.ndarray:
@@ -69,8 +70,8 @@ def _fit(u: np.ndarray, labels: np.ndarray, lam: float, start: np.ndarray) -> np
     off = 1.0 - np.eye(K)
 
     def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        W, b = theta[: K * K].reshape(K, K), theta[K * K:]
-        lp = _log_softmax(u @ W + b)
+        W, b = _unpack(theta, K)
+        lp = log_softmax(u @ W + b)
         grad = np.exp(lp)
         grad[rows, labels] -= 1.0
         grad /= n
@@ -85,9 +86,8 @@ def _fit(u: np.ndarray, labels: np.ndarray, lam: float, start: np.ndarray) -> np
 
 
 def _log_loss(u: np.ndarray, labels: np.ndarray, theta: np.ndarray) -> float:
-    K = u.shape[1]
-    lp = _log_softmax(u @ theta[: K * K].reshape(K, K) + theta[K * K:])
-    return float(-lp[np.arange(len(labels)), labels].sum())
+    W, b = _unpack(theta, u.shape[1])
+    return float(-log_softmax(u @ W + b)[np.arange(len(labels)), labels].sum())
 
 
 def fit_matrix_scaling(log_probs, labels, *, temperature: float = 1.0, lambdas=LAMBDAS, folds: int = FOLDS,
@@ -111,6 +111,5 @@ def fit_matrix_scaling(log_probs, labels, *, temperature: float = 1.0, lambdas=L
             total += _log_loss(u[test], labels[test], _fit(u[fit], labels[fit], lam, start))
         losses.append(total / n)
     best = int(np.argmin(losses))
-    theta = _fit(u, labels, lambdas[best], start)
-    return MatrixScaling(weight=theta[: K * K].reshape(K, K), bias=theta[K * K:], lam=float(lambdas[best]),
-                         cv_log_loss=float(losses[best]), n_fit=n)
+    W, b = _unpack(_fit(u, labels, lambdas[best], start), K)
+    return MatrixScaling(weight=W, bias=b, lam=float(lambdas[best]), cv_log_loss=float(losses[best]), n_fit=n)
