@@ -149,6 +149,7 @@ def _noise_summary(quality: LabelQuality, classes: list[str], held_out: bool) ->
                                       "matrix scaling)" if quality.model.scaling else "the given labels, by EM"),
                         "ensemble_temperature": quality.model.ensemble_temperature,
                         "matrix_scaling_penalty": quality.model.scaling.lam if quality.model.scaling else None,
+                        "clean_test_images": quality.model.scaling.n_fit if quality.model.scaling else 0,
                         "trained_on_rank_matched_to_held_out": noise.rank_matched},
     }
 
@@ -171,8 +172,8 @@ def _summary(ev: Evidence, found: FoundIssues, classes: list[str], cfg: RelabelC
         "criterion": ev.criterion,
         "sources": [{k: r.get(k) for k in ("checkpoint", "layer", "probe", "agreement", "holdout_agreement",
                                            "clean_acc", "test_acc")} for r in ev.sources],
-        "mode": cfg.mode, "flag": cfg.flag, "calibrate": cfg.calibrate, "min_margin": cfg.min_margin, "max_issues": cfg.max_issues,
-        "min_suggest": cfg.min_suggest,
+        "mode": cfg.mode, "flag": cfg.flag, "calibrate": cfg.calibrate, "min_margin": cfg.min_margin,
+        "max_issues": cfg.max_issues, "min_suggest": cfg.min_suggest,
         "n_images": int(len(given)), "n_issues": int(flags.is_issue.sum()),
         "n_relabeled": int((flags.is_issue & ~flags.needs_review).sum()), "n_review": int(flags.needs_review.sum()),
         "issue_rate": float(flags.is_issue.mean()),

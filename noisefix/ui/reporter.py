@@ -309,5 +309,5 @@ def pct(value: float | None) -> str:
 
 def _calibrated_on(noise: dict) -> str:
     """", probabilities calibrated on N clean test images" when relabel's calibration used the test split."""
-    fitted = noise.get("calibration", {}).get("fitted_on", "")
-    return f", probabilities calibrated on {fitted.split(' (')[0]}" if "clean test" in fitted else ""
+    n = noise.get("calibration", {}).get("clean_test_images", 0)
+    return f", probabilities calibrated on {n} clean test images" if n else ""
