@@ -8,7 +8,7 @@ tau = `variance`; tau >= 1 means exactly int(tau) components. U_c (d, k_c) are t
 and a vector is assigned to the class whose subspace makes the smallest angle with it:
 argmax_c ||U_c^T x||^2 / ||x||^2 (the squared cosine of that angle).
 
-k_c is also capped at the numerical rank of X_c (eigenvalues above RANK_RTOL times the largest): a
+k_c is also capped at the numerical rank of X_c (eigenvalues above `eigensolvers.RANK_RTOL` times the largest): a
 zero-variance direction is arbitrary and cannot be recovered from the Gram matrix. With tau < 1 the
 cap only matters for tau within about 1e-9 * d of 1.
 
@@ -24,8 +24,8 @@ Cross-validation folds (`ClassBlock.start`, `fit_moments(starts=)`): a fold's cl
 perturbation of the all-data one, so both routes refine the all-data basis instead of decomposing the fold's
 matrix from scratch. The Gram route (the second-moment route likewise, on the fold's d x d S_c from U_all):
 Rayleigh-Ritz on the fold's own Gram matrix G (n_f x n_f) from the start Z0 = X_f U_all, the subspace grown
-by the residuals of the unconverged Ritz pairs (Davidson; `_WARM_STEPS` at most). It is accepted only when
-every kept Ritz pair (theta_i, z_i) has a residual ||G z_i - theta_i z_i|| <= WARM_RTOL * theta_1 (each
+by the residuals of the unconverged Ritz pairs (Davidson; `eigensolvers._WARM_STEPS` at most). It is accepted only when
+every kept Ritz pair (theta_i, z_i) has a residual ||G z_i - theta_i z_i|| <= eigensolvers.WARM_RTOL * theta_1 (each
 theta_i is then within that of an eigenvalue of G, the kept subspace within about that over the spectral
 gap of the exact one) and the Ritz values reach the energy fraction tau within the basis (Ritz values are
 lower bounds of the leading eigenvalues, so the exact k is at most the Ritz k); otherwise the fold gets the
@@ -42,28 +42,16 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from scipy import linalg as sla
-from scipy.sparse.linalg import eigsh
-from threadpoolctl import threadpool_limits
 
 from noisefix.errors import ProbeError
+from noisefix.probes import eigensolvers
+from noisefix.probes.eigensolvers import PARTIAL_FRACTION, subspace
 from noisefix.probes.base import Probe
 from noisefix.probes.stats import ClassMoments, as_features, as_labels
 
-#: Eigenvalues at or below RANK_RTOL times the largest one count as zero.
-RANK_RTOL = 1e-9
-#: Above this fraction of eigenpairs a full divide-and-conquer decomposition beats a partial one.
-_PARTIAL_FRACTION = 0.25
-#: From this size on, up to n / _LANCZOS_FRACTION top eigenpairs come from ARPACK's Lanczos iteration.
-_LANCZOS_MIN_DIM = 256
-_LANCZOS_FRACTION = 16
-#: Without a hint, first try this many leading eigenpairs before computing the whole spectrum.
-_FIRST_GUESS = 32
 #: Score this many vector-component products at a time (bounds the (rows, sum k_c) temporary).
 _SCORE_BLOCK = 2**24
-#: Warm-started Gram route: Rayleigh-Ritz steps at most, and the relative residual accepted.
-_WARM_STEPS = 4
-WARM_RTOL = 1e-5
+
 
 
 class _ClassFit(NamedTuple):
@@ -74,134 +62,21 @@ class _ClassFit(NamedTuple):
     total: float
 
 
-def _eigh_fallback(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """All eigenpairs of symmetric PSD A (n, n), ascending, by numpy's eigh or, failing that, an SVD."""
-    try:
-        return np.linalg.eigh(A)
-    except np.linalg.LinAlgError:
-        U, s, _ = sla.svd(A, lapack_driver="gesvd")                 # PSD: singular pairs = eigenpairs
-        return s[::-1].copy(), U[:, ::-1].copy()
-
-
-def _eigh_desc(M: torch.Tensor, m: int, *, vectors: bool = True) -> tuple[np.ndarray, torch.Tensor | None]:
-    """Top-m eigenpairs of symmetric PSD float64 M (n, n): values (m,) descending, vectors (n, m) on M's device.
-
-    GPU: torch.linalg.eigh. CPU: ARPACK Lanczos for a few eigenpairs of a large matrix, else scipy's LAPACK
-    drivers (partial MRRR when m is small) on one BLAS thread:
-    a second BLAS thread pool beside torch's oversubscribes the cores and was measured 10-25x slower. Either
-    falls back to numpy's eigh, then to an SVD, with a warning, when the first choice raises (`eigh` can fail
-    to converge on matrices with many zero eigenvalues).
-    """
-    n = M.shape[0]
-    try:
-        if M.device.type != "cpu":
-            if not vectors:
-                return torch.linalg.eigvalsh(M).flip(0)[:m].cpu().numpy(), None
-            vals, vecs = torch.linalg.eigh(M)
-            return vals.flip(0)[:m].cpu().numpy(), vecs.flip(1)[:, :m]
-        partial = m <= _PARTIAL_FRACTION * n
-        if vectors and n >= _LANCZOS_MIN_DIM and m <= n // _LANCZOS_FRACTION:  # few pairs: Lanczos, no O(n^3)
-            vals, vecs = eigsh(M.numpy(), k=m, which="LA")                   # reduction to tridiagonal form
-            order = np.argsort(vals)[::-1]
-            return vals[order].copy(), torch.from_numpy(vecs[:, order].copy())
-        with threadpool_limits(1, user_api="blas"):
-            if not vectors:
-                return sla.eigh(M.numpy(), eigvals_only=True, driver="ev", check_finite=False)[::-1][:m].copy(), None
-            vals, vecs = sla.eigh(M.numpy(), subset_by_index=[n - m, n - 1] if partial else None,
-                                  driver="evr" if partial else "evd", check_finite=False)
-    except (np.linalg.LinAlgError, RuntimeError, ValueError) as err:
-        warnings.warn(f"eigendecomposition of a {n}x{n} second-moment matrix failed ({err}); "
-                      "falling back to numpy eigh / SVD", RuntimeWarning, stacklevel=3)
-        with threadpool_limits(1, user_api="blas"):
-            vals, vecs = _eigh_fallback(M.cpu().numpy())
-    return vals[::-1][:m].copy(), torch.from_numpy(vecs[:, ::-1][:, :m].copy()).to(M.device)
-
-
-def _n_keep(vals: np.ndarray, total: float, variance: float, *, complete: bool) -> int | None:
-    """k from the leading eigenvalues `vals` (descending) of a matrix with trace `total`.
-
-    Returns None when `vals` is not `complete` and every listed ratio is still <= variance (k unknown).
-    """
-    vals = np.clip(vals, 0.0, None)
-    if variance >= 1:
-        k = min(int(variance), len(vals))
-    else:
-        k = int(np.searchsorted(np.cumsum(vals) / total, variance, side="right")) + 1
-        if k > len(vals):
-            if not complete:
-                return None
-            k = len(vals)
-    return min(k, int(np.count_nonzero(vals[:k] > RANK_RTOL * vals[0])))
-
-
-def _subspace(M: torch.Tensor, variance: float, hint: int | None) -> tuple[np.ndarray, torch.Tensor]:
-    """Kept eigenpairs of symmetric PSD float64 M (n, n): eigenvalues (k,) and eigenvectors (n, k)."""
-    n = M.shape[0]
-    total = float(M.diagonal().sum())
-    if n == 0 or total <= 0:
-        return np.zeros(0), M.new_zeros((n, 0))
-    if variance >= 1:
-        m = min(int(variance), n)
-    else:
-        guess = _FIRST_GUESS if hint is None else hint + hint // 4 + 8
-        if guess is not None and guess < _PARTIAL_FRACTION * n:
-            vals, vecs = _eigh_desc(M, guess)
-            k = _n_keep(vals, total, variance, complete=False)
-            if k is not None:
-                return vals[:k], vecs[:, :k]
-        m = _n_keep(_eigh_desc(M, n, vectors=False)[0], total, variance, complete=True)
-    vals, vecs = _eigh_desc(M, m)
-    k = _n_keep(vals, total, variance, complete=True)
-    return vals[:k], vecs[:, :k]
-
-
-def _warm_subspace(G: torch.Tensor, Z0: torch.Tensor, variance: float) -> tuple[np.ndarray, torch.Tensor] | None:
-    """Kept eigenpairs of symmetric PSD float64 G (n, n) by block Krylov Rayleigh-Ritz from Z0 (n, m), as
-    `_subspace` returns them, or None when the Ritz pairs have not converged (see the module docstring)."""
-    n, m = Z0.shape
-    total = float(G.diagonal().sum())
-    if m == 0 or total <= 0 or variance >= 1:
-        return None
-    Q = torch.linalg.qr(Z0).Q                                                # (n, m) orthonormal
-    GQ = G @ Q
-    for step in range(_WARM_STEPS):
-        H = Q.T @ GQ
-        theta, Y = torch.linalg.eigh((H + H.T) / 2)
-        theta, Y = theta.flip(0), Y.flip(1)
-        vals = theta.cpu().numpy()
-        k = _n_keep(vals, total, variance, complete=False) if vals[0] > 0 else None
-        tested = Q.shape[1] if k is None else min(k + 1, Q.shape[1])        # the kept pairs and the next one
-        Z = Q @ Y[:, :tested]                                                # (n, tested) Ritz vectors
-        residual = GQ @ Y[:, :tested] - Z * theta[:tested]
-        norms = torch.linalg.vector_norm(residual, dim=0)
-        tol = WARM_RTOL * max(float(vals[0]), 0.0)
-        if k is not None and k > 0 and float(norms[:k].max()) <= tol:
-            return vals[:k].copy(), Z[:, :k]
-        W = residual[:, norms > tol]                                         # Davidson: grow by the unconverged
-        if step + 1 == _WARM_STEPS or W.shape[1] == 0 or Q.shape[1] + W.shape[1] > n // 2:
-            return None
-        for _ in range(2):                                                   # twice: orthogonal to Q to rounding
-            W = W - Q @ (Q.T @ W)
-        Qn = torch.linalg.qr(W).Q
-        Q, GQ = torch.cat([Q, Qn], dim=1), torch.cat([GQ, G @ Qn], dim=1)
-    return None
-
-
 def _second_moment_subspace(S: torch.Tensor, variance: float, hint: int | None,
                             start: torch.Tensor | None = None) -> _ClassFit:
     """Subspace from S_c (d, d) float64; coordinates that are zero for every vector are dropped first.
     `start`: (d, m) basis near the subspace (the all-data one, for a fold), refined by `_warm_subspace` as
     the Gram route does, with the exact decomposition when that does not converge; tried only for a start of
-    at most `_PARTIAL_FRACTION` of d columns (raw MNIST pixels keep ~240 of 784: the refinement then fails)."""
+    at most `PARTIAL_FRACTION` of d columns (raw MNIST pixels keep ~240 of 784: the refinement then fails)."""
     S = (S + S.T) / 2
     total = float(S.diagonal().sum())
     active = torch.nonzero(S.diagonal() > 0).flatten()
     whole = len(active) == len(S)
     A = S if whole else S[active][:, active]
     warm = None
-    if start is not None and 0 < start.shape[1] <= _PARTIAL_FRACTION * len(A):  # else a full eigh is as cheap
-        warm = _warm_subspace(A, (start if whole else start[active.to(start.device)]).to(A), variance)
-    vals, vecs = _subspace(A, variance, hint) if warm is None else warm
+    if start is not None and 0 < start.shape[1] <= PARTIAL_FRACTION * len(A):  # else a full eigh is as cheap
+        warm = eigensolvers.warm_subspace(A, (start if whole else start[active.to(start.device)]).to(A), variance)
+    vals, vecs = subspace(A, variance, hint) if warm is None else warm
     if whole:
         return _ClassFit(vals, vecs, total)
     basis = S.new_zeros((len(S), vecs.shape[1]))
@@ -222,12 +97,12 @@ def _gram_subspace(Xc: torch.Tensor, variance: float, hint: int | None = None, *
     """
     G = Xc @ Xc.T if G is None else G
     if start is not None:
-        warm = _warm_subspace(G, Xc @ start.to(Xc), variance)
+        warm = eigensolvers.warm_subspace(G, Xc @ start.to(Xc), variance)
     elif G.device.type == "cpu" and variance < 1:
-        warm = _warm_subspace(G, _subspace(G.float(), variance, hint)[1].double(), variance)
+        warm = eigensolvers.warm_subspace(G, subspace(G.float(), variance, hint)[1].double(), variance)
     else:
         warm = None
-    vals, V = _subspace(G, variance, hint) if warm is None else warm
+    vals, V = subspace(G, variance, hint) if warm is None else warm
     return _ClassFit(vals, (Xc.T @ V) / torch.from_numpy(np.sqrt(vals)).to(Xc.device), float(G.diagonal().sum()))
 
 

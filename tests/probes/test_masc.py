@@ -10,7 +10,7 @@ import torch
 from noisefix.data.splits import make_folds
 from noisefix.errors import ProbeError
 from noisefix.probes import MASC
-from noisefix.probes import masc as masc_module
+from noisefix.probes import eigensolvers
 from noisefix.probes.stats import ClassStats
 from noisefix.scoring.cross_fitting import cross_fit
 
@@ -126,7 +126,7 @@ def test_eigh_failure_falls_back(monkeypatch, also_numpy_fails):
     def fail(*args, **kwargs):
         raise np.linalg.LinAlgError("did not converge")
 
-    monkeypatch.setattr(masc_module.sla, "eigh", fail)
+    monkeypatch.setattr(eigensolvers.sla, "eigh", fail)
     if also_numpy_fails:
         monkeypatch.setattr(np.linalg, "eigh", fail)                 # leaves the SVD
     with pytest.warns(RuntimeWarning, match="falling back"):
@@ -178,8 +178,8 @@ def _exact(X, y, K):
 
 
 def _recording_warm_subspace(monkeypatch):
-    outcomes, warm_subspace = [], masc_module._warm_subspace
-    monkeypatch.setattr(masc_module, "_warm_subspace", lambda *a: outcomes.append(warm_subspace(*a)) or outcomes[-1])
+    outcomes, warm_subspace = [], eigensolvers.warm_subspace
+    monkeypatch.setattr(eigensolvers, "warm_subspace", lambda *a: outcomes.append(warm_subspace(*a)) or outcomes[-1])
     return outcomes
 
 

@@ -79,7 +79,7 @@ def test_gram_route_for_small_classes_matches_the_moment_route(probe, cache_gram
 def test_gram_route_folds_refined_from_the_all_data_subspace_are_the_leave_fold_out_fits(monkeypatch):
     """MASC's folds start from the all-data class bases (which saw the fold) and are refined on the fold's
     own Gram matrix: the scores equal the exact fits from the statistics without the fold."""
-    from noisefix.probes import masc as masc_module
+    from noisefix.probes import eigensolvers
 
     rng = np.random.default_rng(5)
     Z = rng.standard_normal((400, 10)) * np.geomspace(3, 0.1, 10)
@@ -89,8 +89,8 @@ def test_gram_route_folds_refined_from_the_all_data_subspace_are_the_leave_fold_
     stats = ClassStats(300, 2, 4)
     stats.update(X, y, folds)
     warm = []
-    warm_subspace = masc_module._warm_subspace
-    monkeypatch.setattr(masc_module, "_warm_subspace", lambda *a: warm.append(warm_subspace(*a)) or warm[-1])
+    warm_subspace = eigensolvers.warm_subspace
+    monkeypatch.setattr(eigensolvers, "warm_subspace", lambda *a: warm.append(warm_subspace(*a)) or warm[-1])
     gram = cross_fit("masc", stats=stats, X=X, labels=y, folds=folds)
     assert len(warm) == 10 and all(w is not None for w in warm)              # (all data + 4 folds) x 2 classes
     for f in range(4):

@@ -1,0 +1,140 @@
+"""Top eigenpairs of symmetric PSD matrices for MASC's class subspaces (probes/masc.py): partial LAPACK, Lanczos
+or torch decompositions with fallbacks (`eigh_desc`), the energy rule for k (`n_keep`), the kept subspace
+(`subspace`) and its refinement from a nearby basis by Rayleigh-Ritz with residual checks (`warm_subspace`).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from scipy import linalg as sla
+from scipy.sparse.linalg import eigsh
+from threadpoolctl import threadpool_limits
+
+#: Eigenvalues at or below RANK_RTOL times the largest one count as zero.
+RANK_RTOL = 1e-9
+#: Above this fraction of eigenpairs a full divide-and-conquer decomposition beats a partial one.
+PARTIAL_FRACTION = 0.25
+#: From this size on, up to n / _LANCZOS_FRACTION top eigenpairs come from ARPACK's Lanczos iteration.
+_LANCZOS_MIN_DIM = 256
+_LANCZOS_FRACTION = 16
+#: Without a hint, first try this many leading eigenpairs before computing the whole spectrum.
+_FIRST_GUESS = 32
+#: Warm start (`warm_subspace`): Rayleigh-Ritz steps at most, and the relative residual accepted.
+_WARM_STEPS = 4
+WARM_RTOL = 1e-5
+
+
+def _eigh_fallback(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """All eigenpairs of symmetric PSD A (n, n), ascending, by numpy's eigh or, failing that, an SVD."""
+    try:
+        return np.linalg.eigh(A)
+    except np.linalg.LinAlgError:
+        U, s, _ = sla.svd(A, lapack_driver="gesvd")                 # PSD: singular pairs = eigenpairs
+        return s[::-1].copy(), U[:, ::-1].copy()
+
+
+def eigh_desc(M: torch.Tensor, m: int, *, vectors: bool = True) -> tuple[np.ndarray, torch.Tensor | None]:
+    """Top-m eigenpairs of symmetric PSD float64 M (n, n): values (m,) descending, vectors (n, m) on M's device.
+
+    GPU: torch.linalg.eigh. CPU: ARPACK Lanczos for a few eigenpairs of a large matrix, else scipy's LAPACK
+    drivers (partial MRRR when m is small) on one BLAS thread:
+    a second BLAS thread pool beside torch's oversubscribes the cores and was measured 10-25x slower. Either
+    falls back to numpy's eigh, then to an SVD, with a warning, when the first choice raises (`eigh` can fail
+    to converge on matrices with many zero eigenvalues).
+    """
+    n = M.shape[0]
+    try:
+        if M.device.type != "cpu":
+            if not vectors:
+                return torch.linalg.eigvalsh(M).flip(0)[:m].cpu().numpy(), None
+            vals, vecs = torch.linalg.eigh(M)
+            return vals.flip(0)[:m].cpu().numpy(), vecs.flip(1)[:, :m]
+        partial = m <= PARTIAL_FRACTION * n
+        if vectors and n >= _LANCZOS_MIN_DIM and m <= n // _LANCZOS_FRACTION:  # few pairs: Lanczos, no O(n^3)
+            vals, vecs = eigsh(M.numpy(), k=m, which="LA")                   # reduction to tridiagonal form
+            order = np.argsort(vals)[::-1]
+            return vals[order].copy(), torch.from_numpy(vecs[:, order].copy())
+        with threadpool_limits(1, user_api="blas"):
+            if not vectors:
+                return sla.eigh(M.numpy(), eigvals_only=True, driver="ev", check_finite=False)[::-1][:m].copy(), None
+            vals, vecs = sla.eigh(M.numpy(), subset_by_index=[n - m, n - 1] if partial else None,
+                                  driver="evr" if partial else "evd", check_finite=False)
+    except (np.linalg.LinAlgError, RuntimeError, ValueError) as err:
+        warnings.warn(f"eigendecomposition of a {n}x{n} second-moment matrix failed ({err}); "
+                      "falling back to numpy eigh / SVD", RuntimeWarning, stacklevel=3)
+        with threadpool_limits(1, user_api="blas"):
+            vals, vecs = _eigh_fallback(M.cpu().numpy())
+    return vals[::-1][:m].copy(), torch.from_numpy(vecs[:, ::-1][:, :m].copy()).to(M.device)
+
+
+def n_keep(vals: np.ndarray, total: float, variance: float, *, complete: bool) -> int | None:
+    """k from the leading eigenvalues `vals` (descending) of a matrix with trace `total`.
+
+    Returns None when `vals` is not `complete` and every listed ratio is still <= variance (k unknown).
+    """
+    vals = np.clip(vals, 0.0, None)
+    if variance >= 1:
+        k = min(int(variance), len(vals))
+    else:
+        k = int(np.searchsorted(np.cumsum(vals) / total, variance, side="right")) + 1
+        if k > len(vals):
+            if not complete:
+                return None
+            k = len(vals)
+    return min(k, int(np.count_nonzero(vals[:k] > RANK_RTOL * vals[0])))
+
+
+def subspace(M: torch.Tensor, variance: float, hint: int | None) -> tuple[np.ndarray, torch.Tensor]:
+    """Kept eigenpairs of symmetric PSD float64 M (n, n): eigenvalues (k,) and eigenvectors (n, k)."""
+    n = M.shape[0]
+    total = float(M.diagonal().sum())
+    if n == 0 or total <= 0:
+        return np.zeros(0), M.new_zeros((n, 0))
+    if variance >= 1:
+        m = min(int(variance), n)
+    else:
+        guess = _FIRST_GUESS if hint is None else hint + hint // 4 + 8
+        if guess is not None and guess < PARTIAL_FRACTION * n:
+            vals, vecs = eigh_desc(M, guess)
+            k = n_keep(vals, total, variance, complete=False)
+            if k is not None:
+                return vals[:k], vecs[:, :k]
+        m = n_keep(eigh_desc(M, n, vectors=False)[0], total, variance, complete=True)
+    vals, vecs = eigh_desc(M, m)
+    k = n_keep(vals, total, variance, complete=True)
+    return vals[:k], vecs[:, :k]
+
+
+def warm_subspace(G: torch.Tensor, Z0: torch.Tensor, variance: float) -> tuple[np.ndarray, torch.Tensor] | None:
+    """Kept eigenpairs of symmetric PSD float64 G (n, n) by block Krylov Rayleigh-Ritz from Z0 (n, m), as
+    `_subspace` returns them, or None when the Ritz pairs have not converged (see the module docstring)."""
+    n, m = Z0.shape
+    total = float(G.diagonal().sum())
+    if m == 0 or total <= 0 or variance >= 1:
+        return None
+    Q = torch.linalg.qr(Z0).Q                                                # (n, m) orthonormal
+    GQ = G @ Q
+    for step in range(_WARM_STEPS):
+        H = Q.T @ GQ
+        theta, Y = torch.linalg.eigh((H + H.T) / 2)
+        theta, Y = theta.flip(0), Y.flip(1)
+        vals = theta.cpu().numpy()
+        k = n_keep(vals, total, variance, complete=False) if vals[0] > 0 else None
+        tested = Q.shape[1] if k is None else min(k + 1, Q.shape[1])        # the kept pairs and the next one
+        Z = Q @ Y[:, :tested]                                                # (n, tested) Ritz vectors
+        residual = GQ @ Y[:, :tested] - Z * theta[:tested]
+        norms = torch.linalg.vector_norm(residual, dim=0)
+        tol = WARM_RTOL * max(float(vals[0]), 0.0)
+        if k is not None and k > 0 and float(norms[:k].max()) <= tol:
+            return vals[:k].copy(), Z[:, :k]
+        W = residual[:, norms > tol]                                         # Davidson: grow by the unconverged
+        if step + 1 == _WARM_STEPS or W.shape[1] == 0 or Q.shape[1] + W.shape[1] > n // 2:
+            return None
+        for _ in range(2):                                                   # twice: orthogonal to Q to rounding
+            W = W - Q @ (Q.T @ W)
+        Qn = torch.linalg.qr(W).Q
+        Q, GQ = torch.cat([Q, Qn], dim=1), torch.cat([GQ, G @ Qn], dim=1)
+    return None
