@@ -109,6 +109,7 @@ class ProbeConfig:
     workers: int | None = None           # DataLoader processes decoding images (None: min(4, CPUs - 1); 0: none)
     screen: int = 0                      # > 0: fit the d^2 probes (masc, velpic, logreg) only on the N layers per
     #                                      checkpoint whose sums-only probe (ncm) agrees best on held-out images
+    init_probes: tuple[str, ...] | None = None  # probes at an untrained init checkpoint, a baseline only (None: probes)
 
     def __post_init__(self) -> None:
         from noisefix.nn.extract import parse_pool
@@ -118,8 +119,9 @@ class ProbeConfig:
         _check(self.folds >= 2, f"folds must be >= 2 (cross-fitting needs held-out folds), got {self.folds}")
         _check(self.variance > 0, f"variance must be in (0, 1) or a component count >= 1, got {self.variance}")
         _check(len(self.probes) > 0, "give at least one probe, e.g. --probes masc")
-        unknown = [p for p in self.probes if p not in PROBES]
+        unknown = [p for p in (*self.probes, *(self.init_probes or ())) if p not in PROBES]
         _check(not unknown, f"unknown probe(s) {', '.join(map(repr, unknown))}; choose from {', '.join(PROBES)}")
+        _check(self.init_probes is None or len(self.init_probes) > 0, "init_probes: give at least one probe or None")
         _check(self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}")
         check_seed(self.seed)
         parse_pool(self.pool)

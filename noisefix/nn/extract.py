@@ -189,6 +189,7 @@ class ActivationExtractor:
         pools: dict[str, int | None] | None = None,
         device: str | torch.device = "cpu",
         autocast_dtype: torch.dtype | None = None,
+        logits: bool = False,
     ):
         if not layers:
             raise ProbeError("no layers to extract; pass names such as 'x' or use resolve_layers(model, 'default')")
@@ -197,8 +198,10 @@ class ActivationExtractor:
         self.device = torch.device(device)
         self.autocast_dtype = autocast_dtype
         model.to(self.device).eval()
-        self._concrete = _concrete_nodes(self.layers, graph_nodes(model))
-        wanted = sorted({node for node in self._concrete.values() if node != INPUT})
+        nodes = graph_nodes(model)
+        self._concrete = _concrete_nodes(self.layers, nodes)
+        self._output = nodes[-1] if logits and len(nodes) > 1 else None  # the graph's last node: the model output
+        wanted = sorted({node for node in self._concrete.values() if node != INPUT} | {self._output} - {None})
         self._module = None
         if wanted:
             self._module = create_feature_extractor(model, return_nodes=wanted, suppress_diff_warning=True).eval()
@@ -209,19 +212,35 @@ class ActivationExtractor:
             return contextlib.nullcontext()
         return torch.autocast(device_type="cuda", dtype=self.autocast_dtype)
 
-    def raw(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Unflattened, unpooled outputs {layer: (B, ...)} for a float batch x (B, C, H, W)."""
+    def _nodes(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = x.to(self.device)
         outputs = {INPUT: x}
         if self._module is not None:
             with torch.no_grad(), self._autocast():
                 outputs.update(self._module.eval()(x))
+        return outputs
+
+    def raw(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Unflattened, unpooled outputs {layer: (B, ...)} for a float batch x (B, C, H, W)."""
+        outputs = self._nodes(x)
         return {name: outputs[node] for name, node in self._concrete.items()}
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """x (B, C, H, W) float -> {layer: (B, d) float32 contiguous}, pooled then flattened."""
+        return self._flat(self.raw(x))
+
+    def with_logits(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """`self(x)` and the model's output (B, K) float32 from the same forward pass; None when the extractor
+        was built without `logits=True` or the graph's last node gives no (B, K) tensor (then call the model)."""
+        outputs = self._nodes(x)
+        out = outputs.get(self._output) if self._output is not None else None
+        ok = isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[0] == x.shape[0]
+        return self._flat({name: outputs[node] for name, node in self._concrete.items()}), (
+            out.detach().float() if ok else None)
+
+    def _flat(self, raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         result = {}
-        for name, act in self.raw(x).items():
+        for name, act in raw.items():
             act = act.detach().float()
             size = self.pools.get(name)
             if size is not None and act.dim() == 4:

@@ -36,6 +36,12 @@ class Probe:
     gram_route: bool = False
 
     @classmethod
+    def informative(cls, dim: int, num_classes: int) -> bool:
+        """Whether this probe can tell `num_classes` classes apart on `dim` features (screening fits it only
+        where it can; MASC overrides it)."""
+        return True
+
+    @classmethod
     def param_names(cls) -> list[str]:
         """The names of the constructor's parameters (scikit-learn's `_get_param_names`)."""
         if cls.__init__ is object.__init__:                                       # no parameters (NCM, VeLPIC)

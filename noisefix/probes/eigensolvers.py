@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from scipy import linalg as sla
 from scipy.sparse.linalg import eigsh
-from threadpoolctl import threadpool_limits
+
+from noisefix.nn.device import one_blas_thread
 
 #: Eigenvalues at or below RANK_RTOL times the largest one count as zero.
 RANK_RTOL = 1e-9
@@ -57,7 +58,7 @@ def eigh_desc(M: torch.Tensor, m: int, *, vectors: bool = True) -> tuple[np.ndar
             vals, vecs = eigsh(M.numpy(), k=m, which="LA")                   # reduction to tridiagonal form
             order = np.argsort(vals)[::-1]
             return vals[order].copy(), torch.from_numpy(vecs[:, order].copy())
-        with threadpool_limits(1, user_api="blas"):
+        with one_blas_thread():
             if not vectors:
                 return sla.eigh(M.numpy(), eigvals_only=True, driver="ev", check_finite=False)[::-1][:m].copy(), None
             vals, vecs = sla.eigh(M.numpy(), subset_by_index=[n - m, n - 1] if partial else None,
@@ -65,7 +66,7 @@ def eigh_desc(M: torch.Tensor, m: int, *, vectors: bool = True) -> tuple[np.ndar
     except (np.linalg.LinAlgError, RuntimeError, ValueError) as err:
         warnings.warn(f"eigendecomposition of a {n}x{n} second-moment matrix failed ({err}); "
                       "falling back to numpy eigh / SVD", RuntimeWarning, stacklevel=3)
-        with threadpool_limits(1, user_api="blas"):
+        with one_blas_thread():
             vals, vecs = _eigh_fallback(M.cpu().numpy())
     return vals[::-1][:m].copy(), torch.from_numpy(vecs[:, ::-1][:, :m].copy()).to(M.device)
 
@@ -97,12 +98,15 @@ def subspace(M: torch.Tensor, variance: float, hint: int | None) -> tuple[np.nda
         m = min(int(variance), n)
     else:
         guess = _FIRST_GUESS if hint is None else hint + hint // 4 + 8
-        if guess is not None and guess < PARTIAL_FRACTION * n:
+        if guess < PARTIAL_FRACTION * n:
             vals, vecs = eigh_desc(M, guess)
             k = n_keep(vals, total, variance, complete=False)
             if k is not None:
                 return vals[:k], vecs[:, :k]
-        m = n_keep(eigh_desc(M, n, vectors=False)[0], total, variance, complete=True)
+        if hint is not None and guess >= PARTIAL_FRACTION * n:  # a full decomposition anyway: no eigenvalues-only
+            m = n                                                 # pass to size it first
+        else:
+            m = n_keep(eigh_desc(M, n, vectors=False)[0], total, variance, complete=True)
     vals, vecs = eigh_desc(M, m)
     k = n_keep(vals, total, variance, complete=True)
     return vals[:k], vecs[:, :k]

@@ -159,6 +159,13 @@ class MASC(Probe):
         self.variance = variance
         self.device = device
 
+    @classmethod
+    def informative(cls, dim: int, num_classes: int) -> bool:
+        """Not on d <= K features (a network's logits): each class's 99 %-variance subspace then spans nearly
+        all of them and every angle is near 0 (mlp_small's logits on MNIST at 60 % noise: 37-46 % clean
+        accuracy, NCM 94-96)."""
+        return dim > num_classes
+
     def _check_params(self) -> None:
         if not (isinstance(self.variance, (int, float)) and self.variance > 0):
             raise ProbeError(f"variance must be a fraction in (0, 1) or a number of components >= 1, "

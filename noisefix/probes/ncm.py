@@ -69,6 +69,7 @@ class NCM(Probe):
         """Cosine similarity of each row of X (N, d) to each class mean: float32 (N, K); empty classes -inf."""
         self._check_fitted()
         X = self._check_features(X, device=self.means_.device)
-        scores = _unit_rows(X) @ self._unit.T                                             # (N, K)
+        norms = torch.linalg.vector_norm(X, dim=1, keepdim=True)                          # (N, 1)
+        scores = torch.where(norms > 0, (X @ self._unit.T) / norms.clamp_min(torch.finfo(X.dtype).tiny), 0.0)
         return scores.masked_fill(self._empty, float("-inf")).cpu().numpy()
 

@@ -63,7 +63,8 @@ def _unpack(theta: np.ndarray, K: int) -> tuple[np.ndarray, np.ndarray]:
 def _fit(u: np.ndarray, labels: np.ndarray, lam: float, start: np.ndarray) -> np.ndarray:
     """Flat (W, b) minimizing the penalized mean cross-entropy, from flat `start`."""
     from scipy.optimize import minimize
-    from threadpoolctl import threadpool_limits
+
+    from noisefix.nn.device import one_blas_thread
 
     n, K = u.shape
     rows = np.arange(n)
@@ -81,7 +82,7 @@ def _fit(u: np.ndarray, labels: np.ndarray, lam: float, start: np.ndarray) -> np
         gb = grad.sum(axis=0) + 2.0 * lam * b / K
         return float(value), np.concatenate([gW.ravel(), gb])
 
-    with threadpool_limits(1, user_api="blas"):  # (n, K) x (K, K) products: a thread pool only adds overhead
+    with one_blas_thread():  # (n, K) x (K, K) products: a thread pool only adds overhead
         return minimize(loss, start, jac=True, method="L-BFGS-B", options={"maxiter": MAX_ITER}).x
 
 
@@ -103,13 +104,14 @@ def fit_matrix_scaling(log_probs, labels, *, temperature: float = 1.0, lambdas=L
         raise DataError(f"matrix scaling needs at least {folds} clean images, got {n}")
     start = np.concatenate([(np.eye(K) / temperature).ravel(), np.zeros(K)])
     fold_of = np.random.default_rng(seed).permutation(n) % folds
-    losses = []
-    for lam in lambdas:
-        total = 0.0
-        for f in range(folds):
-            fit, test = fold_of != f, fold_of == f
-            total += _log_loss(u[test], labels[test], _fit(u[fit], labels[fit], lam, start))
-        losses.append(total / n)
+    losses = np.zeros(len(lambdas))
+    path = sorted(range(len(lambdas)), key=lambda j: -lambdas[j])  # strongest penalty first
+    for f in range(folds):
+        fit, test = fold_of != f, fold_of == f
+        theta = start
+        for j in path:  # warm start from the next stronger penalty's solution (a convex loss: the same optimum)
+            theta = _fit(u[fit], labels[fit], lambdas[j], theta)
+            losses[j] += _log_loss(u[test], labels[test], theta) / n
     best = int(np.argmin(losses))
     W, b = _unpack(_fit(u, labels, lambdas[best], start), K)
     return MatrixScaling(weight=W, bias=b, lam=float(lambdas[best]), cv_log_loss=float(losses[best]), n_fit=n)

@@ -11,7 +11,7 @@ from pathlib import Path
 from noisefix.config import ImageConfig, ProbeConfig, RelabelConfig, RetrainConfig, TrainConfig
 from noisefix.io.atomic import check_writable
 from noisefix.io.run_dir import RunDir
-from noisefix.stages.probe import ProbeOutcome, run_probe
+from noisefix.stages.probe import ProbeOutcome, run_probe, screen_probes
 from noisefix.stages.relabel import RelabelOutcome, run_relabel
 from noisefix.stages.retrain import RetrainOutcome, run_retrain
 from noisefix.stages.runs import open_run
@@ -145,8 +145,9 @@ def run_clean(data: Path, out: Path, *, model: str = "auto", labels_file: Path |
               weights=None, image: ImageConfig | None = None, classes_file: Path | None = None,
               review: int = 100, keep_checkpoints: bool = False, **train_overrides) -> PipelineOutcome:
     """The practitioner's one-shot cleaning: a short training run with early checkpoints (no memorization),
-    every checkpoint x layer screened with NCM and the best layers also with MASC, relabel from the row with
-    the best held-out agreement; then the health check and the time per phase in relabel/summary.json.
+    every checkpoint x layer screened with NCM and the best layers also with MASC (the untrained network, a
+    baseline for the health check, with NCM only), relabel from the rows with the best held-out agreement;
+    then the health check and the time per phase in relabel/summary.json.
 
     `review`: images on relabel/review.html; unless `keep_checkpoints`, the checkpoints relabel did not use are
     deleted at the end (`drop_unused_checkpoints`). `train_overrides` go to the training config (e.g.
@@ -159,8 +160,9 @@ def run_clean(data: Path, out: Path, *, model: str = "auto", labels_file: Path |
         model, weights = clean_model(data, train, model, weights)
         if epochs is None:
             epochs = clean_epochs(len(train), train_overrides.get("batch_size") or CLEAN_TRAINING["batch_size"])
+    cheap = screen_probes(probes)[0] if screen else []
     probe_cfg = ProbeConfig(probes=probes, checkpoints=("all",), seed=seed, screen=screen,
-                            device=train_overrides.get("device") or "auto")
+                            init_probes=tuple(cheap) or None, device=train_overrides.get("device") or "auto")
     outcome = run_pipeline(Path(data), Path(out), labels_file=labels_file,
                            train_cfg=clean_train_config(model, epochs=epochs, seed=seed, **train_overrides),
                            probe_cfg=probe_cfg, relabel_cfg=RelabelConfig(review=review, ensemble=CLEAN_ENSEMBLE),

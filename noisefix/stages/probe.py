@@ -65,6 +65,7 @@ from noisefix.stages.runs import (
     checkpoint_epochs,
     expand_checkpoints,
     load_run_model,
+    parse_checkpoint,
 )
 from noisefix.ui.plots import plot_dynamics, plot_layers
 from noisefix.ui.reporter import Reporter, escape, or_null
@@ -128,7 +129,7 @@ def _extract(model, extractor: ActivationExtractor, source: ImageSource | None, 
                              else torch.empty((n, i.dim), dtype=torch.float32) for i in infos}
     for x, idx in (source.batches(batch_size) if source is not None else ()):
         xb = source.to_input(x.to(device))
-        acts = extractor(xb)
+        acts, logits = extractor.with_logits(xb)
         fit = None if folds is None else torch.from_numpy(folds[idx.numpy()] >= 0)  # held-out images: fold -1
         for info in infos:
             a = acts[info.name]
@@ -141,8 +142,10 @@ def _extract(model, extractor: ActivationExtractor, source: ImageSource | None, 
             else:
                 store[info.name][idx] = a.float().cpu()
         if logits_out is not None:
-            with torch.no_grad():
-                logits_out[idx.numpy()] = model(xb).float().cpu().numpy()
+            if logits is None:  # the graph's last node is not the model's (B, K) output
+                with torch.no_grad():
+                    logits = model(xb).float()
+            logits_out[idx.numpy()] = logits.cpu().numpy()
     return {name: X.close() if isinstance(X, ActivationCache) else TensorRows(X, what=f"layer {name!r} activations")
             for name, X in store.items()}
 
@@ -212,9 +215,15 @@ def _score_group(group: list[LayerInfo], cfg: ProbeConfig, *, stats: dict[str, C
                     results.append(scores)
                 advance(1, layer=info.name, probe=probe)
         fit(todo)
-        keep = _screened_layers(results, group, cfg.screen, labels=train.targets, folds=folds) if cheap else group
-        fit([(info, p) for info in keep for p in costly])
-        advance(len(group) * len(cfg.probes) - len(todo) - len(keep) * len(costly))
+        K = len(train.classes)
+        if cheap:  # screening: the costly probes only on the best layers where they are informative
+            useful = [i for i in group if any(probe_class(p).informative(i.dim, K) for p in costly)]
+            keep = _screened_layers(results, useful, cfg.screen, labels=train.targets, folds=folds)
+            pairs = [(i, p) for i in keep for p in costly if probe_class(p).informative(i.dim, K)]
+        else:
+            pairs = [(i, p) for i in group for p in costly]
+        fit(pairs)
+        advance(len(group) * len(cfg.probes) - len(todo) - len(pairs))
     return results
 
 
@@ -304,7 +313,7 @@ def probe_checkpoint(loaded: LoadedRun, checkpoint: str, cfg: ProbeConfig, *, tr
     results: list[ProbeScores] = []
     for g, plan_group in enumerate(group_layers(plans)):
         group = [p.info for p in plan_group]
-        extractor = ActivationExtractor(model, [i.name for i in group], pools=pools, device=device)
+        extractor = ActivationExtractor(model, [i.name for i in group], pools=pools, device=device, logits=g == 0)
         stats = {p.info.name: ClassStats(p.info.dim, K, cfg.folds, device=device, name=p.info.name,
                                          second_moments=p.second_moments) for p in plan_group}
         where = {p.info.name: cache_root / f"{checkpoint}-{p.info.name}" for p in plan_group if p.on_disk}
@@ -441,6 +450,15 @@ def _fit_labels(train: LabeledImages, fit_on: str) -> LabeledImages:
     return dataclasses.replace(train, targets=train.clean_targets)
 
 
+def _checkpoint_config(cfg: ProbeConfig, checkpoint: str, model_info: dict) -> ProbeConfig:
+    """`cfg` for one checkpoint: at the untrained network (init of a run without --weights) only
+    `cfg.init_probes`, when set, with no screening."""
+    untrained = parse_checkpoint(checkpoint) == 0 and model_info.get("weights") is None
+    if cfg.init_probes is None or not untrained:
+        return cfg
+    return dataclasses.replace(cfg, probes=cfg.init_probes, screen=0)
+
+
 def run_probe(loaded: LoadedRun, cfg: ProbeConfig, *, force: bool = False, reporter: Reporter | None = None,
               fit_on: str = "given", subdir: str = "probe", cache: str | None = None, cache_dir: Path | None = None,
               keep_cache: bool = False) -> ProbeOutcome:
@@ -475,7 +493,7 @@ def run_probe(loaded: LoadedRun, cfg: ProbeConfig, *, force: bool = False, repor
     checkpoints = expand_checkpoints(cfg.checkpoints, loaded.model_info)
     with _activation_cache(run, subdir, cache_dir, keep=keep_cache, reporter=reporter) as cache_root:
         probed = [(checkpoint, probe_checkpoint(
-            loaded, checkpoint, cfg, train=train, folds=folds, train_source=train_source, test_source=test_source,
+            loaded, checkpoint, _checkpoint_config(cfg, checkpoint, loaded.model_info), train=train, folds=folds, train_source=train_source, test_source=test_source,
             reporter=reporter, shards=shards, cache_root=cache_root, keep_cache=keep_cache, skip_input=i > 0))
             for i, checkpoint in enumerate(checkpoints)]
     got = _collect(probed, train=train, test=test, folds=folds)

@@ -222,16 +222,15 @@ def _write_issues(path: Path, train: LabeledImages, found: FoundIssues, mode: st
     flags, quality = found.flags, found.quality.label_quality
     header = ["path", "given_label", "suggested_label", "label_quality", "score", "is_issue", "action"]
     header += ["clean_label"] if clean is not None else []
-    action = _actions(flags, mode)
-    rows = []
-    for i in flags.order:
-        suggested = "" if flags.needs_review[i] else classes[flags.suggested[i]]
-        row = [train.paths[i], classes[given[i]], suggested, f"{quality[i]:.6g}", f"{found.margin[i]:.6f}",
-               int(flags.is_issue[i]), action[i]]
-        if clean is not None:
-            row.append(classes[clean[i]] if clean[i] >= 0 else "")
-        rows.append(row)
-    write_csv(path, header, rows)
+    order = np.asarray(flags.order)
+    cols = [[train.paths[i] for i in order.tolist()], [classes[c] for c in given[order].tolist()],
+            ["" if review else classes[c]
+             for review, c in zip(flags.needs_review[order].tolist(), flags.suggested[order].tolist())],
+            [f"{q:.6g}" for q in quality[order].tolist()], [f"{m:.6f}" for m in found.margin[order].tolist()],
+            flags.is_issue[order].astype(int).tolist(), _actions(flags, mode)[order].tolist()]
+    if clean is not None:
+        cols.append([classes[c] if c >= 0 else "" for c in np.asarray(clean)[order].tolist()])
+    write_csv(path, header, zip(*cols))
 
 
 def run_relabel(loaded: LoadedRun, cfg: RelabelConfig, *, force: bool = False,
