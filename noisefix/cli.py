@@ -494,8 +494,8 @@ def clean(
                                        "32x32x3 values, else resnet18; on Clothing1M's folder without --weights, "
                                        "resnet50 with its ImageNet weights (any torchvision name works).")] = "auto",
     labels: LabelsOpt = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Train this many epochs (default: about 1,500 "
-                                                  "steps, 4 to 32 epochs); checkpoints at 2, 4, 8, ... are "
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Train this many epochs (default: about 750 "
+                                                  "steps, 2 to 32 epochs); checkpoints at 2, 4, 8, ... are "
                                                   "probed (no need to wait for memorization).")] = None,
     optimizer: Annotated[Optional[str], typer.Option("--optimizer", help="adam or sgd (default adam).")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default 1e-3).")] = None,

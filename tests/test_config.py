@@ -69,6 +69,8 @@ def test_load_yaml_errors(tmp_path):
     (dict(probes=("masc", "pca")), r"unknown probe\(s\) 'pca'; choose from " + re.escape(", ".join(PROBES))),
     (dict(pool="max:2"), "bad pool spec 'max:2'"),
     (dict(cache="sometimes"), "cache must be one of auto, always, never"),
+    (dict(init_probes=("pca",)), r"unknown probe\(s\) 'pca'"),
+    (dict(init_probes=()), "init_probes: give at least one probe or None"),
 ])
 def test_probe_config_validates_names_pool_and_cache(bad, message):
     from noisefix.errors import NoisefixError

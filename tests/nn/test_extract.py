@@ -37,6 +37,17 @@ def test_mlp_activations_equal_a_manual_forward():
         assert act.dtype == torch.float32 and act.is_contiguous() and not act.requires_grad
 
 
+def test_logits_come_from_the_same_forward_pass():
+    torch.manual_seed(0)
+    model = build_model("mlp_small", in_shape=(1, 8, 8), num_classes=3).eval()
+    x = torch.rand(5, 1, 8, 8)
+    acts, logits = ActivationExtractor(model, ["relu1"], logits=True).with_logits(x)
+    with torch.no_grad():
+        torch.testing.assert_close(logits, model(x))
+    assert list(acts) == ["relu1"] and acts["relu1"].shape == (5, 256)
+    assert ActivationExtractor(model, ["relu1"]).with_logits(x)[1] is None  # not asked for: the caller runs the model
+
+
 def test_in_place_ops_do_not_overwrite_requested_nodes():
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.ReLU(inplace=True), nn.Linear(6, 2))
     x = torch.randn(8, 1, 3, 4)

@@ -229,3 +229,10 @@ def test_second_moment_route_refines_the_all_data_basis_to_the_exact_fold_fit(mo
     assert float(warm.components_[1][:7].abs().max()) == 0.0
     np.testing.assert_allclose(warm.decision_function(X[folds == 2]), exact.decision_function(X[folds == 2]),
                                atol=1e-4)
+
+
+def test_masc_is_not_informative_on_as_many_features_as_classes():
+    from noisefix.probes.ncm import NCM
+
+    assert not MASC.informative(10, 10) and not MASC.informative(3, 10) and MASC.informative(11, 10)
+    assert NCM.informative(10, 10)

@@ -63,5 +63,7 @@ def test_clean_that_cannot_learn_warns_and_records_it(tiny_folder, tmp_path):
     assert set(out.seconds) >= {"train", "probe", "relabel", "total"}
     masc_layers = {r["layer"] for r in out.probe.rows if r["probe"] == "masc" and r["checkpoint"] == "final"}
     assert 0 < len(masc_layers) <= 2 and "x" not in {r["layer"] for r in out.probe.rows if r["checkpoint"] != "init"}
+    assert {r["probe"] for r in out.probe.rows if r["checkpoint"] == "init"} == {"ncm"}  # the untrained baseline
+    assert all(r["dim"] > 3 for r in out.probe.rows if r["probe"] == "masc")  # 3 classes: never on the logits
     assert np.isfinite(out.seconds["total"])
     assert ProbeConfig(screen=2).screen == 2
