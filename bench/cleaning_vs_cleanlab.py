@@ -73,16 +73,16 @@ def retrain_test_acc(data: Path, labels: np.ndarray, cfg: TrainConfig) -> float:
     seed_everything(cfg.seed)
     model = build_model(cfg.model, in_shape=ImageSource(splits.test).shape, num_classes=len(splits.train.classes))
     test = EvalSet(ImageSource(splits.test), splits.test.targets)
-    source = ImageSource(_noisy(data).train)
+    source = ImageSource(noisy_splits(data).train)
     fit_with_holdout(model, source, labels, cfg, holdout=0.1, patience=10, seed=cfg.seed, eval_sets={"test": test})
     return evaluate(model, test, device=torch.device("cpu"))
 
 
-def _noisy(data: Path):
+def noisy_splits(data: Path):
     return load_data(data, data / "noisy_labels.csv")
 
 
-def _flags(issues_csv: Path, paths: list[str]) -> np.ndarray:
+def flagged_mask(issues_csv: Path, paths: list[str]) -> np.ndarray:
     """bool (N,) over `paths`: relabel's is_issue column (flagged, with or without a suggestion)."""
     import csv
 
@@ -91,7 +91,7 @@ def _flags(issues_csv: Path, paths: list[str]) -> np.ndarray:
     return np.array([p in flagged for p in paths])
 
 
-def _summary(name: str, seconds: float, is_issue, suggested, given, clean) -> dict:
+def method_summary(name: str, seconds: float, is_issue, suggested, given, clean) -> dict:
     cleaned = np.where(is_issue, suggested, given)
     return {"method": name, "seconds": seconds, **issue_metrics(is_issue, given, clean),
             "label_acc_before": label_accuracy(given, clean), "label_acc_after": label_accuracy(cleaned, clean),
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = ap.parse_args(argv)
     from cleanlab.filter import find_label_issues
 
-    noisy = _noisy(args.data).train
+    noisy = noisy_splits(args.data).train
     given, clean = noisy.targets, noisy.clean_targets
     K = len(noisy.classes)
     overrides = {k: v for k, v in (("optimizer", args.optimizer), ("lr", args.lr)) if v is not None}
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     source = ImageSource(noisy, infer_spec(noisy))  # decoded once for both methods; per-dataset normalized
-    splits = _noisy(args.data)
+    splits = noisy_splits(args.data)
     if splits.test is not None:
         ImageSource(splits.test, source.spec)         # clean evaluates and probes the test split too
     load_seconds = time.perf_counter() - t0
@@ -138,10 +138,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         wall = time.perf_counter() - t0
         rel = out.relabel
         cleaned_nf = load_data(args.data, rel.cleaned).train.targets
-        flagged = _flags(rel.out / "labels.csv", noisy.paths)
+        flagged = flagged_mask(rel.out / "labels.csv", noisy.paths)
         nf_model = json.loads(out.train.run.model_json.read_text())["arch"]
         seconds = sum(out.seconds[p] for p in ("train", "probe", "relabel"))
-        results.append(_summary(f"noisefix clean ({nf_model}, {out.train.epochs} epochs)", seconds,
+        results.append(method_summary(f"noisefix clean ({nf_model}, {out.train.epochs} epochs)", seconds,
                                 flagged, cleaned_nf, given, clean))
         results[-1].update(chosen=rel.summary["sources"][0], phases=out.seconds, wall_seconds=wall,
                            estimated_wrong=rel.summary["noise"]["wrong_fraction"])
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                  "batch_size": 128, **overrides})
             probs = cleanlab_oof_probs(source, given, cfg, folds=args.folds, num_classes=K)
             issues = find_label_issues(labels=given, pred_probs=probs)
-            results.append(_summary(f"cleanlab ({arch}, {args.folds}-fold x {args.cl_epochs} epochs)",
+            results.append(method_summary(f"cleanlab ({arch}, {args.folds}-fold x {args.cl_epochs} epochs)",
                                     time.perf_counter() - t0, issues, probs.argmax(1), given, clean))
             results[-1]["time_ratio_noisefix_over_this"] = results[0]["seconds"] / results[-1]["seconds"]
         if args.cl_same_arch and nf_model == args.cl_model:
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                probe_cfg=ProbeConfig(probes=("masc", "ncm")), relabel_cfg=RelabelConfig(),
                                retrain_cfg=None)
             cleaned_mem = load_data(args.data, mem.relabel.cleaned).train.targets
-            results.append(_summary(f"memorize ({mem.train.epochs} epochs) then probe", time.perf_counter() - t0,
+            results.append(method_summary(f"memorize ({mem.train.epochs} epochs) then probe", time.perf_counter() - t0,
                                     cleaned_mem != given, cleaned_mem, given, clean))
 
     if not args.no_retrain:

@@ -100,3 +100,16 @@ def test_bench_clothing1m_lists_main(tmp_path):
                                                  "--out", str(out)])
     assert [(r["n"], r["train"]) for r in rows] == [(200, 198)] and rows[0]["load_s"] > 0
     assert not [p for p in tmp_path.iterdir() if p.is_dir()] and "| 200 | 198 |" in out.read_text()
+
+
+def test_clean_variants_main(tmp_path, capsys):
+    import json
+
+    from noisefix.data.builtin import export_dataset, load_builtin
+
+    data = export_dataset(load_builtin("digits"), tmp_path / "d", corrupt=0.4, seed=0, train_subset=200,
+                          test_subset=100)
+    _load("clean_variants").main([str(data), '[{"epochs": 2}]'])
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert row["variant"] == {"epochs": 2} and 0 <= row["f1"] <= 1 and row["seconds"] > 0
+    assert 0 < row["estimated_wrong"] < 1 and row["sources"]
