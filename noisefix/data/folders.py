@@ -29,12 +29,13 @@ import csv
 import hashlib
 import io
 import json
+import ntpath
 import os
 import re
 import stat
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -240,7 +241,7 @@ def _check_row_path(rel: str, root: Path, where: str, test_dir: Path | None, rea
     """
     if "\0" in rel:  # the OS cannot name such a file (os.lstat would raise ValueError)
         raise DataError(f"{where}: path {rel!r} contains a NUL byte; fix the path")
-    if rel.startswith(("/", "\\")) or PureWindowsPath(rel).drive:
+    if rel.startswith(("/", "\\")) or ntpath.splitdrive(rel)[0]:  # not PureWindowsPath: 60,000 rows cost 1 s
         raise DataError(f"{where}: absolute path {rel!r}; give it relative to the data folder {root}")
     parts = [p for p in rel.split("/") if p not in ("", ".")]
     if not parts:
@@ -253,13 +254,14 @@ def _check_row_path(rel: str, root: Path, where: str, test_dir: Path | None, rea
         real_dirs[parent] = os.path.realpath(os.path.join(root, parent))
     real = os.path.join(real_dirs[parent], parts[-1])
     try:
-        if stat.S_ISLNK(os.lstat(real).st_mode):
-            real = os.path.realpath(real)
+        st = os.lstat(real)
+        if stat.S_ISLNK(st.st_mode):
+            real, st = os.path.realpath(real), None
     except OSError:
-        pass  # reported as not found below
+        st = None  # reported as not found below
     if not _inside(real, root):
         raise DataError(f"{where}: {rel!r} is a symlink to {real}, outside {root}; copy the file in instead")
-    if not os.path.isfile(real):
+    if not (stat.S_ISREG(st.st_mode) if st is not None else os.path.isfile(real)):  # one stat for a plain file
         if os.path.exists(real):
             raise DataError(f"{where}: {rel!r} is not a regular file (a folder, FIFO, socket or device); "
                             "point the row at an image file")
@@ -339,7 +341,9 @@ def _row_folders(rows, train_dir: Path, root: Path) -> list[str] | None:
     prefix = PurePosixPath(train_dir.relative_to(root).as_posix()).parts
     folders = []
     for _, rel, _, _ in rows:
-        parts = PurePosixPath(rel).parts
+        if rel.startswith("/"):
+            return None
+        parts = tuple(p for p in rel.split("/") if p not in ("", "."))  # PurePosixPath(rel).parts, 5x faster
         if len(parts) < len(prefix) + 2 or parts[: len(prefix)] != prefix or parts[len(prefix)] not in names:
             return None
         folders.append(parts[len(prefix)])

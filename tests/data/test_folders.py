@@ -162,6 +162,8 @@ def test_write_labels_file_rejects_bad_requests(tmp_path):
         ("path,label\ntrain/0/999.png,0\n", r"l\.csv:2: image 'train/0/999.png' not found"),
         ("path,label\n../data/train/0/000.png,0\n", "leaves the data folder"),
         ("path,label\n/etc/hostname,0\n", "absolute path '/etc/hostname'"),
+        ("path,label\nC:/data/x.png,0\n", "absolute path 'C:/data/x.png'"),
+        ("path,label\nd:x.png,0\n", "absolute path 'd:x.png'"),
         ("path,label\n./,0\n", r"l\.csv:2: empty path"),
         ("path,label\ntrain/0/000.png,horse\n", r"l\.csv:2: unknown class 'horse'.*\[0, 3\)"),
         ("path,label\ntrain/0/000.png,3\n", "unknown class '3'"),
