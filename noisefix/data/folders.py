@@ -234,6 +234,12 @@ def _label_index(token: str, lookup: dict[str, int], k: int, where: str) -> int:
     raise DataError(f"{where}: unknown class {token!r}; use a class name ({names}) or an index in [0, {k})")
 
 
+def _path_parts(rel: str) -> tuple[str, ...]:
+    """The components of a relative POSIX path, empty and "." ones dropped (PurePosixPath(rel).parts for a
+    relative path, without building the object: 60,000 rows cost about 1 s that way)."""
+    return tuple(p for p in rel.split("/") if p not in ("", "."))
+
+
 def _check_row_path(rel: str, root: Path, where: str, test_dir: Path | None, real_dirs: dict) -> str:
     """The normalized root-relative POSIX path of a labels-file row, or DataError.
 
@@ -243,7 +249,7 @@ def _check_row_path(rel: str, root: Path, where: str, test_dir: Path | None, rea
         raise DataError(f"{where}: path {rel!r} contains a NUL byte; fix the path")
     if rel.startswith(("/", "\\")) or ntpath.splitdrive(rel)[0]:  # not PureWindowsPath: 60,000 rows cost 1 s
         raise DataError(f"{where}: absolute path {rel!r}; give it relative to the data folder {root}")
-    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    parts = _path_parts(rel)
     if not parts:
         raise DataError(f"{where}: empty path {rel!r}; give the image path relative to {root}")
     if ".." in parts:
@@ -343,7 +349,7 @@ def _row_folders(rows, train_dir: Path, root: Path) -> list[str] | None:
     for _, rel, _, _ in rows:
         if rel.startswith("/"):
             return None
-        parts = tuple(p for p in rel.split("/") if p not in ("", "."))  # PurePosixPath(rel).parts, 5x faster
+        parts = _path_parts(rel)
         if len(parts) < len(prefix) + 2 or parts[: len(prefix)] != prefix or parts[len(prefix)] not in names:
             return None
         folders.append(parts[len(prefix)])

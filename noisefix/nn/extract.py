@@ -220,10 +220,13 @@ class ActivationExtractor:
                 outputs.update(self._module.eval()(x))
         return outputs
 
+    def _requested(self, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The requested layers' entries of the graph's node outputs."""
+        return {name: outputs[node] for name, node in self._concrete.items()}
+
     def raw(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Unflattened, unpooled outputs {layer: (B, ...)} for a float batch x (B, C, H, W)."""
-        outputs = self._nodes(x)
-        return {name: outputs[node] for name, node in self._concrete.items()}
+        return self._requested(self._nodes(x))
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """x (B, C, H, W) float -> {layer: (B, d) float32 contiguous}, pooled then flattened."""
@@ -235,8 +238,7 @@ class ActivationExtractor:
         outputs = self._nodes(x)
         out = outputs.get(self._output) if self._output is not None else None
         ok = isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[0] == x.shape[0]
-        return self._flat({name: outputs[node] for name, node in self._concrete.items()}), (
-            out.detach().float() if ok else None)
+        return self._flat(self._requested(outputs)), out.detach().float() if ok else None
 
     def _flat(self, raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         result = {}
