@@ -13,7 +13,8 @@ images. Outputs under RUN/probe/; the cache is deleted afterwards unless kept.
 Under torchrun (nn/distributed.py) each rank extracts its shard of the train and test images, the statistics
 are all-reduced, every rank fits the same probes from them and scores its own shard; the scores and model logits
 are gathered to rank 0 in global order, and rank 0 alone writes. Probes that refit on the activations (logreg,
-the MASC / VeLPIC Gram route) get that layer's activations gathered to rank 0 instead. One process: one shard, same code.
+the MASC / VeLPIC Gram route) get that layer's activations gathered to rank 0 instead (stages/probe_shards.py).
+One process: one shard, same code.
 """
 
 from __future__ import annotations
@@ -57,9 +58,10 @@ from noisefix.nn.extract import (
 from noisefix.probes import probe_class
 from noisefix.probes.rows import ActivationCache, RowSource, TensorRows
 from noisefix.probes.stats import ClassStats
-from noisefix.scoring.cross_fitting import ProbeScores, cross_fit, refits_on_activations
+from noisefix.scoring.cross_fitting import ProbeScores
 from noisefix.scoring.plan import LayerPlan, group_layers, plan_layer
 from noisefix.scoring.selection import ScoreRow, choose, score_rows
+from noisefix.stages.probe_shards import Shards, cross_fit_shards, shard_split
 from noisefix.stages.runs import (
     LoadedRun,
     checkpoint_epochs,
@@ -80,40 +82,6 @@ class ProbeOutcome:
     model: dict[str, dict[str, float | None]]
     criterion: str
     seconds: float
-
-
-@dataclass
-class Shards:
-    """Which images each rank extracts: global indices, ascending, partitioning the train / test split.
-
-    `every_fold`: every rank's training shard holds images of every fold, so a moment probe (fitted from the
-    all-reduced statistics) can score a shard on its own; otherwise all probes work on gathered activations.
-    """
-
-    train: list[np.ndarray]
-    test: list[np.ndarray]
-    every_fold: bool
-
-    @classmethod
-    def deal(cls, folds: np.ndarray, n_test: int, world: int) -> "Shards":
-        """Deal the training images fold by fold (held-out ones first) over `world` ranks, the test images in
-        stride; one rank gets everything in order."""
-        order = np.argsort(folds, kind="stable")
-        train = [np.sort(order[distributed.shard(len(order), of_rank=r, world=world)]) for r in range(world)]
-        if min(len(s) for s in train) == 0:
-            raise ProbeError(f"{len(folds)} training images cannot be split over {world} processes; use fewer")
-        test = [distributed.shard(n_test, of_rank=r, world=world) for r in range(world)]
-        num_folds = int(folds.max()) + 1
-        every_fold = all(np.isin(np.arange(num_folds), folds[s]).all() for s in train)
-        return cls(train=train, test=test, every_fold=every_fold)
-
-
-def _subset(split: LabeledImages, idx: np.ndarray) -> LabeledImages:
-    """The images `idx` of `split` (the split itself when idx is all of it, in order)."""
-    if np.array_equal(idx, np.arange(len(split))):
-        return split
-    return dataclasses.replace(split, paths=[split.paths[i] for i in idx], targets=split.targets[idx],
-                               clean_targets=None if split.clean_targets is None else split.clean_targets[idx])
 
 
 def _extract(model, extractor: ActivationExtractor, source: ImageSource | None, infos: list[LayerInfo], *,
@@ -150,46 +118,6 @@ def _extract(model, extractor: ActivationExtractor, source: ImageSource | None, 
             for name, X in store.items()}
 
 
-def _cross_fit_shards(probe: str, *, stats: ClassStats, X: RowSource, X_test: RowSource | None,
-                      labels: np.ndarray, folds: np.ndarray, shards: Shards, cfg: ProbeConfig,
-                      layer: str) -> ProbeScores | None:
-    """`cross_fit` for this rank's activations X (n_r, d) of images shards.train[rank] (X_test likewise); the
-    scores in global order on rank 0, None on the other ranks. `labels`, `folds`: global (N,), fold -1 = held out.
-
-    Moment probes score each shard from the all-reduced statistics; the others (`scoring.refits_on_activations`,
-    and every probe when a shard lacks a fold) run on rank 0 on the layer's activations gathered there: N x d
-    float32 more on rank 0 (activations in RAM only: the disk cache is single-process).
-    """
-    several = distributed.world_size() > 1
-    refit = refits_on_activations(probe, stats.counts.sum(0).cpu().numpy(), X.dim)
-    gather = several and (not shards.every_fold or refit)
-    rows = shards.train[distributed.rank()]
-    if gather:
-        Xg = distributed.gather_rows(X.X, shards.train)
-        Xt = None if X_test is None else distributed.gather_rows(X_test.X, shards.test)
-        if Xg is None:
-            return None
-        X, X_test = TensorRows(Xg), None if Xt is None else TensorRows(Xt)
-        rows = np.arange(len(labels))
-    f = folds[rows]
-    fit, held = np.flatnonzero(f >= 0), np.flatnonzero(f < 0)
-    scores = cross_fit(probe, stats=stats, X=X.subset(fit), labels=labels[rows][fit], folds=f[fit],
-                       X_test=X_test, X_holdout=X.subset(held) if (folds < 0).any() else None, variance=cfg.variance,
-                       seed=cfg.seed, layer=layer)
-    if not several or gather:
-        return scores
-    local = np.zeros((len(rows), scores.oof_scores.shape[1]), dtype=np.float32)  # (n_r, K): oof and held-out rows
-    local[fit] = scores.oof_scores
-    if scores.holdout_scores is not None:
-        local[held] = scores.holdout_scores
-    every = distributed.gather_rows(local, shards.train)
-    test = None if scores.test_scores is None else distributed.gather_rows(scores.test_scores, shards.test)
-    if every is None:
-        return None
-    return dataclasses.replace(scores, oof_scores=every[folds >= 0], test_scores=test,
-                               holdout_scores=every[folds < 0] if scores.holdout_scores is not None else None)
-
-
 def _score_group(group: list[LayerInfo], cfg: ProbeConfig, *, stats: dict[str, ClassStats],
                  X: dict[str, RowSource], Xt: dict[str, RowSource], train: LabeledImages, folds: np.ndarray,
                  shards: Shards, label: str, reporter: Reporter, t0: float) -> list[ProbeScores]:
@@ -208,7 +136,7 @@ def _score_group(group: list[LayerInfo], cfg: ProbeConfig, *, stats: dict[str, C
     with reporter.progress(f"{label}: probes", len(group) * len(cfg.probes)) as advance:
         def fit(pairs):
             for info, probe in pairs:
-                scores = _cross_fit_shards(probe, stats=stats[info.name], X=X[info.name],
+                scores = cross_fit_shards(probe, stats=stats[info.name], X=X[info.name],
                                            X_test=Xt.get(info.name), labels=train.targets, folds=folds,
                                            shards=shards, cfg=cfg, layer=info.name)
                 if scores is not None:
@@ -487,14 +415,15 @@ def run_probe(loaded: LoadedRun, cfg: ProbeConfig, *, force: bool = False, repor
     shards = Shards.deal(folds, len(test) if test is not None else 0, distributed.world_size())
     me = distributed.rank()
     spec, workers = loaded.spec, cfg.workers
-    train_source = ImageSource(_subset(train, shards.train[me]), spec, workers=workers)
-    test_source = (ImageSource(_subset(test, shards.test[me]), spec, workers=workers)
+    train_source = ImageSource(shard_split(train, shards.train[me]), spec, workers=workers)
+    test_source = (ImageSource(shard_split(test, shards.test[me]), spec, workers=workers)
                    if test is not None and len(shards.test[me]) else None)
     checkpoints = expand_checkpoints(cfg.checkpoints, loaded.model_info)
     with _activation_cache(run, subdir, cache_dir, keep=keep_cache, reporter=reporter) as cache_root:
         probed = [(checkpoint, probe_checkpoint(
-            loaded, checkpoint, _checkpoint_config(cfg, checkpoint, loaded.model_info), train=train, folds=folds, train_source=train_source, test_source=test_source,
-            reporter=reporter, shards=shards, cache_root=cache_root, keep_cache=keep_cache, skip_input=i > 0))
+            loaded, checkpoint, _checkpoint_config(cfg, checkpoint, loaded.model_info), train=train, folds=folds,
+            train_source=train_source, test_source=test_source, reporter=reporter, shards=shards,
+            cache_root=cache_root, keep_cache=keep_cache, skip_input=i > 0))
             for i, checkpoint in enumerate(checkpoints)]
     got = _collect(probed, train=train, test=test, folds=folds)
     if not distributed.is_main():
