@@ -76,12 +76,15 @@ def _fit(u: np.ndarray, labels: np.ndarray, lam: float, start: np.ndarray) -> np
 
     def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
         W, b = _unpack(theta, K)
-        lp = log_softmax(u @ W + b)
-        grad = np.exp(lp)
+        z = u @ W + b
+        z -= z.max(axis=1, keepdims=True)
+        grad = np.exp(z)                                      # one exp: softmax and log-likelihood from it
+        total = grad.sum(axis=1)
+        grad /= total[:, None]
         grad[rows, labels] -= 1.0
         grad /= n
         Woff = W * off
-        value = -lp[rows, labels].mean() + lam * (np.sum(Woff * Woff) + np.sum(b * b)) / K
+        value = np.mean(np.log(total) - z[rows, labels]) + lam * (np.sum(Woff * Woff) + np.sum(b * b)) / K
         gW = u.T @ grad + 2.0 * lam * Woff / K
         gb = grad.sum(axis=0) + 2.0 * lam * b / K
         return float(value), np.concatenate([gW.ravel(), gb])

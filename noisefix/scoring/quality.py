@@ -108,17 +108,24 @@ def rank_matched(values, reference) -> np.ndarray:
     """`values` (n,) moved onto the distribution of `reference` (m,), keeping their order: each value becomes
     the reference quantile at its mid-rank (ties share one), linear between reference points; values beyond
     the outermost quantiles keep their distance to them, so the result stays strictly ordered where the
-    values are."""
-    from scipy.stats import rankdata
-
+    values are. (One sort of the values: the bootstrap calls this once per resample.)"""
     values = np.asarray(values, dtype=np.float64)
     ref = np.sort(np.asarray(reference, dtype=np.float64))
-    if not len(values) or not len(ref):
+    n, m = len(values), len(ref)
+    if not n or not m:
         return values.copy()
-    levels = (np.arange(len(ref)) + 0.5) / len(ref)
-    out = np.interp((rankdata(values) - 0.5) / len(values), levels, ref)
-    lo, hi = np.quantile(values, [levels[0], levels[-1]])
-    return np.where(values < lo, ref[0] + (values - lo), np.where(values > hi, ref[-1] + (values - hi), out))
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    ends = np.r_[starts[1:], n]
+    mid_rank = np.repeat((starts + ends + 1) / 2.0, ends - starts)                 # 1-based, ties averaged
+    levels = (np.arange(m) + 0.5) / m
+    moved = np.interp((mid_rank - 0.5) / n, levels, ref)
+    lo, hi = np.interp([levels[0] * (n - 1), levels[-1] * (n - 1)], np.arange(n), ordered)  # linear quantiles
+    moved = np.where(ordered < lo, ref[0] + (ordered - lo), np.where(ordered > hi, ref[-1] + (ordered - hi), moved))
+    out = np.empty(n)
+    out[order] = moved
+    return out
 
 
 def _sigmoid(log_odds: np.ndarray) -> np.ndarray:
