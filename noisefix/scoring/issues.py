@@ -252,13 +252,24 @@ def label_accuracy(labels, clean) -> float:
     return float(np.mean(labels == clean)) if len(labels) else 1.0
 
 
+def sorted_mid_ranks(values) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(order, the sorted values, their 1-based mid-ranks) of (N,) `values` from one stable argsort: tied values
+    share the mean of their ranks."""
+    values = np.asarray(values, dtype=np.float64)
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    ends = np.r_[starts[1:], len(values)]
+    return order, ordered, np.repeat((starts + ends + 1) / 2.0, ends - starts)
+
+
 def ranking_metrics(quality, given, clean) -> dict:
-    """AUROC and average precision of (N,) `quality` (lower = more suspicious) at finding given != clean.
+    """AUROC and average precision of (N,) `quality` (lower = more suspicious) at finding given != clean, tied
+    qualities counted as one threshold (the definitions of scikit-learn's roc_auc_score and
+    average_precision_score, in one sort).
 
     Both are None when every label is right or every label is wrong (nothing to rank against).
     """
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
     quality = np.asarray(quality, dtype=np.float64)
     given, clean = np.asarray(given), np.asarray(clean)
     if not (quality.shape == given.shape == clean.shape) or quality.ndim != 1 or np.isnan(quality).any():
@@ -267,9 +278,14 @@ def ranking_metrics(quality, given, clean) -> dict:
     wrong = given != clean
     if wrong.all() or not wrong.any():
         return {"auroc": None, "average_precision": None}
-    suspicion = -np.clip(quality, -1e300, 1e300)                                         # +-inf log odds rank too
-    return {"auroc": float(roc_auc_score(wrong, suspicion)),
-            "average_precision": float(average_precision_score(wrong, suspicion))}
+    order, ordered, ranks = sorted_mid_ranks(quality)               # most suspicious (lowest quality) first
+    hit = wrong[order]
+    pos, neg = int(hit.sum()), int((~hit).sum())
+    auroc = 1.0 - (ranks[hit].sum() - pos * (pos + 1) / 2) / (pos * neg)  # Mann-Whitney U of the qualities
+    last = np.flatnonzero(np.r_[ordered[1:] != ordered[:-1], True])  # the last image of each tie group
+    found = np.cumsum(hit)[last]
+    recall_step = np.diff(np.r_[0, found]) / pos
+    return {"auroc": float(auroc), "average_precision": float(np.sum(recall_step * found / (last + 1)))}
 
 
 def confusion_table(given, suggested, is_issue, *, num_classes: int) -> np.ndarray:

@@ -50,6 +50,7 @@ from noisefix.scoring.issues import (
     flag_issues,
     relabel,
     resolve_max_issues,
+    sorted_mid_ranks,
 )
 
 
@@ -114,11 +115,7 @@ def rank_matched(values, reference) -> np.ndarray:
     n, m = len(values), len(ref)
     if not n or not m:
         return values.copy()
-    order = np.argsort(values, kind="stable")
-    ordered = values[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    ends = np.r_[starts[1:], n]
-    mid_rank = np.repeat((starts + ends + 1) / 2.0, ends - starts)                 # 1-based, ties averaged
+    order, ordered, mid_rank = sorted_mid_ranks(values)
     levels = (np.arange(m) + 0.5) / m
     moved = np.interp((mid_rank - 0.5) / n, levels, ref)
     lo, hi = np.interp([levels[0] * (n - 1), levels[-1] * (n - 1)], np.arange(n), ordered)  # linear quantiles

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 from noisefix.config import Recipe
-from noisefix.io.atomic import read_json, write_bytes, write_json, write_text
+from noisefix.io.atomic import read_json, write_json, write_text
 from noisefix.io.run_dir import ProbeDir, RelabelDir, ReproduceDir, RetrainDir, RunDir
 from noisefix.scoring.selection import choose
 
@@ -132,13 +131,10 @@ def write_report(out: Path, recipe: Recipe, results: list[dict[str, Any]], *, qu
 
 
 def _plot(path: Path, recipe: Recipe, results: list[dict[str, Any]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from noisefix.ui.plots import pyplot, savefig
 
     degrees = [r["degree"] for r in results]
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = pyplot().subplots(figsize=(6.5, 4.2))
     series = [("model (final)", [r["model_test_acc"] for r in results], "k"),
               ("MASC oracle layer", [r["masc"]["oracle"] for r in results], "C0"),
               ("MASC label-only layer", [r["masc"]["label_only"] for r in results], "C1"),
@@ -158,7 +154,4 @@ def _plot(path: Path, recipe: Recipe, results: list[dict[str, Any]]) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    write_bytes(path, buf.getvalue())
+    savefig(fig, path)

@@ -30,7 +30,8 @@ def savefig(fig, path: Path) -> None:
     write_bytes(path, buf.getvalue())
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (files only, no display)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -67,7 +68,7 @@ def plot_dynamics(path: Path, rows: list[dict[str, Any]], *, epochs: dict[str, i
 
     Checkpoints are evenly spaced on x and labelled by epoch (0 = the untrained network), not drawn to scale.
     """
-    plt = _pyplot()
+    plt = pyplot()
     rows = [r for r in rows if r["checkpoint"] in epochs]
     ckpts = sorted({r["checkpoint"] for r in rows}, key=lambda c: epochs[c])
     pos = {c: i for i, c in enumerate(ckpts)}
@@ -124,7 +125,7 @@ def plot_layers(path: Path, rows: list[dict[str, Any]], *, criterion: str, model
                 title: str) -> None:
     """probe/layers.png: the criterion per layer (one line per probe) at one checkpoint, the model's own as a
     black line, the reference accuracy dashed when known; the pick starred when it is at this checkpoint."""
-    plt = _pyplot()
+    plt = pyplot()
     layers = list(dict.fromkeys(r["layer"] for r in rows))
     ref = reference_metric(rows)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(layers) + 2.5) + 2.2, 4.4))

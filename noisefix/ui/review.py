@@ -145,7 +145,7 @@ def placeholder(size: int, text: str) -> Image.Image:
 
 def png_data_uri(img: Image.Image) -> str:
     buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=True)
+    img.save(buf, format="PNG")  # optimize=True: 12 % smaller, 8x slower
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -336,7 +336,7 @@ def contact_sheet(rows: ReviewRows, thumbs: Sequence[Image.Image], *, title: str
         for j, (text, colour) in enumerate(lines):
             draw.text((x0, ty + 14 * j), _fit(draw, text, font, box_w), fill=colour, font=font)
     buf = io.BytesIO()
-    sheet.save(buf, format="PNG", optimize=True)
+    sheet.save(buf, format="PNG")
     return buf.getvalue()
 
 

@@ -143,3 +143,18 @@ def test_confusion_table_and_ranking_metrics():
     assert perfect == {"auroc": 1.0, "average_precision": 1.0}
     assert ranking_metrics(np.array([-np.inf, 1.0, 2.0, np.inf, 0.0]), given, clean)["auroc"] == 1.0
     assert ranking_metrics(np.ones(5), given, given) == {"auroc": None, "average_precision": None}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_ranking_metrics_match_scikit_learn_with_ties(seed):
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    quality = np.round(rng.normal(size=300), 1)                                        # many tied qualities
+    quality[:20] = np.inf
+    given = rng.integers(0, 3, 300)
+    clean = np.where(rng.random(300) < 0.3, (given + 1) % 3, given)
+    got = ranking_metrics(quality, given, clean)
+    wrong, suspicion = given != clean, -np.clip(quality, -1e300, 1e300)
+    assert got["auroc"] == pytest.approx(roc_auc_score(wrong, suspicion), abs=1e-12)
+    assert got["average_precision"] == pytest.approx(average_precision_score(wrong, suspicion), abs=1e-12)
