@@ -47,7 +47,7 @@ from noisefix.errors import ProbeError
 from noisefix.probes import eigensolvers
 from noisefix.probes.eigensolvers import PARTIAL_FRACTION, subspace
 from noisefix.probes.base import Probe
-from noisefix.probes.stats import ClassMoments, as_features, as_labels
+from noisefix.probes.stats import ClassMoments, all_finite, as_features, as_labels
 
 #: Score this many vector-component products at a time (bounds the (rows, sum k_c) temporary).
 _SCORE_BLOCK = 2**24
@@ -277,7 +277,7 @@ class MASC(Probe):
 def _checked_block(block: ClassBlock, device) -> ClassBlock:
     """The block on `device` (None: where it is), after checking its rows are finite (no (n_c, d) temporary)."""
     rows, gram, start = block
-    if rows.numel() and not bool(torch.isfinite(torch.linalg.vector_norm(rows, ord=float("inf")))):
+    if not all_finite(rows):
         raise ProbeError("class rows contain NaN or inf values; check the model weights (a diverged training run?)")
     if device is None:
         return block

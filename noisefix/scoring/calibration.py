@@ -183,24 +183,29 @@ def _m_step_transition(r: np.ndarray, cells: np.ndarray, smoothing: float) -> np
     return T / T.sum(axis=1, keepdims=True)
 
 
+def _row_scaled(log_q: np.ndarray) -> tuple[np.ndarray, float]:
+    """(n, K) probabilities divided by each row's largest (that one is 1: no row underflows to all 0s) and the
+    mean log of the divisors. EM runs on them in probability space: a product and a sum per step, no exp."""
+    top = log_q.max(axis=1, keepdims=True)
+    return np.exp(log_q - top), float(np.mean(top)) if len(top) else 0.0
+
+
 def _em(z: np.ndarray, given: np.ndarray, *, temperature: float, transition: np.ndarray, smoothing: float,
         max_iter: int, tol: float, fit_temperature: bool = True) -> tuple[float, np.ndarray, float]:
     """EM for (t, T) on (n, K) logits z and (n,) given labels; returns (t, T, mean log-likelihood)."""
     t, T, last = temperature, transition, -np.inf
     K = z.shape[1]
-    logT, cells = np.log(T), (given[:, None] * K + np.arange(K)).ravel()
-    logq = log_softmax(z / t)
+    cells = (given[:, None] * K + np.arange(K)).ravel()
+    q, shift = _row_scaled(log_softmax(z / t))
     for _ in range(max_iter):
-        joint = logq + logT[:, given].T                                                     # (n, K) log q_i T_iy
-        top = joint.max(axis=1, keepdims=True)
-        like = top[:, 0] + np.log(np.exp(joint - top).sum(axis=1))                          # (n,) log P(y | z)
-        ll = float(np.mean(like))
-        r = np.exp(joint - like[:, None])                                                   # E step
+        joint = q * T.T[given]                                      # (n, K) q_i T_iy / max_i q_i, row by row
+        like = joint.sum(axis=1)                                    # >= the floor of T: no underflow to 0
+        ll = float(np.mean(np.log(like))) + shift                   # mean log P(y | z)
+        r = joint / like[:, None]                                                           # E step
         T = _m_step_transition(r, cells, smoothing)
-        logT = np.log(T)
         if fit_temperature:
             t = _fit_temperature(z, r, t)
-            logq = log_softmax(z / t)
+            q, shift = _row_scaled(log_softmax(z / t))
         if ll - last < tol:
             break
         last = ll

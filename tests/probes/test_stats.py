@@ -6,7 +6,7 @@ import torch
 
 from noisefix.errors import DataError, ProbeError
 from noisefix.probes import stats as stats_module
-from noisefix.probes.stats import ClassStats
+from noisefix.probes.stats import ClassStats, all_finite, as_features
 
 
 def _data(n=500, d=12, K=3, F=4, seed=0):
@@ -53,6 +53,19 @@ def test_zero_vectors_are_counted_per_class():
     s = ClassStats(4, 2)
     s.update(X, np.array([0, 0, 0, 1, 1, 1]))
     assert s.zero_counts.tolist() == [2, 1]
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("where", [(0, 0), (3, 17), (299, 99)])
+def test_every_non_finite_entry_is_caught(value, where):
+    X = np.random.default_rng(0).standard_normal((300, 100)).astype(np.float32)
+    assert all_finite(torch.from_numpy(X)) and all_finite(torch.empty(0, 4))
+    X[where] = value
+    assert not all_finite(torch.from_numpy(X))
+    with pytest.raises(ProbeError, match="NaN or inf"):
+        as_features(X)
+    with pytest.raises(ProbeError, match="NaN or inf"):
+        ClassStats(100, 2).update(X, np.arange(300) % 2)
 
 
 def test_bad_inputs_raise_named_errors():
