@@ -23,7 +23,7 @@ reported beside it; `wall_seconds` is everything), for cleanlab the fold trainin
 and find_label_issues. `time_ratio_noisefix_over_this` = noisefix's seconds / the row's. The load average
 (`os.getloadavg`) before and after the run goes to the output.
 
-Usage: python bench/cleaning_vs_cleanlab.py DATA [--model auto] [--epochs 4] [--cl-epochs 5] [--memorize 0]
+Usage: python bench/cleaning_vs_cleanlab.py DATA [--model auto] [--epochs 4] [--cl-epochs 5] [--memorize 0] [--repeat 3]
        [--no-retrain] [--out results.json]
 """
 
@@ -98,6 +98,18 @@ def method_summary(name: str, seconds: float, is_issue, suggested, given, clean)
             "_cleaned": cleaned}
 
 
+def with_repeats(runs: list[dict]) -> dict:
+    """The first run's row (the metrics of every repeat are the same seeded run) with `seconds` the median
+    over the repeats and each repeat's seconds (and F1, to show they agree) beside it."""
+    row = dict(runs[0])
+    row.pop("arch", None)
+    row["seconds"] = float(np.median([r["seconds"] for r in runs]))
+    if len(runs) > 1:
+        row["seconds_runs"] = [r["seconds"] for r in runs]
+        row["f1_runs"] = [r["f1"] for r in runs]
+    return row
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", type=Path)
@@ -114,6 +126,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--retrain-epochs", type=int, default=60)
     ap.add_argument("--no-retrain", action="store_true")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="time noisefix and the small-MLP cleanlab row this many times, alternated; seconds are "
+                         "the median (the machines are shared: one run's time can be off by a third)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     from cleanlab.filter import find_label_issues
@@ -131,30 +146,44 @@ def main(argv: list[str] | None = None) -> list[dict]:
         ImageSource(splits.test, source.spec)         # clean evaluates and probes the test split too
     load_seconds = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
         epochs = {"epochs": args.epochs} if args.epochs else {}
-        out = run_clean(args.data, Path(tmp) / "clean", model=args.model, labels_file=args.data / "noisy_labels.csv",
-                        **epochs, **overrides)
-        wall = time.perf_counter() - t0
-        rel = out.relabel
-        cleaned_nf = load_data(args.data, rel.cleaned).train.targets
-        flagged = flagged_mask(rel.out / "labels.csv", noisy.paths)
-        nf_model = json.loads(out.train.run.model_json.read_text())["arch"]
-        seconds = sum(out.seconds[p] for p in ("train", "probe", "relabel"))
-        results.append(method_summary(f"noisefix clean ({nf_model}, {out.train.epochs} epochs)", seconds,
-                                flagged, cleaned_nf, given, clean))
-        results[-1].update(chosen=rel.summary["sources"][0], phases=out.seconds, wall_seconds=wall,
-                           estimated_wrong=rel.summary["noise"]["wrong_fraction"])
 
-        arches = [args.cl_model] + ([nf_model] if args.cl_same_arch and nf_model != args.cl_model else [])
-        for arch in arches:
+        def noisefix_once(rep: int) -> dict:
+            t0 = time.perf_counter()
+            out = run_clean(args.data, Path(tmp) / f"clean-{rep}", model=args.model,
+                            labels_file=args.data / "noisy_labels.csv", **epochs, **overrides)
+            wall = time.perf_counter() - t0
+            rel = out.relabel
+            cleaned_nf = load_data(args.data, rel.cleaned).train.targets
+            flagged = flagged_mask(rel.out / "labels.csv", noisy.paths)
+            arch = json.loads(out.train.run.model_json.read_text())["arch"]
+            seconds = sum(out.seconds[p] for p in ("train", "probe", "relabel"))
+            row = method_summary(f"noisefix clean ({arch}, {out.train.epochs} epochs)", seconds, flagged, cleaned_nf,
+                                 given, clean)
+            row.update(arch=arch, chosen=rel.summary["sources"][0], phases=out.seconds, wall_seconds=wall,
+                       estimated_wrong=rel.summary["noise"]["wrong_fraction"])
+            return row
+
+        def cleanlab_once(arch: str) -> dict:
             t0 = time.perf_counter()
             cfg = TrainConfig(**{"model": arch, "epochs": args.cl_epochs, "optimizer": "adam", "lr": 1e-3,
                                  "batch_size": 128, **overrides})
             probs = cleanlab_oof_probs(source, given, cfg, folds=args.folds, num_classes=K)
             issues = find_label_issues(labels=given, pred_probs=probs)
-            results.append(method_summary(f"cleanlab ({arch}, {args.folds}-fold x {args.cl_epochs} epochs)",
-                                    time.perf_counter() - t0, issues, probs.argmax(1), given, clean))
+            return method_summary(f"cleanlab ({arch}, {args.folds}-fold x {args.cl_epochs} epochs)",
+                                  time.perf_counter() - t0, issues, probs.argmax(1), given, clean)
+
+        nf_runs, cl_runs = [], []
+        for rep in range(args.repeat):  # alternated, so a slower spell of the machine hits both methods
+            nf_runs.append(noisefix_once(rep))
+            cl_runs.append(cleanlab_once(args.cl_model))
+        nf_model = nf_runs[0].pop("arch")
+        results.append(with_repeats(nf_runs))
+        results.append(with_repeats(cl_runs))
+        results[-1]["time_ratio_noisefix_over_this"] = results[0]["seconds"] / results[-1]["seconds"]
+        results[-1]["time_ratio_runs"] = [a["seconds"] / b["seconds"] for a, b in zip(nf_runs, cl_runs)]
+        if args.cl_same_arch and nf_model != args.cl_model:
+            results.append(cleanlab_once(nf_model))
             results[-1]["time_ratio_noisefix_over_this"] = results[0]["seconds"] / results[-1]["seconds"]
         if args.cl_same_arch and nf_model == args.cl_model:
             results.append({"method": f"cleanlab (clean's architecture {nf_model}): the row above", "same_as": 1})

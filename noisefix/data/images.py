@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
@@ -211,6 +212,34 @@ def _files_key(split: LabeledImages) -> int:
     return hash(tuple(stats))
 
 
+#: While `files_unchanged()` is active: (root, paths) -> `_files_key`, so each split's files are stat'ed once.
+_UNCHANGED: "dict[tuple, int] | None" = None
+
+
+@contextmanager
+def files_unchanged() -> Iterator[None]:
+    """Within it, the decode cache stats a split's files once (about 0.2 s per 60,000 files) and trusts that key
+    for every later ImageSource of the same paths: for the stages of one `clean`, which read a folder that
+    nothing writes to meanwhile. Outside it, every ImageSource stats its files (a changed file decodes anew)."""
+    global _UNCHANGED
+    outer = _UNCHANGED
+    _UNCHANGED = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _UNCHANGED = outer
+
+
+def _split_key(split: LabeledImages) -> int:
+    """`_files_key`, computed once per (root, paths) inside `files_unchanged`."""
+    if _UNCHANGED is None:
+        return _files_key(split)
+    ident = (str(split.root), tuple(split.paths))
+    if ident not in _UNCHANGED:
+        _UNCHANGED[ident] = _files_key(split)
+    return _UNCHANGED[ident]
+
+
 def _remember(key: tuple, data: torch.Tensor, budget: int) -> None:
     """Keep `data` under `key` while all kept splits together stay within `budget` bytes."""
     _DECODED[key] = data
@@ -242,7 +271,7 @@ class ImageSource:
         self.in_memory = len(split) * int(np.prod(self.shape)) <= max_memory_bytes
         self._data = None
         if self.in_memory:
-            key = (str(split.root), _files_key(split), self.shape)
+            key = (str(split.root), _split_key(split), self.shape)
             self._data = _DECODED.get(key)
             if self._data is None:
                 self._data = torch.empty((len(split), *self.shape), dtype=torch.uint8)  # (N, C, H, W)

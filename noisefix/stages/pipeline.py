@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from noisefix.config import ImageConfig, ProbeConfig, RelabelConfig, RetrainConfig, TrainConfig
+from noisefix.data.images import files_unchanged
 from noisefix.io.atomic import check_writable
 from noisefix.io.run_dir import RunDir
 from noisefix.stages.probe import ProbeOutcome, run_probe, screen_probes
@@ -80,7 +81,8 @@ def run_demo(out: Path, *, force: bool = False, seed: int = 0, reporter: Reporte
     check_writable(out, force=force, what="demo output", elsewhere="--out")
     data = out / "digits"
     export_dataset(load_builtin("digits"), data, corrupt=DEMO_NOISE, seed=seed, force=True)
-    reporter.info(f"exported scikit-learn digits to {escape(str(data))} with {DEMO_NOISE:.0%} symmetric label noise (seed {seed})")
+    reporter.info(f"exported scikit-learn digits to {escape(str(data))} with {DEMO_NOISE:.0%} symmetric label noise "
+                  f"(seed {seed})")
     return run_clean(data, out / "run", labels_file=data / "noisy_labels.csv", retrain=True, seed=seed, force=True,
                      reporter=reporter)
 
@@ -168,11 +170,12 @@ def run_clean(data: Path, out: Path, *, model: str = "auto", labels_file: Path |
     cheap = screen_probes(probes)[0] if screen else []
     probe_cfg = ProbeConfig(probes=probes, checkpoints=("all",), seed=seed, screen=screen,
                             init_probes=tuple(cheap) or None, device=train_overrides.get("device") or "auto")
-    outcome = run_pipeline(Path(data), Path(out), labels_file=labels_file,
-                           train_cfg=clean_train_config(model, epochs=epochs, seed=seed, **train_overrides),
-                           probe_cfg=probe_cfg, relabel_cfg=RelabelConfig(review=review, ensemble=CLEAN_ENSEMBLE),
-                           retrain_cfg=RetrainConfig(seed=seed) if retrain else None, force=force,
-                           reporter=reporter, weights=weights, image=image, classes_file=classes_file)
+    with files_unchanged():  # the stages decode the folder once and stat its files once
+        outcome = run_pipeline(Path(data), Path(out), labels_file=labels_file,
+                               train_cfg=clean_train_config(model, epochs=epochs, seed=seed, **train_overrides),
+                               probe_cfg=probe_cfg, relabel_cfg=RelabelConfig(review=review, ensemble=CLEAN_ENSEMBLE),
+                               retrain_cfg=RetrainConfig(seed=seed) if retrain else None, force=force,
+                               reporter=reporter, weights=weights, image=image, classes_file=classes_file)
     _record_health_and_times(outcome, reporter)
     if not keep_checkpoints:
         count, freed = drop_unused_checkpoints(outcome.train.run, outcome.relabel.summary["sources"])

@@ -103,6 +103,26 @@ def test_uniform_folder_keeps_its_pixels(tiny_folder):
     assert torch.equal(spec.to_input(x), x.float() / 255)  # no normalization: raw [0, 1] pixels
 
 
+def test_a_changed_file_decodes_anew_except_inside_files_unchanged(tiny_folder, monkeypatch):
+    split = load_data(tiny_folder).train
+    spec = infer_spec(split, normalize=False)
+    first = tiny_folder / split.paths[0]
+    before = next(ImageSource(split, spec).batches(1))[0][0, 0].clone()
+    Image.fromarray(255 - before.numpy()).save(first)             # same size, new pixels and mtime
+    os.utime(first, ns=(os.stat(first).st_atime_ns, os.stat(first).st_mtime_ns + 10**9))
+    after = next(ImageSource(split, spec).batches(1))[0][0, 0]
+    assert torch.equal(after, 255 - before)                        # outside: the file is stat'ed again
+    stats = []
+    monkeypatch.setattr(images, "_files_key", lambda s, _key=images._files_key: stats.append(1) or _key(s))
+    with images.files_unchanged():
+        ImageSource(split, spec), ImageSource(load_data(tiny_folder).train, spec)  # a fresh load, same paths
+        with images.files_unchanged():                             # nested: the same session
+            ImageSource(split, spec)
+    assert len(stats) == 1 and images._UNCHANGED is None
+    ImageSource(split, spec)
+    assert len(stats) == 2
+
+
 def test_spec_choices(tiny_folder):
     split = load_data(tiny_folder).train
     spec = infer_spec(split, size=16, channels=3)
