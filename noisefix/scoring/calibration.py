@@ -326,9 +326,38 @@ def label_posterior(log_probs, given, transition) -> tuple[np.ndarray, np.ndarra
     return posterior, _log_odds(joint, given)
 
 
+class GivenLogOdds:
+    """The (N,) log odds of label quality alone, as `label_posterior` gives them, for one set of calibrated (N, K)
+    log probabilities and any noise matrix: `GivenLogOdds(log_probs, given)(T)` (the bootstrap calls it once per
+    refitted T). The probabilities are scaled by each row's largest once; each T then costs one (N, K) x (K, K)
+    product and two logs per row, no exp. Rows whose given-class or other-class mass is below 1e-250 of their
+    largest probability (it would underflow) are computed in log space, so every result is finite."""
+
+    def __init__(self, log_probs: np.ndarray, given: np.ndarray):
+        self.log_probs = np.asarray(log_probs, dtype=np.float64)
+        self.given = np.asarray(given, dtype=np.int64)
+        q, _ = _row_scaled(self.log_probs)
+        self._rows = np.arange(len(self.given))
+        self._q_given = q[self._rows, self.given]
+        q[self._rows, self.given] = 0.0
+        self._q_others = q
+
+    def __call__(self, transition: np.ndarray) -> np.ndarray:
+        T = np.maximum(np.asarray(transition, dtype=np.float64), _T_FLOOR)
+        mine = self._q_given * np.diagonal(T)[self.given]                   # q_g T_gg / max_i q_i
+        others = (self._q_others @ T)[self._rows, self.given]               # sum_{i != g} q_i T_ig / max_i q_i
+        exact = (mine > 1e-250) & (others > 1e-250)
+        out = np.empty(len(mine))
+        out[exact] = np.log(mine[exact]) - np.log(others[exact])
+        if not exact.all():
+            far = ~exact
+            out[far] = _log_odds(_joint(self.log_probs[far], self.given[far], T), self.given[far])
+        return out
+
+
 def given_log_odds(log_probs: np.ndarray, given: np.ndarray, transition: np.ndarray) -> np.ndarray:
-    """(N,) log odds of label quality alone, as `label_posterior` gives them (the bootstrap's inner loop)."""
-    return _log_odds(_joint(log_probs, given, transition), given)
+    """(N,) log odds of label quality alone, as `label_posterior` gives them (`GivenLogOdds` for one T)."""
+    return GivenLogOdds(log_probs, given)(transition)
 
 
 def refit_transition(log_probs: np.ndarray, given: np.ndarray, transition: np.ndarray, *, smoothing: float,

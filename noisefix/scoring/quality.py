@@ -31,6 +31,7 @@ import numpy as np
 
 from noisefix.errors import ConfigError
 from noisefix.scoring.calibration import (
+    GivenLogOdds,
     NoiseModel,
     Trusted,
     as_sources,
@@ -189,10 +190,11 @@ def _bootstrap(log_probs, given, model: NoiseModel, mask, *, smoothing: float, n
     rng = np.random.default_rng(seed)
     rows = np.flatnonzero(mask)
     fit, pooled, per_class = np.empty(n_boot), np.empty(n_boot), np.empty((n_boot, K))
+    odds = GivenLogOdds(log_probs, given)
     for b in range(n_boot):
         pick = rows[rng.integers(0, len(rows), len(rows))]
         T = refit_transition(log_probs[pick], given[pick], model.transition, smoothing=smoothing)
-        log_odds = given_log_odds(log_probs, given, T)
+        log_odds = odds(T)
         if match:
             log_odds = _matched(log_odds, mask, reference=log_odds[pick])
         quality = _sigmoid(log_odds)

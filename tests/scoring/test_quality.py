@@ -7,6 +7,7 @@ import pytest
 from noisefix.errors import ConfigError, DataError
 from noisefix.scoring.issues import issue_metrics, normalize_scores, ranking_metrics, relabel
 from noisefix.scoring.calibration import (
+    GivenLogOdds,
     Trusted,
     calibrated_log_probs,
     fit_noise_model,
@@ -154,6 +155,24 @@ def test_every_row_is_finite_and_ranked():
     np.testing.assert_allclose(found.posterior.sum(1), 1.0)
     sharp = assess_labels(scores * 1e6, given, n_boot=0)                               # scale-free
     np.testing.assert_allclose(sharp.label_quality, assess_labels(scores, given, n_boot=0).label_quality)
+
+
+def test_given_log_odds_in_probability_space_match_the_log_space_posterior():
+    """The bootstrap's fast log odds equal label_posterior's, also for rows whose probabilities underflow."""
+    rng = np.random.default_rng(3)
+    log_probs = np.log(rng.dirichlet(np.ones(6) * 0.3, size=500))
+    log_probs[:5] = [0.0, -800.0, -900.0, -1000.0, -750.0, -2000.0]     # other classes far below the best
+    log_probs[5:10] = [-900.0, 0.0, -1.0, -2.0, -3.0, -4.0]            # the given class far below it
+    given = rng.integers(0, 6, 500)
+    given[:10] = 0
+    T = symmetric_transition(0.1, 6)
+    T[2, 0] = 0.0                                                     # floored, as label_posterior floors it
+    odds = GivenLogOdds(log_probs, given)
+    for transition in (T, symmetric_transition(0.4, 6)):
+        want = label_posterior(log_probs, given, transition)[1]
+        got = odds(transition)
+        assert np.all(np.isfinite(got))
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
 
 
 def test_ensemble_averages_calibrated_probabilities():
