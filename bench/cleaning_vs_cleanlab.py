@@ -99,14 +99,16 @@ def method_summary(name: str, seconds: float, is_issue, suggested, given, clean)
 
 
 def with_repeats(runs: list[dict]) -> dict:
-    """The first run's row (the metrics of every repeat are the same seeded run) with `seconds` the median
-    over the repeats and each repeat's seconds (and F1, to show they agree) beside it."""
+    """The first run's row (the metrics of every repeat are the same seeded run; `phases` are the first run's)
+    with `seconds` the median over the repeats and each repeat's seconds, phases and F1 (to show they agree)."""
     row = dict(runs[0])
     row.pop("arch", None)
     row["seconds"] = float(np.median([r["seconds"] for r in runs]))
     if len(runs) > 1:
         row["seconds_runs"] = [r["seconds"] for r in runs]
         row["f1_runs"] = [r["f1"] for r in runs]
+        if "phases" in row:
+            row["phases_runs"] = [r["phases"] for r in runs]
     return row
 
 

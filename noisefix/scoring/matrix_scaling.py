@@ -66,29 +66,33 @@ def _unpack(theta: np.ndarray, K: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _fit(u: np.ndarray, labels: np.ndarray, lam: float, start: np.ndarray) -> np.ndarray:
-    """Flat (W, b) minimizing the penalized mean cross-entropy, from flat `start`."""
+    """Flat (W, b) minimizing the penalized mean cross-entropy, from flat `start`.
+
+    With A = [u, 1] (n, K + 1) and Theta = [W; b] the logits are A Theta; the label terms of the loss and its
+    gradient are linear in Theta through the constant C = A^T onehot(labels) (K + 1, K), so an evaluation is
+    two products with A, one exp and a few row reductions."""
     from scipy.optimize import minimize
 
     from noisefix.nn.device import one_blas_thread
 
     n, K = u.shape
-    rows = np.arange(n)
-    off = 1.0 - np.eye(K)
+    A = np.hstack([u, np.ones((n, 1))])                                       # (n, K + 1)
+    C = np.zeros((K + 1, K))
+    np.add.at(C.T, labels, A)                                                 # C[:, k] = sum of A's rows of class k
+    penalty = np.vstack([1.0 - np.eye(K), np.ones((1, K))])                   # W's off-diagonal and b
 
     def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        W, b = _unpack(theta, K)
-        z = u @ W + b
-        z -= z.max(axis=1, keepdims=True)
-        grad = np.exp(z)                                      # one exp: softmax and log-likelihood from it
-        total = grad.sum(axis=1)
-        grad /= total[:, None]
-        grad[rows, labels] -= 1.0
-        grad /= n
-        Woff = W * off
-        value = np.mean(np.log(total) - z[rows, labels]) + lam * (np.sum(Woff * Woff) + np.sum(b * b)) / K
-        gW = u.T @ grad + 2.0 * lam * Woff / K
-        gb = grad.sum(axis=0) + 2.0 * lam * b / K
-        return float(value), np.concatenate([gW.ravel(), gb])
+        Theta = theta.reshape(K + 1, K)                                       # [W; b]: the flat (W, b) layout
+        z = A @ Theta
+        top = z.max(axis=1)
+        z -= top[:, None]
+        np.exp(z, out=z)
+        total = z.sum(axis=1)
+        z /= total[:, None]                                                   # softmax
+        reg = Theta * penalty
+        value = (np.sum(np.log(total) + top) - np.sum(Theta * C)) / n + lam * np.sum(reg * reg) / K
+        grad = (A.T @ z - C) / n + 2.0 * lam * reg / K
+        return float(value), grad.ravel()
 
     with one_blas_thread():  # (n, K) x (K, K) products: a thread pool only adds overhead
         return minimize(loss, start, jac=True, method="L-BFGS-B", options={"maxiter": MAX_ITER, "ftol": FTOL}).x
