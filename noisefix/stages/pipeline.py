@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from noisefix.config import ImageConfig, ProbeConfig, RelabelConfig, RetrainConfig, TrainConfig
+from noisefix.data.folders import DataSplits
 from noisefix.data.images import files_unchanged
 from noisefix.io.atomic import check_writable
 from noisefix.io.run_dir import RunDir
@@ -35,15 +36,18 @@ class PipelineOutcome:
 def run_pipeline(data: Path, run: Path, *, labels_file: Path | None, train_cfg: TrainConfig,
                  probe_cfg: ProbeConfig, relabel_cfg: RelabelConfig, retrain_cfg: RetrainConfig | None,
                  force: bool = False, reporter: Reporter | None = None, weights=None,
-                 image: ImageConfig | None = None, classes_file: Path | None = None) -> PipelineOutcome:
+                 image: ImageConfig | None = None, classes_file: Path | None = None,
+                 splits: DataSplits | None = None) -> PipelineOutcome:
     """train -> probe -> relabel -> (retrain) on one image folder, writing one run directory. `weights`,
-    `image` and `classes_file` go to `run_train` (a pretrained start is checkpoint 0)."""
+    `image` and `classes_file` go to `run_train` (a pretrained start is checkpoint 0); `splits`, the folder as
+    `load_data` already read it, too. The folder is read once: the later stages open the run with the data
+    training read."""
     reporter = or_null(reporter)
     clock = _Clock()
     trained = clock("train", run_train, data, train_cfg, labels_file=labels_file, out=run, force=force,
-                    reporter=reporter, weights=weights, image=image, classes_file=classes_file)
+                    reporter=reporter, weights=weights, image=image, classes_file=classes_file, data=splits)
     clock.move("train", "load", trained.load_seconds)  # reading and decoding the data is not training
-    loaded = clock("load", open_run, run, reporter=reporter)
+    loaded = clock("load", open_run, run, reporter=reporter, data=trained.data)
     probed = clock("probe", run_probe, loaded, probe_cfg, force=True, reporter=reporter)
     relabeled = clock("relabel", run_relabel, loaded, relabel_cfg, force=True, reporter=reporter)
     retrained = (clock("retrain", run_retrain, loaded, retrain_cfg, force=True, reporter=reporter)
@@ -160,13 +164,16 @@ def run_clean(data: Path, out: Path, *, model: str = "auto", labels_file: Path |
     deleted at the end (`drop_unused_checkpoints`). `train_overrides` go to the training config (e.g.
     optimizer, lr, batch_size, device, on_bad_image)."""
     reporter = or_null(reporter)
-    if model == "auto" or epochs is None:  # both read the training split: load it once
+    splits, t0 = None, time.perf_counter()
+    if model == "auto" or epochs is None:  # both read the training split: load it once, for every stage
         from noisefix.data.folders import load_data
 
-        train = load_data(data, labels_file).train
+        splits = load_data(data, labels_file, classes_file=classes_file)
+        train = splits.train
         model, weights = clean_model(data, train, model, weights)
         if epochs is None:
             epochs = clean_epochs(len(train), train_overrides.get("batch_size") or CLEAN_TRAINING["batch_size"])
+    read_seconds = time.perf_counter() - t0
     cheap = screen_probes(probes)[0] if screen else []
     probe_cfg = ProbeConfig(probes=probes, checkpoints=("all",), seed=seed, screen=screen,
                             init_probes=tuple(cheap) or None, device=train_overrides.get("device") or "auto")
@@ -175,7 +182,10 @@ def run_clean(data: Path, out: Path, *, model: str = "auto", labels_file: Path |
                                train_cfg=clean_train_config(model, epochs=epochs, seed=seed, **train_overrides),
                                probe_cfg=probe_cfg, relabel_cfg=RelabelConfig(review=review, ensemble=CLEAN_ENSEMBLE),
                                retrain_cfg=RetrainConfig(seed=seed) if retrain else None, force=force,
-                               reporter=reporter, weights=weights, image=image, classes_file=classes_file)
+                               reporter=reporter, weights=weights, image=image, classes_file=classes_file,
+                               splits=splits)
+    for phase in ("load", "total"):  # the data read above is part of the run's reading
+        outcome.seconds[phase] = outcome.seconds.get(phase, 0.0) + read_seconds
     _record_health_and_times(outcome, reporter)
     if not keep_checkpoints:
         count, freed = drop_unused_checkpoints(outcome.train.run, outcome.relabel.summary["sources"])

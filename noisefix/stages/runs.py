@@ -48,8 +48,12 @@ class LoadedRun:
 
 
 def open_run(run_path: Path | None, *, data_root: Path | None = None, model: str | None = None,
-             stage: str | None = None, reporter: Reporter | None = None) -> LoadedRun:
-    """Resolve a run (the newest matching one under ./runs/ when not given), reload and verify its data."""
+             stage: str | None = None, reporter: Reporter | None = None, data: DataSplits | None = None) -> LoadedRun:
+    """Resolve a run (the newest matching one under ./runs/ when not given), reload and verify its data.
+
+    `data`: the run's data as `run_train` read it in this process (`TrainOutcome.data`), used instead of reading
+    the folder and fingerprinting it again (the run's manifest holds that fingerprint); the classes are still
+    checked."""
     reporter = or_null(reporter)
     if run_path is None:
         run_path = find_latest_run(data_root=data_root, model=model, stage=stage)
@@ -61,12 +65,12 @@ def open_run(run_path: Path | None, *, data_root: Path | None = None, model: str
     _check_spec(run, info)
     root = Path(data_root) if data_root is not None else Path(manifest["data_root"])
     labels_file, classes_file = manifest.get("labels_file"), manifest.get("classes_file")
-    splits = load_data(root, Path(labels_file) if labels_file else None,
-                       classes_file=Path(classes_file) if classes_file else None)
+    splits = data if data is not None else load_data(root, Path(labels_file) if labels_file else None,
+                                                     classes_file=Path(classes_file) if classes_file else None)
     if splits.train.classes != info["classes"]:
         raise RunError(f"the data at {root} has classes {splits.train.classes[:6]}... but run {run.path} was "
                        f"trained on {info['classes'][:6]}...; pass the data the run was trained on")
-    if fingerprint(splits) != manifest["data_fingerprint"]:
+    if data is None and fingerprint(splits) != manifest["data_fingerprint"]:
         raise RunError(f"the data at {root} differs from the data run {run.path} was trained on (fingerprint "
                        "mismatch: images or labels changed); retrain, or pass the original data")
     if run.skipped.exists():

@@ -52,6 +52,7 @@ class TrainOutcome:
     best_test_acc: float | None
     seconds: float                       # training (the epochs, their evaluation and the saved checkpoints)
     load_seconds: float = 0.0            # reading the labels, checking and decoding the images before training
+    data: DataSplits | None = None       # the data as trained on, for `open_run` in this process (one process only)
 
 
 def default_run_path(data_root: Path, model: str) -> Path:
@@ -165,10 +166,12 @@ def _eval_sets(source: ImageSource, splits: DataSplits, holdout: np.ndarray) -> 
 
 
 def load_checked(data_root: Path, labels_file: Path | None, classes_file: Path | None, on_bad_image: str,
-                 reporter: Reporter, *, defer_check: bool = False) -> tuple[DataSplits, str, list[tuple[str, str]]]:
+                 reporter: Reporter, *, defer_check: bool = False,
+                 data: DataSplits | None = None) -> tuple[DataSplits, str, list[tuple[str, str]]]:
     """The data (with its warnings reported), its fingerprint before skips, and the skipped images.
-    `defer_check` (only where bad images fail): leave the image check to `decoded_sources`."""
-    splits = load_data(Path(data_root), labels_file, classes_file=classes_file)
+    `defer_check` (only where bad images fail): leave the image check to `decoded_sources`. `data`: the
+    folder as `load_data` already read it with these labels and classes files (not read again)."""
+    splits = data if data is not None else load_data(Path(data_root), labels_file, classes_file=classes_file)
     for message in splits.warnings:
         reporter.warn(message)
     data_fingerprint = fingerprint(splits)
@@ -222,11 +225,14 @@ def _model_info(cfg: TrainConfig, in_shape: tuple[int, ...], classes: list[str],
 
 def run_train(data_root: Path, cfg: TrainConfig, *, labels_file: Path | None = None, out: Path | None = None,
               weights: str | Path | None = None, force: bool = False, reporter: Reporter | None = None,
-              image: ImageConfig | None = None, classes_file: Path | None = None) -> TrainOutcome:
+              image: ImageConfig | None = None, classes_file: Path | None = None,
+              data: DataSplits | None = None) -> TrainOutcome:
     """Train `cfg.model` on the image folder until it memorizes the given labels; write a run directory.
 
     `weights` (a torchvision weights name or a state-dict file) initializes the network: the pretrained one
     is checkpoint 0. `image` says how images become inputs (stored in model.json for the later stages).
+    `data`: the folder as `load_data` already read it with these labels and classes files (`clean` reads it
+    once for all its stages); the outcome's `data` hands it on to `open_run`.
     Under torchrun every rank trains (data-parallel, nn/training.py); rank 0 alone writes the run directory
     and every rank returns its outcome.
     """
@@ -236,7 +242,7 @@ def run_train(data_root: Path, cfg: TrainConfig, *, labels_file: Path | None = N
     out = Path(out) if out else default_run_path(data_root, cfg.model)
     check_out(out, data_root, force=force)
     splits, data_fingerprint, skipped = load_checked(data_root, labels_file, classes_file, cfg.on_bad_image, reporter,
-                                                     defer_check=True)
+                                                     defer_check=True, data=data)
     train = splits.train
     spec = image_spec_for(train, cfg.model, weights, image)
     holdout = stratified_holdout(train.targets, cfg.holdout, seed=cfg.seed)
@@ -280,4 +286,4 @@ def run_train(data_root: Path, cfg: TrainConfig, *, labels_file: Path | None = N
     return distributed.broadcast_object(TrainOutcome(
         run=RunDir(out), epochs=last.epoch, train_acc=last.train_acc, test_acc=last.eval_acc.get("test"),
         best_epoch=best.epoch, best_test_acc=best.test_acc, seconds=time.perf_counter() - t0,
-        load_seconds=load_seconds))
+        load_seconds=load_seconds, data=splits if distributed.world_size() == 1 else None))

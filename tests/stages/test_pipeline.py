@@ -102,13 +102,19 @@ def test_end_to_end_on_digits_with_known_noise(tmp_path):
     assert best["test_acc"] > out.probe.model["final"]["test_acc"] + 0.05
 
 
-def test_clean_scans_early_checkpoints_end_to_end_on_digits(tmp_path):
+def test_clean_scans_early_checkpoints_end_to_end_on_digits(tmp_path, monkeypatch):
+    from noisefix.data import folders
+    from noisefix.stages import runs
     from noisefix.stages.pipeline import run_clean
 
     data = export_dataset(load_builtin("digits"), tmp_path / "digits", corrupt=0.4, seed=0, train_subset=600,
                           test_subset=200)
+    reads, refingerprints = [], []
+    monkeypatch.setattr(folders, "_layout", lambda root, _layout=folders._layout: reads.append(root) or _layout(root))
+    monkeypatch.setattr(runs, "fingerprint", lambda s, _f=runs.fingerprint: refingerprints.append(1) or _f(s))
     out = run_clean(data, tmp_path / "clean", labels_file=data / "noisy_labels.csv", epochs=4,
                     optimizer="adam", lr=1e-3)
+    assert len(reads) == 1 and not refingerprints               # the folder is read once for every stage
     checkpoints = {r["checkpoint"] for r in out.probe.rows}
     assert checkpoints == {"init", "2", "final"}
     assert out.probe.criterion == "holdout_agreement"
