@@ -23,8 +23,8 @@ reported beside it; `wall_seconds` is everything), for cleanlab the fold trainin
 and find_label_issues. `time_ratio_noisefix_over_this` = noisefix's seconds / the row's. The load average
 (`os.getloadavg`) before and after the run goes to the output.
 
-Usage: python bench/cleaning_vs_cleanlab.py DATA [--model auto] [--epochs 4] [--cl-epochs 5] [--memorize 0] [--repeat 3]
-       [--no-retrain] [--out results.json]
+Usage: python bench/cleaning_vs_cleanlab.py DATA [--model auto] [--epochs 4] [--cl-epochs 5] [--memorize 0]
+       [--repeat 3] [--no-retrain] [--out results.json]
 """
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for rep in range(args.repeat):  # alternated, so a slower spell of the machine hits both methods
             nf_runs.append(noisefix_once(rep))
             cl_runs.append(cleanlab_once(args.cl_model))
-        nf_model = nf_runs[0].pop("arch")
+        nf_model = nf_runs[0]["arch"]  # with_repeats drops it from the row
         results.append(with_repeats(nf_runs))
         results.append(with_repeats(cl_runs))
         results[-1]["time_ratio_noisefix_over_this"] = results[0]["seconds"] / results[-1]["seconds"]

@@ -355,11 +355,6 @@ class GivenLogOdds:
         return out
 
 
-def given_log_odds(log_probs: np.ndarray, given: np.ndarray, transition: np.ndarray) -> np.ndarray:
-    """(N,) log odds of label quality alone, as `label_posterior` gives them (`GivenLogOdds` for one T)."""
-    return GivenLogOdds(log_probs, given)(transition)
-
-
 def refit_transition(log_probs: np.ndarray, given: np.ndarray, transition: np.ndarray, *, smoothing: float,
                      max_iter: int = 100, tol: float = 1e-7) -> np.ndarray:
     """The noise matrix T refitted by EM on calibrated (n, K) log probabilities, the temperature fixed at 1,

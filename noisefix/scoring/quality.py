@@ -39,7 +39,6 @@ from noisefix.scoring.calibration import (
     check_given,
     check_mask,
     fit_noise_model,
-    given_log_odds,
     held_out_fit,
     label_posterior,
     refit_transition,
@@ -182,15 +181,15 @@ def _check_boot(n_boot: int, level: float) -> None:
         raise ConfigError(f"level must be in (0, 1), got {level}")
 
 
-def _bootstrap(log_probs, given, model: NoiseModel, mask, *, smoothing: float, n_boot: int, seed: int,
-               match: bool):
+def _bootstrap(log_probs, given, model: NoiseModel, mask, odds: GivenLogOdds, *, smoothing: float, n_boot: int,
+               seed: int, match: bool):
     """(n_boot,) fit-image rates, (n_boot,) all-image rates, (n_boot, K) per-class rates, T refitted on
-    resamples of the fit images (and, with `match`, the other images rank-matched to the resample)."""
+    resamples of the fit images (and, with `match`, the other images rank-matched to the resample); `odds`:
+    the log odds of these log probabilities and labels for any T."""
     K = log_probs.shape[1]
     rng = np.random.default_rng(seed)
     rows = np.flatnonzero(mask)
     fit, pooled, per_class = np.empty(n_boot), np.empty(n_boot), np.empty((n_boot, K))
-    odds = GivenLogOdds(log_probs, given)
     for b in range(n_boot):
         pick = rows[rng.integers(0, len(rows), len(rows))]
         T = refit_transition(log_probs[pick], given[pick], model.transition, smoothing=smoothing)
@@ -222,12 +221,13 @@ def estimate_noise(log_probs, given, model: NoiseModel, *, fit_mask=None, smooth
     given = check_given(given, n, K)
     mask = check_mask(fit_mask, n, "fit_mask")
     match = held_out_fit(fit_mask, n, K)
-    log_odds = given_log_odds(log_probs, given, model.transition)
+    odds = GivenLogOdds(log_probs, given)  # the probabilities scaled once, for the fit and every resample
+    log_odds = odds(model.transition)
     raw = _sigmoid(log_odds)
     quality = _sigmoid(_matched(log_odds, mask)) if match else raw
     fit_rate, pooled, per_class = _rates(quality, given, mask, K)
-    fit_b, pooled_b, per_class_b = _bootstrap(log_probs, given, model, mask, smoothing=smoothing, n_boot=n_boot,
-                                              seed=seed, match=match)
+    fit_b, pooled_b, per_class_b = _bootstrap(log_probs, given, model, mask, odds, smoothing=smoothing,
+                                              n_boot=n_boot, seed=seed, match=match)
     if match:
         w, rate, scale, scales = 1.0, pooled, 1.0, np.ones(n_boot)
         rates_b, pooled = pooled_b, float(np.mean(1.0 - raw))
