@@ -28,7 +28,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from noisefix.cli import app
-from noisefix.data.folders import load_data, write_labels_file
+from noisefix.data.folders import load_data
+from noisefix.data.labels_file import write_labels_file
 from noisefix.io.atomic import save_tensors
 from noisefix.io.lock import lock_owner, lock_path
 

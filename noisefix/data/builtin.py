@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from noisefix.config import check_seed
-from noisefix.data.folders import write_labels_file
+from noisefix.data.labels_file import write_labels_file
 from noisefix.data.noise import corrupt_labels
 from noisefix.data.splits import stratified_indices
 from noisefix.errors import ConfigError, DataError

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from noisefix.data.folders import DataSplits, LabeledImages, read_classes_file, read_rows, rows_to_split
+from noisefix.data.folders import DataSplits, LabeledImages, rows_to_split
+from noisefix.data.labels_file import read_classes_file, read_rows
 from noisefix.errors import ConfigError, DataError
 
 NOISY_KV = "noisy_label_kv.txt"

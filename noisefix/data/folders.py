@@ -1,4 +1,5 @@
-"""Image folders and labels files -> labeled splits with stable sample ids (pixels: noisefix/images.py).
+"""Image folders and labels files -> labeled splits with stable sample ids (pixels: images.py; the labels and
+classes files as text: labels_file.py).
 
 Layouts (torchvision ``ImageFolder`` order: classes sorted by name, label = position):
 - flat: ``DATA/<class>/<image>``, no test split;
@@ -25,35 +26,29 @@ channels and H x W pixels; nothing under DATA is ever modified.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import ntpath
 import os
-import re
 import stat
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from noisefix.errors import ConfigError, DataError, shorten_names
+from noisefix.data.labels_file import (
+    classes_from_labels,
+    index_label_warning,
+    label_index,
+    read_classes_file,
+    read_rows,
+)
+from noisefix.errors import DataError
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 
 
-LABELS_FORMATS = ("csv", "lines")
-
-
 _TEST_DIRS = ("test", "val")
-
-
-_INT = re.compile(r"[0-9]+")
-
-
-MAX_CLASSES = 100_000  # integer labels name classes "0".."max"; a larger max is a typo, not a class
 
 
 @dataclass
@@ -158,82 +153,6 @@ def _load_folder(folder: Path, root: Path) -> LabeledImages:
     return _sorted_split(root, paths, targets, classes)
 
 
-def read_rows(path: Path) -> tuple[list[tuple[int, str, str, str | None]], str]:
-    """Rows ``(line number, path, label, clean label or None)`` of a labels file, and its format."""
-    if not path.is_file():
-        raise DataError(f"labels file {path} not found; give a CSV (path,label[,clean_label]) or 'path label' file")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not valid UTF-8; re-save the labels file as UTF-8") from None
-    lines = text.splitlines()
-    if not any(line.strip() for line in lines):
-        raise DataError(f"labels file {path} is empty; add one 'path,label' row per training image")
-    rows = []
-    if lines[0].lstrip().lower().startswith("path,"):
-        fmt = "csv"
-        reader = csv.reader(io.StringIO(text, newline=""))  # a quoted newline stays in its field, not a new row
-        header = [h.strip().lower() for h in next(reader)]
-        if header not in (["path", "label"], ["path", "label", "clean_label"]):
-            raise DataError(f"{path}:1: header {','.join(header)!r} is not path,label[,clean_label]; fix it")
-        try:
-            for fields in reader:
-                n = reader.line_num
-                if not any(f.strip() for f in fields):
-                    continue
-                if len(fields) != len(header):
-                    raise DataError(f"{path}:{n}: {len(fields)} fields, the header has {len(header)}; fix the row")
-                fields = [f.strip() for f in fields]
-                if len(header) == 3 and not fields[2]:
-                    raise DataError(f"{path}:{n}: clean_label is missing; fill it in or drop the column")
-                rows.append((n, fields[0], fields[1], fields[2] if len(header) == 3 else None))
-        except csv.Error as e:  # e.g. a field over the csv module's size limit
-            raise DataError(f"{path}:{reader.line_num}: unreadable CSV row ({e}); fix the row") from None
-    elif "," in lines[0]:
-        raise DataError(f"{path}:1: a CSV labels file needs the header path,label[,clean_label]; add it")
-    else:
-        fmt = "lines"
-        for n, line in enumerate(lines, start=1):
-            fields = line.strip().rsplit(None, 1)
-            if not fields:
-                continue
-            if len(fields) != 2:
-                raise DataError(f"{path}:{n}: expected 'path label', got {line.strip()!r}; fix the line")
-            rows.append((n, fields[0], fields[1], None))
-    if not rows:
-        raise DataError(f"labels file {path} has a header but no rows; add one row per training image")
-    return rows, fmt
-
-
-def _as_index(token: str) -> int:
-    """A digits-only token as an int, capped (int() refuses over 4,300 digits)."""
-    digits = token.lstrip("0") or "0"
-    return int(digits) if len(digits) <= 18 else 10**18
-
-
-def _classes_from_labels(rows, file: Path) -> list[str]:
-    tokens = {r[2] for r in rows} | {r[3] for r in rows if r[3] is not None}
-    if all(_INT.fullmatch(t) for t in tokens):
-        top = max(_as_index(t) for t in tokens)
-        if top >= MAX_CLASSES:  # "0".."top" would be `top` class names and could exhaust memory
-            n = next(r[0] for r in rows if top in (_as_index(r[2]), _as_index(r[3] or "0")))
-            raise DataError(f"{file}:{n}: class index {top} is over the limit of {MAX_CLASSES} classes; "
-                            "use indices 0..K-1 or class names")
-        return [str(i) for i in range(top + 1)]
-    return sorted(tokens)
-
-
-def _label_index(token: str, lookup: dict[str, int], k: int, where: str) -> int:
-    if token in lookup:
-        return lookup[token]
-    if _INT.fullmatch(token) and _as_index(token) < k:
-        return _as_index(token)
-    names = ", ".join(list(lookup)[:5]) + (", ..." if k > 5 else "")
-    raise DataError(f"{where}: unknown class {token!r}; use a class name ({names}) or an index in [0, {k})")
-
-
 def _path_parts(rel: str) -> tuple[str, ...]:
     """The components of a relative POSIX path, empty and "." ones dropped (PurePosixPath(rel).parts for a
     relative path, without building the object: 60,000 rows cost about 1 s that way)."""
@@ -287,50 +206,18 @@ def rows_to_split(rows, file: Path, root: Path, classes: list[str] | None, test_
         if path in first_line:
             raise DataError(f"{file}:{n}: duplicate path {path!r} (also on line {first_line[path]}); keep one row")
         first_line[path] = n
-    classes = _classes_from_labels(rows, file) if classes is None else classes
+    classes = classes_from_labels(rows, file) if classes is None else classes
     if len(classes) < 2:
         raise DataError(f"labels file {file} names only the class {classes[0]!r}; a classifier needs at least 2")
     lookup = {c: i for i, c in enumerate(classes)}
-    labels = [_label_index(r[2], lookup, len(classes), f"{file}:{r[0]}") for r in rows]
+    labels = [label_index(r[2], lookup, len(classes), f"{file}:{r[0]}") for r in rows]
     if len(set(labels)) < 2:
         raise DataError(f"labels file {file} gives all {len(labels)} rows the class {classes[labels[0]]!r}; a "
                         "classifier needs images of at least 2 classes: label the others too")
     clean = None
     if rows[0][3] is not None:
-        clean = [_label_index(r[3], lookup, len(classes), f"{file}:{r[0]}") for r in rows]
+        clean = [label_index(r[3], lookup, len(classes), f"{file}:{r[0]}") for r in rows]
     return _sorted_split(root, list(first_line), labels, classes, clean)
-
-
-def write_labels_file(dest, *, paths, labels, classes, fmt: str, clean=None) -> None:
-    """Write a labels file that ``load_data`` reads back: class names, rows in the given order, atomically.
-
-    ``labels`` and ``clean`` are int (N,) indices into ``classes``; ``clean`` needs the "csv" format.
-    """
-    if fmt not in LABELS_FORMATS:
-        raise ConfigError(f"unknown labels format {fmt!r}; choose one of {', '.join(LABELS_FORMATS)}")
-    if clean is not None and fmt != "csv":
-        raise ConfigError("the 'lines' labels format has no clean_label column; write it with fmt='csv'")
-    labels = np.asarray(labels)
-    columns = [labels] if clean is None else [labels, np.asarray(clean)]
-    if any(len(col) != len(paths) for col in columns):
-        raise DataError(f"{len(paths)} paths but {[len(c) for c in columns]} labels; give one label per path")
-    if fmt == "lines" and any(len(c.split()) != 1 for c in classes):
-        raise DataError("a class name contains whitespace, which the 'lines' format cannot hold; use 'csv'")
-    if fmt == "lines" and any("\n" in p or "\r" in p for p in paths):
-        raise DataError("a file name contains a line break, which the 'lines' format cannot hold; use 'csv'")
-    dest = Path(dest)
-    tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            if fmt == "csv":
-                writer = csv.writer(f, lineterminator="\n")
-                writer.writerow(["path", "label"] + (["clean_label"] if clean is not None else []))
-                writer.writerows(zip(paths, *([classes[i] for i in col] for col in columns)))
-            else:
-                f.writelines(f"{p} {classes[y]}\n" for p, y in zip(paths, labels))
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _layout(root: Path) -> tuple[Path, Path | None]:
@@ -354,55 +241,6 @@ def _row_folders(rows, train_dir: Path, root: Path) -> list[str] | None:
             return None
         folders.append(parts[len(prefix)])
     return folders
-
-
-def read_classes_file(path) -> list[str]:
-    """Class names, one per line (blank lines skipped, whitespace stripped), in index order."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"classes file {path} not found; give a text file with one class name per line")
-    try:
-        names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
-    except UnicodeDecodeError:
-        raise DataError(f"classes file {path} is not valid UTF-8; re-save it as UTF-8") from None
-    names = [n for n in names if n]
-    seen: dict[str, int] = {}
-    for i, name in enumerate(names):
-        if name in seen:
-            raise DataError(f"classes file {path}: class {name!r} is listed twice (entries {seen[name]} and {i}); "
-                            "list each class once")
-        seen[name] = i
-    if len(names) < 2:
-        raise DataError(f"classes file {path} lists {len(names)} class(es); a classifier needs at least 2")
-    return names
-
-
-def index_label_warning(rows, folders: list[str], classes: list[str], where: str) -> str | None:
-    """A warning when integer labels contradict the class folders, else None.
-
-    Only rows whose label is an index (not a class name) count. Each folder's most common index is its
-    probable class; when following those indices explains over 10 % more of the rows than reading index i as
-    ``classes[i]`` does, the indices follow another order. Label noise alone does not trigger it: a folder's
-    most common label stays its own class while fewer labels are wrong than right.
-    """
-    lookup = {c: i for i, c in enumerate(classes)}
-    per_folder: dict[str, Counter] = {}
-    for (_, _, token, _), folder in zip(rows, folders):
-        if token not in lookup and _INT.fullmatch(token) and _as_index(token) < len(classes):
-            per_folder.setdefault(folder, Counter())[_as_index(token)] += 1
-    n = sum(sum(c.values()) for c in per_folder.values())
-    if not n:
-        return None
-    agree = sum(c[lookup[f]] for f, c in per_folder.items() if f in lookup)
-    best = sum(max(c.values()) for c in per_folder.values())
-    moved = sorted((f, c.most_common(1)[0][0]) for f, c in per_folder.items() if c.most_common(1)[0][0] != lookup.get(f))
-    if not moved or best - agree <= 0.1 * n:
-        return None
-    f, i = moved[0]
-    return (f"{where}: index labels contradict the class folders: {1 - agree / n:.0%} of {n} index-labelled images "
-            f"name another folder's class (most of {f}/ is labelled {i}, read as {classes[i]!r}); indices mean "
-            f"positions in [{shorten_names(classes, limit=5)}]; if they follow another order, pass --classes FILE "
-            "with one class name per line in index order")
 
 
 def _align(split: LabeledImages, classes: list[str], folder: Path, what: str) -> LabeledImages:

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from noisefix.config import RelabelConfig
-from noisefix.data.folders import LabeledImages, write_labels_file
+from noisefix.data.folders import LabeledImages
+from noisefix.data.labels_file import write_labels_file
 from noisefix.errors import RunError
 from noisefix.io.atomic import (
     check_writable,

@@ -17,7 +17,8 @@ from typing import Any
 
 from noisefix.config import Recipe
 from noisefix.data.builtin import export_dataset, load_builtin
-from noisefix.data.folders import load_data, write_labels_file
+from noisefix.data.folders import load_data
+from noisefix.data.labels_file import write_labels_file
 from noisefix.data.noise import corrupt_labels
 from noisefix.errors import RunError
 from noisefix.io.lock import writer_lock

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from noisefix.data.clothing1m import load_clothing1m
-from noisefix.data.folders import load_data, write_labels_file
+from noisefix.data.folders import load_data
+from noisefix.data.labels_file import write_labels_file
 from noisefix.errors import ConfigError, DataError
 
 
