@@ -1,15 +1,21 @@
 """Benchmark: `noisefix probe` end to end on a real run, against the paper-style pipeline, in one process.
 
+* decode: both splits' images decoded once into the process's cache first, timed on their own and counted in
+  neither pipeline (both need the same pixels; before 2026-12-03 noisefix paid this and the paper-style
+  pipeline, run second, found the images decoded).
 * noisefix: `run_probe` on the run's final checkpoint, every default layer, MASC, 5-fold cross-fitting (out-
   of-fold scores for every training image, held-out and test scores), written to a scratch subfolder.
+* noisefix screened: the same with `--probes masc,ncm --screen 2` (NCM on every layer, MASC only on the 2
+  layers whose NCM agrees best on held-out images, as `clean` does); its pick should be the unscreened one's.
 * paper-style: batch-size-1 extraction of every default layer for the training and test images, all
   activations kept in RAM, then per layer the paper's fit (per-class `np.cov` of [X_c; -X_c] in float64, full
   `eigh`, the 99 % rule, `bench_masc.paper_fit`) on all training images (no cross-fitting) and the arccos
-  prediction of the test images.
+  prediction of the test images; its pick is the layer of best MASC test accuracy (the paper's oracle).
 
-Both report the wall time, the peak resident memory above the start (psutil, sampled every 2 ms) and the
-test accuracy of MASC at each layer (the two should agree closely: same subspaces, except that noisefix
-holds out the run's held-out images). Run `python bench/bench_probe.py RUN [RUN ...] --out docs/benchmarks.md`.
+Each reports the wall time and the peak resident memory above the start (psutil, sampled every 2 ms); noisefix
+and the paper-style pipeline report the test accuracy of MASC at each layer (the two should agree closely:
+same subspaces, except that noisefix holds out the run's held-out images), and noisefix its label-only pick.
+Run `python bench/bench_probe.py RUN [RUN ...] --out docs/benchmarks.md`.
 """
 
 from __future__ import annotations
@@ -61,35 +67,50 @@ def paper_style(loaded) -> dict[str, float]:
     return out
 
 
-def bench_run(run: Path, folds: int) -> dict:
-    loaded = open_run(run)
-    cfg = ProbeConfig(probes=("masc",), folds=folds, checkpoints=("final",))
+def _noisefix(loaded, run: Path, cfg: ProbeConfig) -> dict:
+    """Time, peak memory, MASC test accuracy per layer and the pick of one `run_probe` (scratch output removed)."""
     with PeakRSS() as mem:
         t0 = time.perf_counter()
         outcome = run_probe(loaded, cfg, force=True, subdir=SCRATCH)
-        t_nf = time.perf_counter() - t0
-    nf_mem = mem.peak
+        seconds = time.perf_counter() - t0
     shutil.rmtree(run / SCRATCH, ignore_errors=True)
-    nf_acc = {r["layer"]: r["test_acc"] for r in outcome.rows}
+    return {"s": seconds, "mem": mem.peak, "pick": f"{outcome.best['layer']}/{outcome.best['probe']}",
+            "acc": {r["layer"]: r["test_acc"] for r in outcome.rows if r["probe"] == "masc"}}
+
+
+def bench_run(run: Path, folds: int) -> dict:
+    loaded = open_run(run)
+    t0 = time.perf_counter()
+    for split in (loaded.splits.train, loaded.splits.test):
+        ImageSource(split, loaded.spec)                          # decoded into the process's cache, for both
+    decode_s = time.perf_counter() - t0
+    full = _noisefix(loaded, run, ProbeConfig(probes=("masc",), folds=folds, checkpoints=("final",)))
+    screened = _noisefix(loaded, run, ProbeConfig(probes=("masc", "ncm"), folds=folds, checkpoints=("final",),
+                                                  screen=2))
     with PeakRSS() as mem:
         t0 = time.perf_counter()
         p_acc = paper_style(loaded)
         t_p = time.perf_counter() - t0
     return {"run": str(run), "arch": loaded.model_info["arch"], "n_train": len(loaded.splits.train),
-            "n_test": len(loaded.splits.test), "nf_s": t_nf, "nf_mem": nf_mem, "p_s": t_p, "p_mem": mem.peak,
-            "nf_acc": nf_acc, "p_acc": p_acc}
+            "n_test": len(loaded.splits.test), "decode_s": decode_s, "nf_s": full["s"], "nf_mem": full["mem"],
+            "nf_pick": full["pick"], "nf_acc": full["acc"], "screened_s": screened["s"], "screened_mem": screened["mem"],
+            "screened_pick": screened["pick"], "p_s": t_p, "p_mem": mem.peak, "p_acc": p_acc,
+            "p_pick": max(p_acc, key=p_acc.get) + "/masc"}
 
 
 def table(rows: list[dict], folds: int) -> str:
-    head = (f"| run | model | train / test images | noisefix probe s ({folds}-fold, held-out + test) | paper-style s "
-            "(batch 1, one fit) | speed-up | peak MB noisefix | peak MB paper-style | MASC test acc per layer, "
-            "noisefix / paper-style |")
+    head = (f"| run | model | train / test images | decode s (both) | noisefix probe s ({folds}-fold, held-out + test) "
+            "| noisefix screened s (ncm, MASC on 2) | paper-style s (batch 1, one fit) | speed-up (screened) | "
+            "peak MB noisefix / screened / paper-style | pick noisefix / screened / paper-style (test acc) | "
+            "MASC test acc per layer, noisefix / paper-style |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         accs = ", ".join(f"{k} {100 * r['nf_acc'][k]:.1f}/{100 * r['p_acc'][k]:.1f}" for k in r["p_acc"] if k in r["nf_acc"])
-        lines.append(f"| {Path(r['run']).name} | {r['arch']} | {r['n_train']:,} / {r['n_test']:,} | {r['nf_s']:.1f} | "
-                     f"{r['p_s']:.1f} | {r['p_s'] / r['nf_s']:.1f}x | {r['nf_mem'] / 2**20:,.0f} | "
-                     f"{r['p_mem'] / 2**20:,.0f} | {accs} |")
+        lines.append(f"| {Path(r['run']).name} | {r['arch']} | {r['n_train']:,} / {r['n_test']:,} | {r['decode_s']:.1f} | "
+                     f"{r['nf_s']:.1f} | {r['screened_s']:.1f} | {r['p_s']:.1f} | {r['p_s'] / r['nf_s']:.1f}x "
+                     f"({r['p_s'] / r['screened_s']:.1f}x) | {r['nf_mem'] / 2**20:,.0f} / "
+                     f"{r['screened_mem'] / 2**20:,.0f} / {r['p_mem'] / 2**20:,.0f} | {r['nf_pick']} / "
+                     f"{r['screened_pick']} / {r['p_pick']} | {accs} |")
     return "\n".join(lines)
 
 

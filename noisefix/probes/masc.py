@@ -31,8 +31,11 @@ gap of the exact one) and the Ritz values reach the energy fraction tau within t
 lower bounds of the leading eigenvalues, so the exact k is at most the Ritz k); otherwise the fold gets the
 exact decomposition. The result lies in the span of the fold's own rows and is, to that tolerance, the
 exact fold fit: the all-data basis (which saw the fold's images) only chooses where the iteration starts.
-The all-data fit (no start) on CPU starts the same refinement from G's float32 decomposition, which LAPACK
-computes about twice as fast; measured score differences are ~1e-5 (docs/benchmarks.md 1b).
+The all-data fit (no start) on CPU, on either route, starts the same refinement from
+`eigensolvers.range_basis` when k_c is small against the matrix: a randomized range finder in float32 (a seeded
+Gaussian block of about 3 k_c columns, two power steps); the residual checks decide as for a fold, with the
+exact decomposition as the fallback. A wider subspace is decomposed: the Gram route's from the float32
+decomposition of G refined the same way, the second-moment route's exactly (docs/benchmarks.md 1b).
 """
 
 from __future__ import annotations
@@ -76,6 +79,9 @@ def _second_moment_subspace(S: torch.Tensor, variance: float, hint: int | None,
     warm = None
     if start is not None and 0 < start.shape[1] <= PARTIAL_FRACTION * len(A):  # else a full eigh is as cheap
         warm = eigensolvers.warm_subspace(A, (start if whole else start[active.to(start.device)]).to(A), variance)
+    elif start is None and A.device.type == "cpu":
+        Z0 = eigensolvers.range_basis(A, variance, hint)                     # None: a wide subspace, decomposed
+        warm = None if Z0 is None else eigensolvers.warm_subspace(A, Z0, variance)
     vals, vecs = subspace(A, variance, hint) if warm is None else warm
     if whole:
         return _ClassFit(vals, vecs, total)
@@ -86,24 +92,35 @@ def _second_moment_subspace(S: torch.Tensor, variance: float, hint: int | None,
 
 def _gram_subspace(Xc: torch.Tensor, variance: float, hint: int | None = None, *,
                    G: torch.Tensor | None = None, start: torch.Tensor | None = None) -> _ClassFit:
-    """Subspace from the rows of Xc (n_c, d) float64 with n_c < d, through the Gram matrix Xc Xc^T (n_c, n_c).
+    """Subspace from the rows of Xc (n_c, d) float32 with n_c < d, through the Gram matrix Xc Xc^T (n_c, n_c).
 
     If Xc Xc^T v = lam v then u = Xc^T v / sqrt(lam) is a unit eigenvector of Xc^T Xc with eigenvalue lam.
+    The products with Xc are float32 GEMMs (as `ClassStats` forms second moments), the eigenproblem float64.
     `hint`: a guess of k_c (e.g. from an all-data fit), which saves the all-eigenvalues pass when it suffices.
-    `G`: Xc Xc^T when already known (a sub-block of a larger class's Gram matrix, for cross-fitting folds).
+    `G`: Xc Xc^T float64 when already known (a sub-block of a larger class's Gram matrix, for cross-fitting folds).
     `start`: (d, m) basis near the subspace (the all-data one, for a fold): refined by `_warm_subspace`,
-    with the exact decomposition when that does not converge. Without one, on CPU, the start is the float32
-    decomposition of G (LAPACK in single precision is about twice as fast), refined and checked the same way.
+    with the exact decomposition when that does not converge. Without one, on CPU, the start is
+    `eigensolvers.range_basis` (a randomized range finder) or, for a wide subspace, G's float32 decomposition
+    (LAPACK in single precision is about twice as fast), refined and checked the same way.
     """
-    G = Xc @ Xc.T if G is None else G
+    G = gram_matrix(Xc) if G is None else G
     if start is not None:
-        warm = eigensolvers.warm_subspace(G, Xc @ start.to(Xc), variance)
+        warm = eigensolvers.warm_subspace(G, (Xc @ start.to(Xc)).double(), variance)
     elif G.device.type == "cpu" and variance < 1:
-        warm = eigensolvers.warm_subspace(G, subspace(G.float(), variance, hint)[1].double(), variance)
+        Z0 = eigensolvers.range_basis(G, variance, hint)
+        Z0 = subspace(G.float(), variance, hint)[1].double() if Z0 is None else Z0
+        warm = eigensolvers.warm_subspace(G, Z0, variance)
     else:
         warm = None
     vals, V = subspace(G, variance, hint) if warm is None else warm
-    return _ClassFit(vals, (Xc.T @ V) / torch.from_numpy(np.sqrt(vals)).to(Xc.device), float(G.diagonal().sum()))
+    basis = (Xc.T @ V.to(Xc)).double() / torch.from_numpy(np.sqrt(vals)).to(Xc.device)
+    return _ClassFit(vals, basis, float(G.diagonal().sum()))
+
+
+def gram_matrix(rows: torch.Tensor) -> torch.Tensor:
+    """rows @ rows.T (n, n) float64 from a float32 GEMM: the Gram route's matrix, as ClassStats forms S_c."""
+    rows = rows.float()
+    return (rows @ rows.T).double()
 
 
 class ClassBlock(NamedTuple):
@@ -123,9 +140,10 @@ class ClassBlock(NamedTuple):
 def _class_subspace(block: ClassBlock, variance: float, hint: int | None) -> _ClassFit:
     """One class's subspace by the cheaper route: the Gram matrix when n_c < d, else the d x d second moment."""
     Xc, G, start = block
+    Xc = Xc.float()                                                          # as ClassStats does: float32 GEMMs
     if len(Xc) < Xc.shape[1]:
-        return _gram_subspace(Xc.double(), variance, hint, G=G, start=start)
-    return _second_moment_subspace((Xc.T @ Xc).double(), variance, hint)     # as ClassStats does: float32 GEMM
+        return _gram_subspace(Xc, variance, hint, G=G, start=start)
+    return _second_moment_subspace((Xc.T @ Xc).double(), variance, hint)
 
 
 class MASC(Probe):

@@ -21,7 +21,7 @@ import torch
 
 from noisefix.errors import DataError, ProbeError
 from noisefix.probes import Probe, probe_class
-from noisefix.probes.masc import ClassBlock
+from noisefix.probes.masc import ClassBlock, gram_matrix
 from noisefix.probes.rows import RowSource, as_rows
 from noisefix.probes.stats import ClassMoments, ClassStats, as_labels
 
@@ -73,7 +73,7 @@ GRAM_CACHE_BYTES = 2**30   # per-class Gram matrices kept across cross-fitting f
 
 def _class_blocks(X: RowSource, labels: np.ndarray, keep: np.ndarray, K: int,
                   grams: dict[int, torch.Tensor] | None, starts=None):
-    """For c = 0..K-1 the `ClassBlock` of the rows `keep` labeled c, in float64 and row order, one at a time.
+    """For c = 0..K-1 the `ClassBlock` of the rows `keep` labeled c, float32 in row order, one at a time.
 
     Without `grams` only the kept rows are read and multiplied. With it (a dict), all of the class's rows
     are read and its Gram matrix over them is formed once and kept there; a later fit on a subset (a
@@ -84,11 +84,11 @@ def _class_blocks(X: RowSource, labels: np.ndarray, keep: np.ndarray, K: int,
         rows = np.flatnonzero(labels == c)
         start = None if starts is None else starts[c]
         if grams is None:
-            yield ClassBlock(X.take(rows[keep[rows]]).double(), None, start)              # (n_kept, d)
+            yield ClassBlock(X.take(rows[keep[rows]]), None, start)                       # (n_kept, d)
             continue
-        Xc = X.take(rows).double()                                                        # (n_c, d)
+        Xc = X.take(rows)                                                                 # (n_c, d)
         if c not in grams:
-            grams[c] = Xc @ Xc.T                                                          # (n_c, n_c)
+            grams[c] = gram_matrix(Xc)                                                    # (n_c, n_c) float64
         sel = torch.from_numpy(np.flatnonzero(keep[rows])).to(Xc.device)
         yield ClassBlock(Xc[sel], grams[c][sel][:, sel], start)
 
@@ -99,7 +99,7 @@ def _fit_by_class(probe: Probe, X: RowSource, labels: np.ndarray, keep: np.ndarr
     """A `gram_route` probe fitted on the rows `keep` by `fit_by_class`, one class block at a time.
 
     Same subspaces as `fit` on X[keep] without the (N, d) copy of the training rows: the peak is one
-    class's block (n_c x d float64) and the fitted bases. `grams`, `starts`: see `_class_blocks`. `k_hint`:
+    class's block (n_c x d float32) and the fitted bases. `grams`, `starts`: see `_class_blocks`. `k_hint`:
     (K,) guesses of k_c (the all-data fit's). VeLPIC's signs come from the float64 class sums of `moments` (the
     statistics of the same rows), as in `VeLPIC.fit_moments`.
     """

@@ -75,7 +75,8 @@ def test_bench_probe_main(tmp_path, make_image_folder):
     run_train(data, TrainConfig.for_model("mlp", epochs=2, batch_size=16, holdout=0.0), out=run)
     out = tmp_path / "probe.md"
     (row,) = _load("bench_probe").main([str(run), "--folds", "2", "--out", str(out)])
-    assert row["nf_s"] > 0 and row["p_s"] > 0
+    assert row["nf_s"] > 0 and row["screened_s"] > 0 and row["p_s"] > 0 and row["decode_s"] > 0
+    assert row["nf_pick"].split("/")[0] in row["nf_acc"] and row["p_pick"].split("/")[0] in row["p_acc"]
     assert set(row["p_acc"]) <= set(row["nf_acc"]) and all(0 <= a <= 1 for a in row["p_acc"].values())
     assert not (run / "bench-probe").exists()          # the scratch probe output is removed
     assert "| run | mlp | 60 / 15 |" in out.read_text()

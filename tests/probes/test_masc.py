@@ -170,11 +170,24 @@ def _relu_layer(n, d, seed):
     return np.maximum(Z @ rng.standard_normal((12, d)) + 0.05 * rng.standard_normal((n, d)), 0).astype(np.float32)
 
 
-def _exact(X, y, K):
-    """MASC from the d x d second moments (the exact decomposition, no warm start)."""
-    stats = ClassStats(X.shape[1], K)
-    stats.update(X, y)
-    return MASC().fit_moments(stats.total())
+class _Exact:
+    """MASC written plainly, no eigensolver of noisefix: numpy's full eigh of each class's float64 second moments,
+    the 99 % rule, squared cosines. n_components_, explained_variance_ and decision_function as MASC's."""
+
+    def __init__(self, X, y, K, variance=0.99):
+        self.bases, self.explained_variance_ = [], []
+        for c in range(K):
+            Xc = X[y == c].astype(np.float64)
+            w, V = np.linalg.eigh(Xc.T @ Xc)
+            w, V = w[::-1], V[:, ::-1]
+            k = int(np.searchsorted(np.cumsum(w) / w.sum(), variance, side="right")) + 1
+            self.bases.append(V[:, :k])
+            self.explained_variance_.append(w[:k] / len(Xc))
+        self.n_components_ = np.array([U.shape[1] for U in self.bases])
+
+    def decision_function(self, X):
+        X = X.astype(np.float64)
+        return np.stack([np.square(X @ U).sum(1) for U in self.bases], axis=1) / np.square(X).sum(1, keepdims=True)
 
 
 def _recording_warm_subspace(monkeypatch):
@@ -193,19 +206,37 @@ def test_gram_route_refines_a_start_to_the_exact_fit(monkeypatch):
     rows = [torch.from_numpy(X[keep & (y == c)]) for c in range(2)]
     fold = MASC().fit_by_class([(r, None, U) for r, U in zip(rows, full.components_)])
     assert len(outcomes) == 4 and all(o is not None for o in outcomes)        # 2 classes x (all data, fold)
-    for fit, exact, Xs in ((full, _exact(X, y, 2), X), (fold, _exact(X[keep], y[keep], 2), X[~keep])):
+    for fit, exact, Xs in ((full, _Exact(X, y, 2), X), (fold, _Exact(X[keep], y[keep], 2), X[~keep])):
         assert (fit.n_components_ == exact.n_components_).all() and (exact.n_components_ > 1).all()
         for a, b in zip(fit.explained_variance_, exact.explained_variance_):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * b[0])     # reference: float32 GEMM moments
         np.testing.assert_allclose(fit.decision_function(Xs), exact.decision_function(Xs), atol=1e-4)
 
 
+@pytest.mark.parametrize("n, d", [(500, 800), (1500, 600)])     # n_c < d: Gram route; n_c > d: second moments
+def test_all_data_fit_from_a_randomized_start_is_the_exact_fit(monkeypatch, n, d):
+    """A class with a small subspace (k_c about 40 of hundreds) starts on either route from the leading Ritz
+    vectors of the randomized range finder's block (k_c and a margin); the refinement converges and gives the
+    exact fit."""
+    X, y = _relu_layer(n, d, 6), np.zeros(n, dtype=int)
+    outcomes, warm_subspace = [], eigensolvers.warm_subspace
+    monkeypatch.setattr(eigensolvers, "warm_subspace", lambda M, start, v: outcomes.append(
+        (start.shape[1], warm_subspace(M, start, v))) or outcomes[-1][1])
+    fit, exact = MASC().fit(X, y), _Exact(X, y, 1)
+    assert len(outcomes) == 1 and outcomes[0][1] is not None
+    assert fit.n_components_[0] == exact.n_components_[0] > 10
+    assert outcomes[0][0] > exact.n_components_[0]                           # not a decomposition's k columns
+    np.testing.assert_allclose(fit.explained_variance_[0], exact.explained_variance_[0], rtol=1e-5)
+    np.testing.assert_allclose(fit.decision_function(X), exact.decision_function(X), atol=1e-5)
+
+
 def test_fold_fit_falls_back_to_the_exact_route_from_a_useless_start(monkeypatch):
     """A start too small to converge within the Rayleigh-Ritz steps (one random direction) gives the exact fit."""
     X = _relu_layer(120, 150, 2)
+    exact = _Exact(X, np.zeros(120, int), 1)
     outcomes = _recording_warm_subspace(monkeypatch)
     start = torch.from_numpy(np.random.default_rng(3).standard_normal((150, 1)))
-    warm, exact = MASC().fit_by_class([(torch.from_numpy(X), None, start)]), _exact(X, np.zeros(120, int), 1)
+    warm = MASC().fit_by_class([(torch.from_numpy(X), None, start)])
     assert outcomes == [None] and warm.n_components_[0] == exact.n_components_[0] > 3
     np.testing.assert_allclose(warm.decision_function(X), exact.decision_function(X), atol=1e-5)
 
@@ -222,7 +253,7 @@ def test_second_moment_route_refines_the_all_data_basis_to_the_exact_fold_fit(mo
     outcomes = _recording_warm_subspace(monkeypatch)
     warm = MASC().fit_moments(stats.excluding(2), k_hint=full.n_components_, starts=full.components_)
     assert len(outcomes) == 2 and all(o is not None for o in outcomes)
-    exact = _exact(X[folds != 2], y[folds != 2], 2)
+    exact = _Exact(X[folds != 2], y[folds != 2], 2)
     assert (warm.n_components_ == exact.n_components_).all() and (exact.n_components_ > 1).all()
     for a, b in zip(warm.explained_variance_, exact.explained_variance_):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * b[0])
