@@ -149,6 +149,8 @@ WorkersOpt = Annotated[Optional[int], typer.Option(
 ClassesOpt = Annotated[Optional[Path], typer.Option(
     "--classes", help="Class names, one per line, in index order: an index label i in --labels means line i "
     "(default: the sorted class folder names).")]
+ScreenOpt = Annotated[int, typer.Option("--screen", help="Fit MASC, logreg and VeLPIC only on the N layers per "
+                                       "checkpoint where NCM agrees best on held-out images (0: everywhere).")]
 NormalizeOpt = Annotated[bool, typer.Option(
     "--normalize/--no-normalize", help="Per-dataset mean/std for models trained here (pretrained weights always "
     "use their own).")]
@@ -343,6 +345,7 @@ def probe(
     variance: Annotated[float, typer.Option("--variance", help="MASC explained-variance threshold (>= 1: fixed component count).")] = 0.99,
     pool: Annotated[str, typer.Option("--pool", help="none, avg:S (pool conv maps to SxS) or auto (pool only layers over 16,384 dims).")] = "auto",
     checkpoint: Annotated[str, typer.Option("--checkpoint", "--checkpoints", help="final, best, init, an epoch, a comma list, or all.")] = "final",
+    screen: ScreenOpt = 0,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 256,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     device: DeviceOpt = "auto",
@@ -361,7 +364,7 @@ def probe(
 
     cfg = ProbeConfig(layers=layers, probes=_split(probes), folds=folds, variance=variance, pool=pool,
                       checkpoints=_split(checkpoint), batch_size=batch_size, seed=seed, device=device, cache=cache,
-                      workers=workers)
+                      workers=workers, screen=screen)
     reporter = RichReporter(console, verbose=verbose)
     loaded = probe_target(data, run=run, model=model, weights=weights, labels_file=labels, classes_file=classes,
                           image=_image_config(image_size, channels, workers), out=out, seed=seed,
@@ -501,8 +504,7 @@ def clean(
     lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default 1e-3).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Training batch (default 128).")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
-    screen: Annotated[int, typer.Option("--screen", help="Fit MASC only on the N layers per checkpoint where NCM "
-                                        "agrees best on held-out images (0: everywhere).")] = 2,
+    screen: ScreenOpt = 2,
     out: Annotated[Optional[Path], typer.Option("--out", help="Run directory (default runs/<data>-clean-<time>).")] = None,
     probes: Annotated[str, typer.Option("--probes", help="Probes to scan (logreg is slower).")] = "masc,ncm",
     do_retrain: Annotated[bool, typer.Option("--retrain", help="Also retrain on the cleaned labels and measure the gain.")] = False,

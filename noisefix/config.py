@@ -113,7 +113,7 @@ class ProbeConfig:
 
     def __post_init__(self) -> None:
         from noisefix.nn.extract import parse_pool
-        from noisefix.probes import PROBES
+        from noisefix.probes import PROBES, screen_probes
         from noisefix.scoring.plan import check_cache_mode
 
         _check(self.folds >= 2, f"folds must be >= 2 (cross-fitting needs held-out folds), got {self.folds}")
@@ -128,6 +128,8 @@ class ProbeConfig:
         check_cache_mode(self.cache)
         _check(self.workers is None or self.workers >= 0, f"workers must be 0 or more, got {self.workers!r}")
         _check(isinstance(self.screen, int) and self.screen >= 0, f"screen must be an integer >= 0, got {self.screen!r}")
+        _check(not self.screen or screen_probes(self.probes)[0], f"screen={self.screen} needs a screening probe: add "
+               "ncm to the probes (e.g. --probes masc,ncm) or pass --screen 0")
 
 
 @dataclass(frozen=True)

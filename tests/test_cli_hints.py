@@ -1,5 +1,6 @@
 """Hints and errors name options that exist and give commands one can run; --version."""
 
+import json
 import re
 
 from typer.testing import CliRunner
@@ -43,3 +44,14 @@ def test_layers_suggests_a_real_layer_list_and_rerun_names_no_missing_option(tin
     (tiny_run.run.probe / "scores.json").write_text("{}")
     result = invoke("probe", "--run", tiny_run.run.path, "--layers", "x", "--probes", "ncm")
     assert result.exit_code == 1 and "--force" in result.output and "another --out" not in result.output
+
+
+def test_probe_screens_layers_and_refuses_a_screen_nothing_can_do(tiny_run):
+    result = invoke("probe", "--run", tiny_run.run.path, "--probes", "masc,ncm", "--screen", "1", "--folds", "3")
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tiny_run.run.probe / "scores.json").read_text())["rows"]
+    assert {r["probe"] for r in rows} == {"masc", "ncm"}
+    assert len({r["layer"] for r in rows if r["probe"] == "masc"}) == 1 < len({r["layer"] for r in rows})
+    result = invoke("probe", "--run", tiny_run.run.path, "--probes", "masc", "--screen", "1", "--force")
+    assert result.exit_code == 1 and "add ncm to the probes" in result.output and "--screen 0" in result.output
+    assert len(result.output.strip().splitlines()) == 1

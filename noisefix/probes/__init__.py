@@ -18,7 +18,7 @@ from noisefix.probes.velpic import VeLPIC
 
 PROBES: dict[str, type[Probe]] = {"masc": MASC, "ncm": NCM, "logreg": LogRegProbe, "velpic": VeLPIC}
 
-__all__ = ["PROBES", "Probe", "probe_class", "make_probe", "MASC", "NCM", "LogRegProbe", "VeLPIC", "ClassBlock",
+__all__ = ["PROBES", "Probe", "probe_class", "make_probe", "screen_probes", "MASC", "NCM", "LogRegProbe", "VeLPIC", "ClassBlock",
            "ClassMoments", "ClassStats"]
 
 
@@ -36,3 +36,10 @@ def make_probe(name: str, **params) -> Probe:
         return cls(**params)
     except TypeError as err:
         raise ConfigError(f"bad options for probe {name!r}: {err}") from None
+
+
+def screen_probes(probes) -> tuple[list[str], list[str]]:
+    """(screening probes, the others): the probes fitted from class sums alone (no d^2 moments: ncm) screen the
+    layers for the others (`ProbeConfig.screen`)."""
+    cheap = [p for p in probes if probe_class(p).fits_from_moments and not probe_class(p).uses_second_moments]
+    return cheap, [p for p in probes if p not in cheap]

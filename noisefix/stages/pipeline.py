@@ -13,7 +13,8 @@ from noisefix.data.folders import DataSplits
 from noisefix.data.images import files_unchanged
 from noisefix.io.atomic import check_writable
 from noisefix.io.run_dir import RunDir
-from noisefix.stages.probe import ProbeOutcome, run_probe, screen_probes
+from noisefix.probes import screen_probes
+from noisefix.stages.probe import ProbeOutcome, run_probe
 from noisefix.stages.relabel import RelabelOutcome, run_relabel
 from noisefix.stages.retrain import RetrainOutcome, run_retrain
 from noisefix.stages.runs import open_run
@@ -175,6 +176,7 @@ def run_clean(data: Path, out: Path, *, model: str = "auto", labels_file: Path |
             epochs = clean_epochs(len(train), train_overrides.get("batch_size") or CLEAN_TRAINING["batch_size"])
     read_seconds = time.perf_counter() - t0
     cheap = screen_probes(probes)[0] if screen else []
+    screen = screen if cheap else 0  # --probes without ncm: nothing screens, every layer gets the probes
     probe_cfg = ProbeConfig(probes=probes, checkpoints=("all",), seed=seed, screen=screen,
                             init_probes=tuple(cheap) or None, device=train_overrides.get("device") or "auto")
     with files_unchanged():  # the stages decode the folder once and stat its files once

@@ -55,7 +55,7 @@ from noisefix.nn.extract import (
     list_layers,
     resolve_layers,
 )
-from noisefix.probes import probe_class
+from noisefix.probes import probe_class, screen_probes
 from noisefix.probes.rows import ActivationCache, RowSource, TensorRows
 from noisefix.probes.stats import ClassStats
 from noisefix.scoring.cross_fitting import ProbeScores
@@ -153,12 +153,6 @@ def _score_group(group: list[LayerInfo], cfg: ProbeConfig, *, stats: dict[str, C
         fit(pairs)
         advance(len(group) * len(cfg.probes) - len(todo) - len(pairs))
     return results
-
-
-def screen_probes(probes) -> tuple[list[str], list[str]]:
-    """(screening probes, the others): the probes fitted from class sums alone (no d^2 moments) screen."""
-    cheap = [p for p in probes if probe_class(p).fits_from_moments and not probe_class(p).uses_second_moments]
-    return cheap, [p for p in probes if p not in cheap]
 
 
 def _screened_layers(results: list[ProbeScores], group: list[LayerInfo], n: int, *, labels: np.ndarray,

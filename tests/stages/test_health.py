@@ -7,7 +7,7 @@ import numpy as np
 from noisefix.config import ProbeConfig
 from noisefix.stages.health import check_health
 from noisefix.stages.pipeline import clean_train_config, run_clean
-from noisefix.stages.probe import screen_probes
+from noisefix.probes import screen_probes
 
 
 def _row(checkpoint, layer, agree, probe="ncm"):
@@ -67,3 +67,9 @@ def test_clean_that_cannot_learn_warns_and_records_it(tiny_folder, tmp_path):
     assert all(r["dim"] > 3 for r in out.probe.rows if r["probe"] == "masc")  # 3 classes: never on the logits
     assert np.isfinite(out.seconds["total"])
     assert ProbeConfig(screen=2).screen == 2
+
+
+def test_clean_without_a_screening_probe_fits_every_layer(tiny_folder, tmp_path):
+    out = run_clean(tiny_folder, tmp_path / "run", epochs=1, seed=0, probes=("masc",))
+    trained = {r["layer"] for r in out.probe.rows if r["checkpoint"] != "init"}
+    assert {r["probe"] for r in out.probe.rows} == {"masc"} and len(trained) > 2
