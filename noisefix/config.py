@@ -128,8 +128,8 @@ class ProbeConfig:
         check_cache_mode(self.cache)
         _check(self.workers is None or self.workers >= 0, f"workers must be 0 or more, got {self.workers!r}")
         _check(isinstance(self.screen, int) and self.screen >= 0, f"screen must be an integer >= 0, got {self.screen!r}")
-        _check(not self.screen or screen_probes(self.probes)[0], f"screen={self.screen} needs a screening probe: add "
-               "ncm to the probes (e.g. --probes masc,ncm) or pass --screen 0")
+        _check(not self.screen or screen_probes(self.probes)[0], f"--screen {self.screen} needs a screening probe: "
+               "add ncm to the probes (e.g. --probes masc,ncm) or pass --screen 0")
 
 
 @dataclass(frozen=True)

@@ -136,7 +136,8 @@ def plot_layers(path: Path, rows: list[dict[str, Any]], *, criterion: str, model
                 marker="o", color=f"C{i % 10}", label=probe)
         if ref is not None:
             ax.plot(x, [_pct(by_layer[ly][ref]) if ly in by_layer else float("nan") for ly in layers],
-                    linestyle="--", linewidth=0.9, alpha=0.6, color=f"C{i % 10}")
+                    linestyle="--", linewidth=0.9, alpha=0.6, color=f"C{i % 10}",
+                    marker="_", markersize=10)  # a screened probe's lone layers show without a line
     if model_acc.get(criterion) is not None:
         ax.axhline(_pct(model_acc[criterion]), color="black", linewidth=1,
                    label=f"model output ({_pct(model_acc[criterion]):.1f}%)")
