@@ -114,3 +114,15 @@ def test_clean_variants_main(tmp_path, capsys):
     (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert row["variant"] == {"epochs": 2} and 0 <= row["f1"] <= 1 and row["seconds"] > 0
     assert 0 < row["estimated_wrong"] < 1 and row["sources"]
+
+
+def test_test_split_noise_check(tmp_path):
+    from noisefix.data.builtin import export_dataset, load_builtin
+    from noisefix.stages.pipeline import run_clean
+
+    data = export_dataset(load_builtin("digits"), tmp_path / "d", corrupt=0.3, seed=0, train_subset=300,
+                          test_subset=200)
+    out = run_clean(data, tmp_path / "run", labels_file=data / "noisy_labels.csv", epochs=2, seed=0)
+    r = _load("test_split_noise_check").check(str(out.train.run.path), halvings=2)
+    assert 0.1 < r["true"] < 0.4 and all(0 <= r[k] <= 1 for k in ("estimate", "estimate_half", "eps"))
+    assert r["corrected"] <= r["estimate_half"] + 1e-12
