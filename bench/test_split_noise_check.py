@@ -16,15 +16,14 @@ import sys
 import numpy as np
 
 from noisefix.config import RelabelConfig
-from noisefix.scoring.calibration import Trusted, as_sources, calibrated_log_probs, fit_noise_model
-from noisefix.scoring.quality import estimate_noise
+from noisefix.scoring.calibration import Trusted, as_sources
+from noisefix.scoring.quality import assess_labels
 from noisefix.stages.relabel import relabel_evidence
 from noisefix.stages.runs import open_run
 
 
 def _rate(scores, given, fit_mask, trusted: Trusted) -> float:
-    model = fit_noise_model(scores, given, fit_mask=fit_mask, trusted=trusted)
-    return estimate_noise(calibrated_log_probs(scores, model), given, model, fit_mask=fit_mask, n_boot=0).rate
+    return assess_labels(scores, given, fit_mask=fit_mask, trusted=trusted, n_boot=0).noise.rate
 
 
 def check(run: str, halvings: int = 4, seed: int = 0) -> dict:
@@ -41,8 +40,8 @@ def check(run: str, halvings: int = 4, seed: int = 0) -> dict:
         half = Trusted(scores=[s[a] for s in test], labels=labels[a])
         est.append(_rate(ev.mats, given, held, half))
         eps.append(_rate([s[b] for s in test], labels[b], np.ones(len(b), dtype=bool), half))
-    est, eps = np.array(est), np.array(eps)
-    return {"run": run, "true": float(np.mean(given != ev.clean)), "true_held": float(np.mean((given != ev.clean)[held])),
+    est, eps, wrong = np.array(est), np.array(eps), given != ev.clean
+    return {"run": run, "true": float(np.mean(wrong)), "true_held": float(np.mean(wrong[held])),
             "estimate": _rate(ev.mats, given, held, ev.trusted), "estimate_half": float(est.mean()),
             "eps": float(eps.mean()), "corrected": float(np.mean((est - eps) / (1 - eps)))}
 

@@ -18,8 +18,8 @@ from noisefix.probes.velpic import VeLPIC
 
 PROBES: dict[str, type[Probe]] = {"masc": MASC, "ncm": NCM, "logreg": LogRegProbe, "velpic": VeLPIC}
 
-__all__ = ["PROBES", "Probe", "probe_class", "make_probe", "screen_probes", "MASC", "NCM", "LogRegProbe", "VeLPIC", "ClassBlock",
-           "ClassMoments", "ClassStats"]
+__all__ = ["PROBES", "Probe", "probe_class", "make_probe", "screen_probes", "MASC", "NCM", "LogRegProbe", "VeLPIC",
+           "ClassBlock", "ClassMoments", "ClassStats"]
 
 
 def probe_class(name: str) -> type[Probe]:

@@ -29,9 +29,9 @@ _WARM_STEPS = 4
 WARM_RTOL = 1e-5
 #: Randomized range finder (`range_basis`): a block of at least _RANGE_OVERSAMPLE times the energy rule's k
 #: columns, _RANGE_POWER power steps in float32, tried while the block stays within n / _RANGE_MAX_FRACTION.
-#: 3 and 2 measured on 2,048-wide ReLU layers of 1,800 images per class: scores within 3e-6 of the exact fit's
-#: (1.25 x k: 5e-4, where the eigenvalues at the 99 % cut are 0.5-3 % apart), at 0.16-0.19 s per class
-#: against 0.41 s for the float32 decomposition it replaces (docs/benchmarks.md 1b).
+#: 3 and 2 measured on 2,048-wide ReLU layers of 1,800 images per class: the same k_c and scores within 8e-6 of
+#: numpy's exact fit (a 1.25 k block: 5e-4, where the eigenvalues at the 99 % cut are 0.5-3 % apart); with the
+#: float32 Gram products, one such layer's 5-fold cross-fit 9.7 -> 4.9 s (docs/benchmarks.md 1b).
 _RANGE_OVERSAMPLE = 3
 _RANGE_POWER = 2
 _RANGE_MAX_FRACTION = 3
@@ -123,9 +123,9 @@ def subspace(M: torch.Tensor, variance: float, hint: int | None) -> tuple[np.nda
 
 def range_basis(M: torch.Tensor, variance: float, hint: int | None) -> torch.Tensor | None:
     """A start for `warm_subspace` when no nearby basis is known (an all-data fit), by a randomized range
-    finder (Halko, Martinsson & Tropp 2011): float64 (n, m) leading Ritz vectors of M from a seeded Gaussian block of b columns after `_RANGE_POWER`
-    power steps on M in float32 (m = k + k / 4 + 8 of the block's Ritz values), or None once b would pass
-    n / `_RANGE_MAX_FRACTION`. b is at least `_RANGE_OVERSAMPLE` times that k: without a hint, a first block
+    finder (Halko, Martinsson & Tropp 2011): float64 (n, m) leading Ritz vectors of M from a seeded Gaussian
+    block of b columns after `_RANGE_POWER` power steps on M in float32 (m = k + k / 4 + 8 of the block's Ritz
+    values), or None once b would pass n / `_RANGE_MAX_FRACTION`. b is at least `_RANGE_OVERSAMPLE` times that k: without a hint, a first block
     with no power step only sizes it (Ritz values are lower bounds of the leading eigenvalues, so their k is
     at least the exact one). `hint`: a guess of k, as in `subspace`. None also under an integer `variance`."""
     n = M.shape[0]
