@@ -346,7 +346,7 @@ def probe(
     pool: Annotated[str, typer.Option("--pool", help="none, avg:S (pool conv maps to SxS) or auto (pool only layers over 16,384 dims).")] = "auto",
     checkpoint: Annotated[str, typer.Option("--checkpoint", "--checkpoints", help="final, best, init, an epoch, a comma list, or all.")] = "final",
     screen: ScreenOpt = 0,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 256,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per extraction batch (default: 256-4096 by the size of the layers' outputs).")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     device: DeviceOpt = "auto",
     cache: Annotated[str, typer.Option("--cache", help="auto (cache a layer's activations on disk when they do not "

@@ -102,7 +102,8 @@ class ProbeConfig:
     variance: float = 0.99               # MASC explained-variance threshold (>= 1: a fixed component count)
     pool: str = "auto"                   # none, avg:S or auto (see nn.extract.parse_pool)
     checkpoints: tuple[str, ...] = ("final",)  # final, best, init, epoch numbers, or all
-    batch_size: int = 256                # images per extraction batch
+    batch_size: int | None = None        # images per extraction batch (None: scoring.plan.extraction_batch,
+    #                                      256-4096 by the size of the layers' activations)
     seed: int = 0                        # seeds the folds and the probes
     device: str = "auto"                 # auto (CUDA when present), cpu, cuda or cuda:N
     cache: str = "auto"                  # on-disk activation cache: auto (when over the RAM budget), always, never
@@ -122,7 +123,7 @@ class ProbeConfig:
         unknown = [p for p in (*self.probes, *(self.init_probes or ())) if p not in PROBES]
         _check(not unknown, f"unknown probe(s) {', '.join(map(repr, unknown))}; choose from {', '.join(PROBES)}")
         _check(self.init_probes is None or len(self.init_probes) > 0, "init_probes: give at least one probe or None")
-        _check(self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}")
+        _check(self.batch_size is None or self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}")
         check_seed(self.seed)
         parse_pool(self.pool)
         check_cache_mode(self.cache)

@@ -20,6 +20,12 @@ from noisefix.probes.stats import ClassStats
 from noisefix.scoring.cross_fitting import GRAM_CACHE_BYTES, needs_second_moments, refits_on_activations
 
 MEMORY_BUDGET = 6 * 2**30  # bytes of activations + statistics held at once per layer group
+#: `extraction_batch`: images per extraction batch when --batch-size is not given, and the bytes of one batch's
+#: layer outputs it aims at. On full MNIST with clean's small MLP (7 KB of outputs per image) 4,096 instead of
+#: 256 images per batch cut the probe stage from 3.1 to 2.7 s (fewer per-batch steps: statistics updates, copies,
+#: finiteness checks), the same scores; conv nets and large images stay at 256.
+EXTRACT_BATCH = (256, 4096)
+EXTRACT_BATCH_BYTES = 64 * 2**20
 
 
 def _gram_refits(refit) -> tuple[str, ...]:
@@ -110,6 +116,18 @@ def plan_layer(info: LayerInfo, *, probes, class_counts, folds: int, n_train: in
     if on_disk:
         return LayerPlan(info, second, True, refit, stats, 16 * d * rows, max([8 * d * rows, *fits]), ram)
     return LayerPlan(info, second, False, refit, stats, ram, ram_work, 0)
+
+
+def extraction_batch(infos: list[LayerInfo], requested: int | None = None) -> int:
+    """Images per extraction batch for one layer group: `requested` when given, else the largest power of two
+    in EXTRACT_BATCH whose float32 layer outputs (unpooled: what the forward pass materializes) stay within
+    EXTRACT_BATCH_BYTES."""
+    if requested is not None:
+        return int(requested)
+    low, high = EXTRACT_BATCH
+    per_image = 4 * sum(int(np.prod(i.shape)) for i in infos)
+    fits = EXTRACT_BATCH_BYTES // max(per_image, 1)
+    return int(min(high, max(low, 2 ** int(np.log2(fits)) if fits >= 1 else low)))
 
 
 def group_layers(plans: list[LayerPlan], *, budget: int = MEMORY_BUDGET) -> list[list[LayerPlan]]:

@@ -59,7 +59,7 @@ from noisefix.probes import probe_class, screen_probes
 from noisefix.probes.rows import ActivationCache, RowSource, TensorRows
 from noisefix.probes.stats import ClassStats
 from noisefix.scoring.cross_fitting import ProbeScores
-from noisefix.scoring.plan import LayerPlan, group_layers, plan_layer
+from noisefix.scoring.plan import LayerPlan, extraction_batch, group_layers, plan_layer
 from noisefix.scoring.selection import ScoreRow, choose, score_rows
 from noisefix.stages.probe_shards import Shards, cross_fit_shards, shard_split
 from noisefix.stages.runs import (
@@ -239,12 +239,12 @@ def probe_checkpoint(loaded: LoadedRun, checkpoint: str, cfg: ProbeConfig, *, tr
         stats = {p.info.name: ClassStats(p.info.dim, K, cfg.folds, device=device, name=p.info.name,
                                          second_moments=p.second_moments) for p in plan_group}
         where = {p.info.name: cache_root / f"{checkpoint}-{p.info.name}" for p in plan_group if p.on_disk}
-        t0 = time.perf_counter()
+        t0, batch = time.perf_counter(), extraction_batch(group, cfg.batch_size)
         try:
-            X = _extract(model, extractor, train_source, group, device=device, batch_size=cfg.batch_size,
+            X = _extract(model, extractor, train_source, group, device=device, batch_size=batch,
                          labels=train.targets[mine], folds=folds[mine], stats=stats,
                          logits_out=train_logits if g == 0 else None, caches={n: w / "train" for n, w in where.items()})
-            Xt = (_extract(model, extractor, test_source, group, device=device, batch_size=cfg.batch_size,
+            Xt = (_extract(model, extractor, test_source, group, device=device, batch_size=batch,
                            logits_out=test_logits if g == 0 else None, caches={n: w / "test" for n, w in where.items()})
                   if test is not None else {})
             results += _score_group(group, cfg, stats=stats, X=X, Xt=Xt, train=train, folds=folds, shards=shards,

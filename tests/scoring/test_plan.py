@@ -2,6 +2,7 @@
 disk), the on-disk activation cache against the in-RAM path, and the CLI's memory listing and torchrun guard."""
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -16,7 +17,7 @@ from noisefix.io.atomic import load_tensors
 from noisefix.nn.extract import LayerInfo
 from noisefix.probes import rows
 from noisefix.probes.rows import SHARD_BYTES
-from noisefix.scoring.plan import MEMORY_BUDGET, group_layers, plan_layer
+from noisefix.scoring.plan import EXTRACT_BATCH, MEMORY_BUDGET, extraction_batch, group_layers, plan_layer
 from noisefix.stages import probe as probe_stage
 from noisefix.stages.probe import run_probe
 
@@ -69,6 +70,17 @@ def test_plan_route_follows_the_capability_flags(monkeypatch):
     assert moments.route == "d^2 moments, RAM" and moments.second_moments and moments.refit == ()
 
 
+def test_extraction_batch_grows_for_small_layers_only():
+    low, high = EXTRACT_BATCH
+    mlp = [LayerInfo("x", (1, 28, 28), 784), LayerInfo("relu1", (256,), 256), LayerInfo("relu2", (256,), 256)]
+    assert extraction_batch(mlp) == high
+    conv = [LayerInfo("layer1", (64, 56, 56), 64 * 56 * 56), LayerInfo("pool", (64, 56, 56), 64)]  # pooled dim
+    assert extraction_batch(conv) == low                     # the unpooled map counts: what the forward holds
+    mid = [LayerInfo("conv", (16, 16, 16), 4096)]            # 16 KB per image: 4,096 within 64 MiB
+    assert extraction_batch(mid) == 4096 and extraction_batch(mid, 7) == 7
+    assert low <= extraction_batch([LayerInfo("c", (32, 28, 28), 25088)]) < high
+
+
 def _rows(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -76,9 +88,10 @@ def _rows(path):
 
 def test_disk_cache_gives_the_same_scores_as_ram(tiny_run, tmp_path, monkeypatch):
     monkeypatch.setattr(rows, "SHARD_BYTES", 4 * 64 * 7)                # 7 rows of x per shard: many shards
-    run_probe(tiny_run, PROBE, cache="never", subdir="probe_ram")
+    run_probe(tiny_run, PROBE, cache="never", subdir="probe_ram")       # the automatic batch: one batch
     cache_dir = tmp_path / "cache"
-    run_probe(tiny_run, PROBE, cache="always", cache_dir=cache_dir, subdir="probe_disk")
+    run_probe(tiny_run, dataclasses.replace(PROBE, batch_size=5), cache="always", cache_dir=cache_dir,
+              subdir="probe_disk")                                      # and batches of 5 images
     assert not cache_dir.exists()                                             # deleted after the probe
     assert not (tiny_run.run.path / "probe-cache").exists()
     ram, disk = (tiny_run.run.path / d for d in ("probe_ram", "probe_disk"))
