@@ -70,28 +70,30 @@ def _fit(u: np.ndarray, labels: np.ndarray, lam: float, start: np.ndarray) -> np
 
     With A = [u, 1] (n, K + 1) and Theta = [W; b] the logits are A Theta; the label terms of the loss and its
     gradient are linear in Theta through the constant C = A^T onehot(labels) (K + 1, K), so an evaluation is
-    two products with A, one exp and a few row reductions."""
+    two products with A, one exp and a few reductions. The logits are held as (K, n), one image per column:
+    numpy's reductions over the K rows of that layout are 2.5x faster than over the K columns of (n, K)
+    (0.33 against 0.84 ms per evaluation at n = 8,000, K = 10; pair-flip noise takes ~1,700 of them)."""
     from scipy.optimize import minimize
 
     from noisefix.nn.device import one_blas_thread
 
     n, K = u.shape
-    A = np.hstack([u, np.ones((n, 1))])                                       # (n, K + 1)
+    At = np.vstack([u.T, np.ones((1, n))])                                    # A^T (K + 1, n)
     C = np.zeros((K + 1, K))
-    np.add.at(C.T, labels, A)                                                 # C[:, k] = sum of A's rows of class k
+    np.add.at(C.T, labels, At.T)                                              # C[:, k] = sum of A's rows of class k
     penalty = np.vstack([1.0 - np.eye(K), np.ones((1, K))])                   # W's off-diagonal and b
 
     def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
         Theta = theta.reshape(K + 1, K)                                       # [W; b]: the flat (W, b) layout
-        z = A @ Theta
-        top = z.max(axis=1)
-        z -= top[:, None]
+        z = Theta.T @ At                                                      # logits (K, n)
+        top = z.max(axis=0)
+        z -= top
         np.exp(z, out=z)
-        total = z.sum(axis=1)
-        z /= total[:, None]                                                   # softmax
+        total = z.sum(axis=0)
+        z /= total                                                            # softmax, per column
         reg = Theta * penalty
         value = (np.sum(np.log(total) + top) - np.sum(Theta * C)) / n + lam * np.sum(reg * reg) / K
-        grad = (A.T @ z - C) / n + 2.0 * lam * reg / K
+        grad = (At @ z.T - C) / n + 2.0 * lam * reg / K
         return float(value), grad.ravel()
 
     with one_blas_thread():  # (n, K) x (K, K) products: a thread pool only adds overhead
