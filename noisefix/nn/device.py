@@ -1,4 +1,4 @@
-"""Device and seed: the two things every stage sets up first."""
+"""Device, seed and CPU threads: what every stage sets up first, and how its CPU maths shares the cores."""
 
 from __future__ import annotations
 
@@ -36,3 +36,22 @@ def one_blas_thread():
 
         _BLAS = ThreadpoolController()
     return _BLAS.limit(limits=1, user_api="blas")
+
+
+def thread_map(fn, items, *, workers: int | None = None) -> list:
+    """[fn(x) for x in items], in order, on up to `workers` threads (default: torch's thread count, at most 8),
+    with BLAS on one thread for the whole map. For independent fits of small-matrix numpy maths (the matrix
+    scaling's folds, the bootstrap's resamples): numpy's ufuncs on large arrays, its sorts and LAPACK release
+    the GIL, so they run side by side where each alone leaves a core idle. The one-thread limit is taken once
+    around the map because threadpoolctl's limits are process-wide: limits entered and left by several threads
+    at once restore each other's values (the `one_blas_thread` blocks inside `fn` nest within it)."""
+    items = list(items)
+    workers = min(torch.get_num_threads(), 8) if workers is None else workers
+    workers = max(1, min(workers, len(items)))
+    with one_blas_thread():
+        if workers == 1:
+            return [fn(x) for x in items]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers, thread_name_prefix="noisefix") as pool:
+            return list(pool.map(fn, items))

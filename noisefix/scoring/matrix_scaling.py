@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from noisefix.nn.device import thread_map
+
 from noisefix.errors import DataError
 from noisefix.scoring.calibration import log_softmax
 
@@ -118,15 +120,22 @@ def fit_matrix_scaling(log_probs, labels, *, temperature: float = 1.0, lambdas=L
         raise DataError(f"matrix scaling needs at least {folds} clean images, got {n}")
     start = np.concatenate([(np.eye(K) / temperature).ravel(), np.zeros(K)])
     fold_of = np.random.default_rng(seed).permutation(n) % folds
-    losses = np.zeros(len(lambdas))
-    solutions = np.zeros((len(lambdas), len(start)))
     path = sorted(range(len(lambdas)), key=lambda j: -lambdas[j])  # strongest penalty first
-    for f in range(folds):
+
+    def fold_path(f: int) -> dict[int, tuple[float, np.ndarray]]:
+        """Per penalty j: (held-out log loss, solution) of fold f."""
         fit, test = fold_of != f, fold_of == f
-        theta = start
+        theta, out = start, {}
         for j in path:  # warm start from the next stronger penalty's solution (a convex loss: the same optimum)
             theta = _fit(u[fit], labels[fit], lambdas[j], theta)
-            losses[j] += _log_loss(u[test], labels[test], theta) / n
+            out[j] = (_log_loss(u[test], labels[test], theta), theta)
+        return out
+
+    losses = np.zeros(len(lambdas))
+    solutions = np.zeros((len(lambdas), len(start)))
+    for fold in thread_map(fold_path, range(folds)):  # the folds side by side; summed in fold order
+        for j, (loss, theta) in fold.items():
+            losses[j] += loss / n
             solutions[j] += theta / folds
     best = int(np.argmin(losses))
     W, b = _unpack(_fit(u, labels, lambdas[best], solutions[best]), K)  # from the folds' mean: near the optimum

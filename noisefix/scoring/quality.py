@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from noisefix.errors import ConfigError
+from noisefix.nn.device import thread_map
 from noisefix.scoring.calibration import (
     GivenLogOdds,
     NoiseModel,
@@ -189,16 +190,21 @@ def _bootstrap(log_probs, given, model: NoiseModel, mask, odds: GivenLogOdds, *,
     K = log_probs.shape[1]
     rng = np.random.default_rng(seed)
     rows = np.flatnonzero(mask)
-    fit, pooled, per_class = np.empty(n_boot), np.empty(n_boot), np.empty((n_boot, K))
-    for b in range(n_boot):
-        pick = rows[rng.integers(0, len(rows), len(rows))]
+    picks = [rows[rng.integers(0, len(rows), len(rows))] for _ in range(n_boot)]
+
+    def resample(pick: np.ndarray) -> tuple[float, float, np.ndarray]:
         T = refit_transition(log_probs[pick], given[pick], model.transition, smoothing=smoothing)
         log_odds = odds(T)
         if match:
             log_odds = _matched(log_odds, mask, reference=log_odds[pick])
         quality = _sigmoid(log_odds)
-        _, pooled[b], per_class[b] = _rates(quality, given, mask, K)
-        fit[b] = float(np.mean(1.0 - quality[pick]))
+        _, pooled, per_class = _rates(quality, given, mask, K)
+        return float(np.mean(1.0 - quality[pick])), pooled, per_class
+
+    done = thread_map(resample, picks)                     # independent resamples, side by side
+    fit = np.array([d[0] for d in done], dtype=np.float64)
+    pooled = np.array([d[1] for d in done], dtype=np.float64)
+    per_class = np.array([d[2] for d in done], dtype=np.float64).reshape(n_boot, K)
     return fit, pooled, per_class
 
 
