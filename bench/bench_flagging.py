@@ -46,6 +46,9 @@ SETTINGS = {  # name: (dataset, p, noise, clean's model, the memorize path's mod
     "mnist-s60": ("mnist", 0.60, "symmetric", "auto", "mlp"),
     "fmnist-s40": ("fashion-mnist", 0.40, "symmetric", "cnn", "cnn"),
 }
+#: --memorize-recipe: the paper's optimizer per model, or clean's Adam (lr 1e-3, batch 128), which reaches
+#: memorization of a full 60,000-image set in a fraction of the paper's SGD epochs (lr 1e-3, batch 32)
+MEMORIZE_RECIPES = {"paper": {}, "adam": {"optimizer": "adam", "lr": 1e-3, "batch_size": 128}}
 MARK_START, MARK_END = "<!-- bench_flagging:start -->", "<!-- bench_flagging:end -->"
 
 
@@ -177,7 +180,8 @@ def run_setting(name: str, root: Path, args) -> dict:
     if args.memorize:
         seconds = trained(root / f"{name}-memorize", args.reuse, lambda: run_pipeline(
             data, root / f"{name}-memorize", labels_file=labels,
-            train_cfg=TrainConfig.for_model(memorize_model, epochs=args.memorize, seed=args.seed),
+            train_cfg=TrainConfig.for_model(memorize_model, epochs=args.memorize, seed=args.seed,
+                                            **MEMORIZE_RECIPES[args.memorize_recipe]),
             probe_cfg=ProbeConfig(probes=probes.get("probes", ("masc", "ncm")), seed=args.seed),
             relabel_cfg=RelabelConfig(), retrain_cfg=None, force=True))
         rows += noisefix_rows("memorize-then-probe", root / f"{name}-memorize", seconds, RelabelConfig().ensemble)
@@ -235,6 +239,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--model", default=None, help="override every setting's model (default: its own)")
     ap.add_argument("--epochs", type=int, default=None, help="noisefix clean: training epochs (default: its own)")
     ap.add_argument("--memorize", type=int, default=100, help="memorize-then-probe epoch cap (0: skip the path)")
+    ap.add_argument("--memorize-recipe", choices=list(MEMORIZE_RECIPES), default="paper",
+                    help="memorize-then-probe training: the paper's optimizer, or Adam lr 1e-3 batch 128")
     ap.add_argument("--probes", default=None, help="probes for both noisefix paths (default: clean's own; "
                     "masc,ncm for memorize-then-probe)")
     ap.add_argument("--cl-epochs", type=int, default=5, help="cleanlab: MLP epochs per fold")
