@@ -120,10 +120,11 @@ def single_process(fn):
 
 
 def next_step(text: str, *alternatives: str) -> None:
-    """The command to run next (and alternatives, each on an `or:` line), printed literally."""
-    console.print(f"next: [bold cyan]{escape(text)}[/]", highlight=False)
+    """The command to run next (and alternatives, each on an `or:` line), printed literally and unbroken (the
+    terminal wraps a long one, so a copy of it is still one command line)."""
+    console.print(f"next: [bold cyan]{escape(text)}[/]", highlight=False, soft_wrap=True)
     for alt in alternatives:
-        console.print(f"  or: [bold cyan]{escape(alt)}[/]", highlight=False)
+        console.print(f"  or: [bold cyan]{escape(alt)}[/]", highlight=False, soft_wrap=True)
 
 
 DataArg = Annotated[Path, typer.Argument(help="Image folder: DATA/<class>/<img> or DATA/train|test/<class>/<img>.")]
