@@ -58,7 +58,7 @@ from noisefix.nn.extract import (
 from noisefix.probes import probe_class, screen_probes
 from noisefix.probes.rows import ActivationCache, RowSource, TensorRows
 from noisefix.probes.stats import ClassStats
-from noisefix.scoring.cross_fitting import ProbeScores
+from noisefix.scoring.cross_fitting import ProbeScores, screening_agreement
 from noisefix.scoring.plan import LayerPlan, extraction_batch, group_layers, plan_layer
 from noisefix.scoring.selection import ScoreRow, choose, score_rows
 from noisefix.stages.probe_shards import Shards, cross_fit_shards, shard_split
@@ -146,13 +146,30 @@ def _score_group(group: list[LayerInfo], cfg: ProbeConfig, *, stats: dict[str, C
         K = len(train.classes)
         if cheap:  # screening: the costly probes only on the best layers where they are informative
             useful = [i for i in group if any(probe_class(p).informative(i.dim, K) for p in costly)]
-            keep = _screened_layers(results, useful, cfg.screen, labels=train.targets, folds=folds)
+            if (folds < 0).any() and len(shards.train) == 1:  # rank by the costly probe's own quick fit
+                keep = _ranked_by_quick_fit(useful, costly, cfg, X=X, labels=train.targets, folds=folds, K=K)
+            else:
+                keep = _screened_layers(results, useful, cfg.screen, labels=train.targets, folds=folds)
             pairs = [(i, p) for i in keep for p in costly if probe_class(p).informative(i.dim, K)]
         else:
             pairs = [(i, p) for i in group for p in costly]
         fit(pairs)
         advance(len(group) * len(cfg.probes) - len(todo) - len(pairs))
     return results
+
+
+def _ranked_by_quick_fit(group: list[LayerInfo], costly: list[str], cfg: ProbeConfig, *, X: dict[str, RowSource],
+                         labels: np.ndarray, folds: np.ndarray, K: int) -> list[LayerInfo]:
+    """The `cfg.screen` layers of `group` where the first informative costly probe, fitted once on a per-class
+    sample (`scoring.cross_fitting.screening_agreement`), agrees best with held-out labels; ties to the earlier."""
+    if len(group) <= cfg.screen:
+        return group
+    def agreement(info: LayerInfo) -> float:
+        probe = next(p for p in costly if probe_class(p).informative(info.dim, K))
+        return screening_agreement(probe, X[info.name], labels, folds, variance=cfg.variance, seed=cfg.seed)
+    score = {i.name: agreement(i) for i in group}
+    ranked = sorted(range(len(group)), key=lambda j: (-score[group[j].name], j))[:cfg.screen]
+    return [group[j] for j in sorted(ranked)]
 
 
 def _screened_layers(results: list[ProbeScores], group: list[LayerInfo], n: int, *, labels: np.ndarray,

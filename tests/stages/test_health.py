@@ -73,3 +73,25 @@ def test_clean_without_a_screening_probe_fits_every_layer(tiny_folder, tmp_path)
     out = run_clean(tiny_folder, tmp_path / "run", epochs=1, seed=0, probes=("masc",))
     trained = {r["layer"] for r in out.probe.rows if r["checkpoint"] != "init"}
     assert {r["probe"] for r in out.probe.rows} == {"masc"} and len(trained) > 2
+
+
+def test_screen_keeps_the_layers_where_the_costly_probes_quick_fit_agrees_best(tiny_run, monkeypatch):
+    """--screen 1 cross-fits MASC only on the layer whose one-off MASC fit on a per-class sample agrees best
+    with the held-out labels (not NCM's ranking: on conv layers the two disagree)."""
+    from noisefix.probes import probe_class
+    from noisefix.stages import probe as probe_stage
+
+    real, calls = probe_stage.screening_agreement, []
+
+    def spy(probe, X, labels, folds, **kw):
+        value = real(probe, X, labels, folds, **kw)
+        calls.append((probe, X.dim, value))
+        return value
+
+    monkeypatch.setattr(probe_stage, "screening_agreement", spy)
+    out = probe_stage.run_probe(tiny_run, ProbeConfig(probes=("masc", "ncm"), screen=1, folds=3), force=True)
+    K = len(tiny_run.splits.train.classes)
+    candidates = [r for r in out.rows if r["probe"] == "ncm" and probe_class("masc").informative(r["dim"], K)]
+    assert len(candidates) > 1 and [(p, d) for p, d, _ in calls] == [("masc", r["dim"]) for r in candidates]
+    best = max(range(len(calls)), key=lambda j: (calls[j][2], -j))
+    assert [r["layer"] for r in out.rows if r["probe"] == "masc"] == [candidates[best]["layer"]]
