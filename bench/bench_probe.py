@@ -5,8 +5,9 @@
   pipeline, run second, found the images decoded).
 * noisefix: `run_probe` on the run's final checkpoint, every default layer, MASC, 5-fold cross-fitting (out-
   of-fold scores for every training image, held-out and test scores), written to a scratch subfolder.
-* noisefix screened: the same with `--probes masc,ncm --screen 2` (NCM on every layer, MASC only on the 2
-  layers whose NCM agrees best on held-out images, as `clean` does); its pick should be the unscreened one's.
+* noisefix screened: the same with `--probes masc,ncm --screen 2` (NCM on every layer, MASC cross-fitted only
+  on the 2 layers where MASC's quick fit on a per-class sample agrees best with held-out labels, as `clean`
+  does); its pick should be the unscreened one's.
 * paper-style: batch-size-1 extraction of every default layer for the training and test images, all
   activations kept in RAM, then per layer the paper's fit (per-class `np.cov` of [X_c; -X_c] in float64, full
   `eigh`, the 99 % rule, `bench_masc.paper_fit`) on all training images (no cross-fitting) and the arccos
@@ -100,7 +101,7 @@ def bench_run(run: Path, folds: int) -> dict:
 
 def table(rows: list[dict], folds: int) -> str:
     head = (f"| run | model | train / test images | decode s (both) | noisefix probe s ({folds}-fold, held-out + "
-            "test) | noisefix screened s (ncm, MASC on 2) | paper-style s (batch 1, one fit) | speed-up (screened) | "
+            "test) | noisefix screened s (ncm, MASC on the best 2) | paper-style s (batch 1, one fit) | speed-up (screened) | "
             "peak MB noisefix / screened / paper-style | pick noisefix / screened / paper-style (test acc) | "
             "MASC test acc per layer, noisefix / paper-style |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]

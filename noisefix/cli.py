@@ -150,8 +150,9 @@ WorkersOpt = Annotated[Optional[int], typer.Option(
 ClassesOpt = Annotated[Optional[Path], typer.Option(
     "--classes", help="Class names, one per line, in index order: an index label i in --labels means line i "
     "(default: the sorted class folder names).")]
-ScreenOpt = Annotated[int, typer.Option("--screen", help="Fit MASC, logreg and VeLPIC only on the N layers per "
-                                       "checkpoint where NCM agrees best on held-out images (0: everywhere).")]
+ScreenOpt = Annotated[int, typer.Option("--screen", help="Cross-fit MASC, logreg and VeLPIC only on the N layers "
+                                       "per checkpoint where their quick fit on a per-class sample agrees best with "
+                                       "held-out labels; NCM on every layer (0: everywhere).")]
 NormalizeOpt = Annotated[bool, typer.Option(
     "--normalize/--no-normalize", help="Per-dataset mean/std for models trained here (pretrained weights always "
     "use their own).")]

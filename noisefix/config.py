@@ -108,8 +108,9 @@ class ProbeConfig:
     device: str = "auto"                 # auto (CUDA when present), cpu, cuda or cuda:N
     cache: str = "auto"                  # on-disk activation cache: auto (when over the RAM budget), always, never
     workers: int | None = None           # DataLoader processes decoding images (None: min(4, CPUs - 1); 0: none)
-    screen: int = 0                      # > 0: fit the d^2 probes (masc, velpic, logreg) only on the N layers per
-    #                                      checkpoint whose sums-only probe (ncm) agrees best on held-out images
+    screen: int = 0                      # > 0: cross-fit the d^2 probes (masc, velpic, logreg) only on the N layers
+    #                                      per checkpoint where their quick fit agrees best with held-out labels
+    #                                      (stages/probe.py); the sums-only probe (ncm) on every layer
     init_probes: tuple[str, ...] | None = None  # probes at an untrained init checkpoint, a baseline only (None: probes)
 
     def __post_init__(self) -> None:

@@ -109,7 +109,7 @@ CLEAN_MAX_EPOCHS = 32
 #: (docs/cleaning.md, "clean's cost").
 CLEAN_STEPS = 750
 CLEAN_PROBES = ("ncm", "masc")
-CLEAN_SCREEN = 2            # MASC only on the 2 layers per checkpoint where NCM agrees best on held-out images
+CLEAN_SCREEN = 2            # MASC cross-fitted only on the 2 layers per checkpoint its quick fit ranks best
 #: relabel from the mean of the 3 best probe rows. With the calibration on the clean test split, on the full
 #: 60,000-image sets (same probe outputs; bench/bench_flagging.py, docs/cleaning.md), 3 rows against 1: F1 94.6
 #: vs 92.8 (MNIST 5 %), 98.4 vs 97.1 (MNIST 60 %), 95.0 vs 94.9 (Fashion-MNIST 40 %), 97.2 vs 97.7
