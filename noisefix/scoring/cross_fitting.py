@@ -13,6 +13,7 @@ heuristic; a clean test or validation accuracy, when there is one, is the better
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import partial
 
@@ -196,7 +197,9 @@ def screening_agreement(probe_name: str, X, labels, folds, *, variance: float = 
     cls = probe_class(probe_name)
     options = {"variance": variance, "seed": seed}
     probe = cls(**{name: options[name] for name in cls.param_names() if name in options})
-    probe.fit(X.take(fit), labels[fit], num_classes=K)
+    with warnings.catch_warnings():  # a sample's empty or degenerate classes: the cross-fit itself reports them
+        warnings.simplefilter("ignore", RuntimeWarning)
+        probe.fit(X.take(fit), labels[fit], num_classes=K)
     return float(np.mean(probe.predict(X.take(out)) == labels[out]))
 
 
