@@ -95,21 +95,22 @@ def bench_run(run: Path, folds: int) -> dict:
     return {"run": str(run), "arch": loaded.model_info["arch"], "n_train": len(loaded.splits.train),
             "n_test": len(loaded.splits.test), "decode_s": decode_s, "nf_s": full["s"], "nf_mem": full["mem"],
             "nf_pick": full["pick"], "nf_acc": full["acc"], "screened_s": screened["s"],
-            "screened_mem": screened["mem"], "screened_pick": screened["pick"], "p_s": t_p, "p_mem": mem.peak, "p_acc": p_acc,
-            "p_pick": max(p_acc, key=p_acc.get) + "/masc"}
+            "screened_mem": screened["mem"], "screened_pick": screened["pick"], "p_s": t_p, "p_mem": mem.peak,
+            "p_acc": p_acc, "p_pick": max(p_acc, key=p_acc.get) + "/masc"}
 
 
 def table(rows: list[dict], folds: int) -> str:
     head = (f"| run | model | train / test images | decode s (both) | noisefix probe s ({folds}-fold, held-out + "
-            "test) | noisefix screened s (ncm, MASC on the best 2) | paper-style s (batch 1, one fit) | speed-up (screened) | "
-            "peak MB noisefix / screened / paper-style | pick noisefix / screened / paper-style (test acc) | "
-            "MASC test acc per layer, noisefix / paper-style |")
+            "test) | noisefix screened s (ncm, MASC on the best 2) | paper-style s (batch 1, one fit) | "
+            "speed-up (screened) | peak MB noisefix / screened / paper-style | pick noisefix / screened / "
+            "paper-style (test acc) | MASC test acc per layer, noisefix / paper-style |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        accs = ", ".join(f"{k} {100 * r['nf_acc'][k]:.1f}/{100 * r['p_acc'][k]:.1f}" for k in r["p_acc"] if k in r["nf_acc"])
+        accs = ", ".join(f"{k} {100 * r['nf_acc'][k]:.1f}/{100 * r['p_acc'][k]:.1f}" for k in r["p_acc"]
+                         if k in r["nf_acc"])
         lines.append(f"| {Path(r['run']).name} | {r['arch']} | {r['n_train']:,} / {r['n_test']:,} | "
-                     f"{r['decode_s']:.1f} | {r['nf_s']:.1f} | {r['screened_s']:.1f} | {r['p_s']:.1f} | {r['p_s'] / r['nf_s']:.1f}x "
-                     f"({r['p_s'] / r['screened_s']:.1f}x) | {r['nf_mem'] / 2**20:,.0f} / "
+                     f"{r['decode_s']:.1f} | {r['nf_s']:.1f} | {r['screened_s']:.1f} | {r['p_s']:.1f} | "
+                     f"{r['p_s'] / r['nf_s']:.1f}x ({r['p_s'] / r['screened_s']:.1f}x) | {r['nf_mem'] / 2**20:,.0f} / "
                      f"{r['screened_mem'] / 2**20:,.0f} / {r['p_mem'] / 2**20:,.0f} | {r['nf_pick']} / "
                      f"{r['screened_pick']} / {r['p_pick']} | {accs} |")
     return "\n".join(lines)
