@@ -13,7 +13,6 @@ heuristic; a clean test or validation accuracy, when there is one, is the better
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from functools import partial
 
@@ -172,35 +171,11 @@ def _fold_ids(folds, n: int) -> tuple[np.ndarray, int]:
     return folds, int(folds.max()) + 1 if len(folds) else 0
 
 
-#: `screening_agreement`: training images per class the costly probe is fitted on to rank layers, and the most
-#: held-out images it is scored on
-SCREEN_PER_CLASS = 256
-SCREEN_HELD = 2000
-
-
-def screening_agreement(probe_name: str, X, labels, folds, *, variance: float = 0.99, seed: int = 0,
-                        per_class: int = SCREEN_PER_CLASS, held: int = SCREEN_HELD) -> float:
-    """How well `probe_name` on one layer's activations X (N, d) agrees with the given labels of held-out images
-    (folds < 0) when fitted once on a seeded sample of at most `per_class` fit images per class: a cheap ranking
-    of layers for the costly probes (`probe --screen`), from the costly probe itself. Scored on at most `held`
-    held-out images (a seeded sample). NaN when there are no held-out images."""
-    X = as_rows(X, what="screened activations")
-    folds = np.asarray(folds)
-    labels, K = as_labels(labels, len(X), None)
-    rng = np.random.default_rng(seed)
-    out = np.flatnonzero(folds < 0)
-    if not len(out):
-        return float("nan")
-    out = np.sort(rng.choice(out, held, replace=False)) if len(out) > held else out
-    fit = np.concatenate([rng.permutation(np.flatnonzero((folds >= 0) & (labels == c)))[:per_class]
-                          for c in range(K)])
+def probe_maker(probe_name: str, *, variance: float = 0.99, seed: int = 0):
+    """A callable making new, unfitted `probe_name` probes, given the options it takes of `variance` and `seed`."""
     cls = probe_class(probe_name)
     options = {"variance": variance, "seed": seed}
-    probe = cls(**{name: options[name] for name in cls.param_names() if name in options})
-    with warnings.catch_warnings():  # a sample's empty or degenerate classes: the cross-fit itself reports them
-        warnings.simplefilter("ignore", RuntimeWarning)
-        probe.fit(X.take(fit), labels[fit], num_classes=K)
-    return float(np.mean(probe.predict(X.take(out)) == labels[out]))
+    return partial(cls, **{name: options[name] for name in cls.param_names() if name in options})
 
 
 def cross_fit(probe_name: str, *, stats: ClassStats | None, X, labels, folds, X_test=None, X_holdout=None,
@@ -228,8 +203,7 @@ def cross_fit(probe_name: str, *, stats: ClassStats | None, X, labels, folds, X_
     counts = stats.counts.sum(0).cpu().numpy() if stats is not None else np.bincount(labels, minlength=K)
     refit = refits_on_activations(probe_name, counts, X.dim)  # the same rule decides the probe stage's plan
     cls = probe_class(probe_name)
-    options = {"variance": variance, "seed": seed}
-    make = partial(cls, **{name: options[name] for name in cls.param_names() if name in options})
+    make = probe_maker(probe_name, variance=variance, seed=seed)
     if stats is None and cls.fits_from_moments:
         stats = ClassStats(X.dim, K, F, name=layer, second_moments=not refit)
         for pos, block in X.blocks(np.arange(len(X))):

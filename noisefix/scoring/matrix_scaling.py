@@ -22,9 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from noisefix.nn.device import thread_map
-
 from noisefix.errors import DataError
+from noisefix.nn.device import one_blas_thread, thread_map
 from noisefix.scoring.calibration import log_softmax
 
 LAMBDAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # penalties tried; the cross-validated best is used
@@ -76,8 +75,6 @@ def _fit(u: np.ndarray, labels: np.ndarray, lam: float, start: np.ndarray) -> np
     numpy's reductions over the K rows of that layout are 2.5x faster than over the K columns of (n, K)
     (0.33 against 0.84 ms per evaluation at n = 8,000, K = 10; pair-flip noise takes ~1,700 of them)."""
     from scipy.optimize import minimize
-
-    from noisefix.nn.device import one_blas_thread
 
     n, K = u.shape
     At = np.vstack([u.T, np.ones((1, n))])                                    # A^T (K + 1, n)

@@ -126,8 +126,8 @@ def extraction_batch(infos: list[LayerInfo], requested: int | None = None) -> in
         return int(requested)
     low, high = EXTRACT_BATCH
     per_image = 4 * sum(int(np.prod(i.shape)) for i in infos)
-    fits = EXTRACT_BATCH_BYTES // max(per_image, 1)
-    return int(min(high, max(low, 2 ** int(np.log2(fits)) if fits >= 1 else low)))
+    fits = max(EXTRACT_BATCH_BYTES // max(per_image, 1), 1)
+    return min(high, max(low, 1 << (fits.bit_length() - 1)))  # the largest power of two <= fits
 
 
 def group_layers(plans: list[LayerPlan], *, budget: int = MEMORY_BUDGET) -> list[list[LayerPlan]]:

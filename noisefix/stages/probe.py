@@ -58,7 +58,8 @@ from noisefix.nn.extract import (
 from noisefix.probes import probe_class, screen_probes
 from noisefix.probes.rows import ActivationCache, RowSource, TensorRows
 from noisefix.probes.stats import ClassStats
-from noisefix.scoring.cross_fitting import ProbeScores, screening_agreement
+from noisefix.scoring import screening
+from noisefix.scoring.cross_fitting import ProbeScores
 from noisefix.scoring.plan import LayerPlan, extraction_batch, group_layers, plan_layer
 from noisefix.scoring.selection import ScoreRow, choose, score_rows
 from noisefix.stages.probe_shards import Shards, cross_fit_shards, shard_split
@@ -147,43 +148,16 @@ def _score_group(group: list[LayerInfo], cfg: ProbeConfig, *, stats: dict[str, C
         if cheap:  # screening: the costly probes only on the best layers where they are informative
             useful = [i for i in group if any(probe_class(p).informative(i.dim, K) for p in costly)]
             if (folds < 0).any() and len(shards.train) == 1:  # rank by the costly probe's own quick fit
-                keep = _ranked_by_quick_fit(useful, costly, cfg, X=X, labels=train.targets, folds=folds, K=K)
+                keep = screening.by_quick_fit(useful, costly, cfg.screen, X=X, labels=train.targets, folds=folds,
+                                              num_classes=K, variance=cfg.variance, seed=cfg.seed)
             else:
-                keep = _screened_layers(results, useful, cfg.screen, labels=train.targets, folds=folds)
+                keep = screening.by_cheap_scores(results, useful, cfg.screen, labels=train.targets, folds=folds)
             pairs = [(i, p) for i in keep for p in costly if probe_class(p).informative(i.dim, K)]
         else:
             pairs = [(i, p) for i in group for p in costly]
         fit(pairs)
         advance(len(group) * len(cfg.probes) - len(todo) - len(pairs))
     return results
-
-
-def _ranked_by_quick_fit(group: list[LayerInfo], costly: list[str], cfg: ProbeConfig, *, X: dict[str, RowSource],
-                         labels: np.ndarray, folds: np.ndarray, K: int) -> list[LayerInfo]:
-    """The `cfg.screen` layers of `group` where the first informative costly probe, fitted once on a per-class
-    sample (`scoring.cross_fitting.screening_agreement`), agrees best with held-out labels; ties to the earlier."""
-    if len(group) <= cfg.screen:
-        return group
-    def agreement(info: LayerInfo) -> float:
-        probe = next(p for p in costly if probe_class(p).informative(info.dim, K))
-        return screening_agreement(probe, X[info.name], labels, folds, variance=cfg.variance, seed=cfg.seed)
-    score = {i.name: agreement(i) for i in group}
-    ranked = sorted(range(len(group)), key=lambda j: (-score[group[j].name], j))[:cfg.screen]
-    return [group[j] for j in sorted(ranked)]
-
-
-def _screened_layers(results: list[ProbeScores], group: list[LayerInfo], n: int, *, labels: np.ndarray,
-                     folds: np.ndarray) -> list[LayerInfo]:
-    """The `n` layers of `group` whose best screening score agrees most with the given labels on held-out
-    images (out-of-fold images when there are none); ties go to the earlier layer."""
-    held = folds < 0
-    def agreement(r: ProbeScores) -> float:
-        if r.holdout_scores is not None and held.any():
-            return float(np.mean(r.holdout_scores.argmax(1) == labels[held]))
-        return float(np.mean(r.oof_scores.argmax(1) == labels[folds >= 0]))
-    best = {i.name: max((agreement(r) for r in results if r.layer == i.name), default=-1.0) for i in group}
-    ranked = sorted(range(len(group)), key=lambda j: (-best[group[j].name], j))[:n]
-    return [group[j] for j in sorted(ranked)]
 
 
 def _plan_layers(model: torch.nn.Module, loaded: LoadedRun, cfg: ProbeConfig, *, train: LabeledImages,

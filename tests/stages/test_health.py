@@ -79,16 +79,17 @@ def test_screen_keeps_the_layers_where_the_costly_probes_quick_fit_agrees_best(t
     """--screen 1 cross-fits MASC only on the layer whose one-off MASC fit on a per-class sample agrees best
     with the held-out labels (not NCM's ranking: on conv layers the two disagree)."""
     from noisefix.probes import probe_class
+    from noisefix.scoring import screening
     from noisefix.stages import probe as probe_stage
 
-    real, calls = probe_stage.screening_agreement, []
+    real, calls = screening.screening_agreement, []
 
     def spy(probe, X, labels, folds, **kw):
         value = real(probe, X, labels, folds, **kw)
         calls.append((probe, X.dim, value))
         return value
 
-    monkeypatch.setattr(probe_stage, "screening_agreement", spy)
+    monkeypatch.setattr(screening, "screening_agreement", spy)
     out = probe_stage.run_probe(tiny_run, ProbeConfig(probes=("masc", "ncm"), screen=1, folds=3), force=True)
     K = len(tiny_run.splits.train.classes)
     candidates = [r for r in out.rows if r["probe"] == "ncm" and probe_class("masc").informative(r["dim"], K)]
