@@ -24,7 +24,7 @@ import dataclasses
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -36,15 +36,8 @@ from noisefix.data.folders import LabeledImages
 from noisefix.data.images import ImageSource
 from noisefix.data.splits import make_folds
 from noisefix.errors import ProbeError
-from noisefix.io.atomic import (
-    check_outside,
-    check_writable,
-    save_tensors,
-    staged_dir,
-    write_csv,
-    write_json,
-)
-from noisefix.io.run_dir import ProbeDir, RunDir, score_key
+from noisefix.io.atomic import check_outside, check_writable, staged_dir
+from noisefix.io.run_dir import ProbeDir, RunDir
 from noisefix.nn import distributed
 from noisefix.nn.device import resolve_device, seed_everything
 from noisefix.nn.extract import (
@@ -61,16 +54,14 @@ from noisefix.probes.stats import ClassStats
 from noisefix.scoring import screening
 from noisefix.scoring.cross_fitting import ProbeScores
 from noisefix.scoring.plan import LayerPlan, extraction_batch, group_layers, plan_layer
-from noisefix.scoring.selection import ScoreRow, choose, score_rows
+from noisefix.stages.probe_outputs import collect, pick, write_outputs
 from noisefix.stages.probe_shards import Shards, cross_fit_shards, shard_split
 from noisefix.stages.runs import (
     LoadedRun,
-    checkpoint_epochs,
     expand_checkpoints,
     load_run_model,
     parse_checkpoint,
 )
-from noisefix.ui.plots import plot_dynamics, plot_layers
 from noisefix.ui.reporter import Reporter, escape, or_null
 
 
@@ -252,89 +243,6 @@ def probe_checkpoint(loaded: LoadedRun, checkpoint: str, cfg: ProbeConfig, *, tr
     return results, infos, _model_accuracy(train_logits, test_logits, train=train, test=test, folds=folds), label
 
 
-ROW_FIELDS = ("layer", "probe", "dim", "mean_k", "agreement", "holdout_agreement", "clean_acc", "test_acc")
-
-
-def _row_dict(row: ScoreRow, checkpoint: str) -> dict[str, Any]:
-    return {"checkpoint": checkpoint, **{k: getattr(row, k) for k in ROW_FIELDS}}
-
-
-@dataclass
-class _Collected:
-    """Rank 0's results over every probed checkpoint, as they are written."""
-
-    rows: list[dict[str, Any]] = field(default_factory=list)           # scores.csv / scores.json rows
-    tensors: dict[str, torch.Tensor] = field(default_factory=dict)     # oof.safetensors
-    n_components: dict[str, list[int]] = field(default_factory=dict)   # per-class MASC k, by score_key
-    model: dict[str, dict[str, float | None]] = field(default_factory=dict)  # the model's accuracies per checkpoint
-    layers: dict[str, dict[str, Any]] = field(default_factory=dict)    # shape and dim per layer
-
-
-def _collect(probed: list[tuple[str, tuple]], *, train: LabeledImages, test: LabeledImages | None,
-             folds: np.ndarray) -> _Collected:
-    """Rows, per-image score tensors (keyed by `score_key`) and MASC dimensions of every checkpoint; on ranks
-    other than 0 (which hold no scores) only the folds and labels."""
-    fit_mask = folds >= 0
-    out = _Collected(tensors={"folds": torch.as_tensor(folds), "labels": torch.as_tensor(train.targets)})
-    clean = train.clean_targets[fit_mask] if train.clean_targets is not None else None
-    for checkpoint, (results, infos, model_acc, label) in probed:
-        if model_acc is None:  # ranks other than 0 hold no scores: rank 0 summarizes and writes
-            continue
-        out.model[checkpoint] = model_acc
-        out.layers.update({i.name: {"shape": list(i.shape), "dim": i.dim} for i in infos})
-        for row in score_rows(results, labels=train.targets[fit_mask], clean_labels=clean,
-                              test_labels=test.targets if test is not None else None,
-                              holdout_labels=train.targets[~fit_mask] if (~fit_mask).any() else None,
-                              dims={i.name: i.dim for i in infos}):
-            out.rows.append(_row_dict(row, checkpoint))
-        for r in results:
-            scores = np.zeros((len(train), r.oof_scores.shape[1]), dtype=np.float32)
-            scores[fit_mask] = r.oof_scores  # out-of-fold for trained-on images
-            if r.holdout_scores is not None:
-                scores[~fit_mask] = r.holdout_scores  # held-out images: never seen by network or probe
-            out.tensors[score_key(checkpoint, r.layer, r.probe, "oof")] = torch.as_tensor(scores)
-            if r.test_scores is not None:
-                out.tensors[score_key(checkpoint, r.layer, r.probe, "test")] = torch.as_tensor(r.test_scores)
-            if r.n_components is not None:
-                out.n_components[score_key(checkpoint, r.layer, r.probe)] = [int(k) for k in r.n_components]
-    return out
-
-
-def _pick(rows: list[dict[str, Any]], holdout: np.ndarray, reporter: Reporter, *,
-          trained: bool = True) -> tuple[str, dict[str, Any], dict[str, Any] | None, str | None]:
-    """The label-only criterion and pick, the oracle metric and pick; marks them in the rows' `pick`.
-    `trained=False` (a pretrained network never fitted to these labels): out-of-fold agreement is not
-    inflated by memorization, so it is the criterion without a warning."""
-    criterion = "holdout_agreement" if holdout.any() else "agreement"
-    if criterion == "agreement" and trained:
-        reporter.warn("this run has no held-out images (train --holdout 0): the label-only pick uses out-of-fold "
-                      "agreement, which memorized late layers inflate; prefer runs trained with --holdout")
-    best = choose(rows, by=criterion)
-    oracle_metric = "test_acc" if rows[0]["test_acc"] is not None else (
-        "clean_acc" if rows[0]["clean_acc"] is not None else None)
-    oracle = choose(rows, by=oracle_metric) if oracle_metric else None
-    for r in rows:
-        r["pick"] = ",".join(p for p, sel in (("best", best), ("oracle", oracle)) if sel is r)
-    return criterion, best, oracle, oracle_metric
-
-
-def _write_outputs(files: ProbeDir, got: _Collected, summary: dict[str, Any], *, model_info: dict,
-                   run_name: str) -> None:
-    """scores.csv, scores.json, oof.safetensors, layers.png (the pick's checkpoint) and, over epochs,
-    dynamics.png."""
-    cols = ["checkpoint", *ROW_FIELDS, "pick"]
-    write_csv(files.scores_csv, cols, ([r[c] for c in cols] for r in got.rows))
-    write_json(files.scores_json, summary)
-    save_tensors(files.oof, got.tensors)
-    criterion = summary["criterion"]
-    epochs = checkpoint_epochs(list(got.model), model_info)
-    if len(epochs) > 1:
-        plot_dynamics(files.dynamics_png, got.rows, epochs=epochs, criterion=criterion, model_acc=got.model)
-    at = summary["best"]["checkpoint"]
-    plot_layers(files.layers_png, [r for r in got.rows if r["checkpoint"] == at], criterion=criterion,
-                model_acc=got.model[at], title=f"{run_name}: checkpoint {at}, cross-fitted probes")
-
-
 @contextlib.contextmanager
 def _activation_cache(run: RunDir, subdir: str, cache_dir: Path | None, *, keep: bool,
                       reporter: Reporter) -> Iterator[Path]:
@@ -410,10 +318,10 @@ def run_probe(loaded: LoadedRun, cfg: ProbeConfig, *, force: bool = False, repor
             train_source=train_source, test_source=test_source, reporter=reporter, shards=shards,
             cache_root=cache_root, keep_cache=keep_cache, skip_input=i > 0))
             for i, checkpoint in enumerate(checkpoints)]
-    got = _collect(probed, train=train, test=test, folds=folds)
+    got = collect(probed, train=train, test=test, folds=folds)
     if not distributed.is_main():
         return distributed.broadcast_object(None)  # rank 0's outcome, once its files are in place
-    criterion, best, oracle, oracle_metric = _pick(got.rows, holdout, reporter,
+    criterion, best, oracle, oracle_metric = pick(got.rows, holdout, reporter,
                                                    trained=loaded.model_info.get("trained", True))
     summary = {
         "run": str(run.path), "fit_on": fit_on, "config": dump_yaml({"probe": cfg}), "folds": cfg.folds,
@@ -422,7 +330,7 @@ def run_probe(loaded: LoadedRun, cfg: ProbeConfig, *, force: bool = False, repor
         "classes": train.classes,
     }
     with staged_dir(out_dir, force=force, what="probe results") as tmp:
-        _write_outputs(ProbeDir(tmp), got, summary, model_info=loaded.model_info, run_name=run.path.name)
+        write_outputs(ProbeDir(tmp), got, summary, model_info=loaded.model_info, run_name=run.path.name)
     return distributed.broadcast_object(ProbeOutcome(
         out=out_dir, rows=got.rows, best=best, oracle=oracle, model=got.model, criterion=criterion,
         seconds=time.perf_counter() - t0))
