@@ -27,9 +27,11 @@ from torchvision.models.feature_extraction import (
 )
 
 from noisefix.errors import ConfigError, ProbeError, shorten_names
+from noisefix.nn.device import channels_last, to_layout
 from noisefix.nn.models import TRIVIAL_MODULES, default_layers
 
 INPUT = "x"
+LAYOUTS = ("auto", "channels_last", "contiguous")  # ActivationExtractor's memory layouts
 
 
 # Nodes left out of "all": reshapes of the previous node, and ops that return no per-image tensor.
@@ -178,7 +180,10 @@ class ActivationExtractor:
     ``pools`` maps a layer to S: its 4-D output (B, C, H, W) is adaptive-average-pooled to (B, C, S, S)
     first. ``autocast_dtype`` (e.g. torch.bfloat16) runs the forward under autocast on CUDA and is
     ignored on CPU. The model is moved to ``device`` and put in eval mode (BatchNorm uses its running
-    statistics, so an image's activations do not depend on the rest of the batch).
+    statistics, so an image's activations do not depend on the rest of the batch) and, where ``layout``
+    says so, into channels-last layout: "auto" (`nn.device.channels_last`: conv nets on CPU, every model on
+    CUDA), "channels_last" or "contiguous". The batches follow; the flattened activations keep the usual
+    (C, H, W) order either way.
     """
 
     def __init__(
@@ -190,7 +195,10 @@ class ActivationExtractor:
         device: str | torch.device = "cpu",
         autocast_dtype: torch.dtype | None = None,
         logits: bool = False,
+        layout: str = "auto",
     ):
+        if layout not in LAYOUTS:
+            raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
         if not layers:
             raise ProbeError("no layers to extract; pass names such as 'x' or use resolve_layers(model, 'default')")
         self.layers = list(dict.fromkeys(layers))
@@ -198,6 +206,8 @@ class ActivationExtractor:
         self.device = torch.device(device)
         self.autocast_dtype = autocast_dtype
         model.to(self.device).eval()
+        self._last = channels_last(model, self.device) if layout == "auto" else layout == "channels_last"
+        model.to(memory_format=torch.channels_last if self._last else torch.contiguous_format)
         nodes = graph_nodes(model)
         self._concrete = _concrete_nodes(self.layers, nodes)
         self._output = nodes[-1] if logits and len(nodes) > 1 else None  # the graph's last node: the model output
@@ -217,7 +227,7 @@ class ActivationExtractor:
         outputs = {INPUT: x}
         if self._module is not None:
             with torch.no_grad(), self._autocast():
-                outputs.update(self._module.eval()(x))
+                outputs.update(self._module.eval()(to_layout(x, self._last)))
         return outputs
 
     def _requested(self, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -249,6 +259,29 @@ class ActivationExtractor:
                 act = F.adaptive_avg_pool2d(act, size)  # (B, C, S, S)
             result[name] = act.reshape(act.shape[0], -1).contiguous()  # (B, d)
         return result
+
+
+def forward_values(model: nn.Module, in_shape: tuple[int, int, int]) -> int:
+    """Values one image's forward pass materializes: the input and the output of every leaf module (functional
+    ops such as residual additions not counted), from one eval-mode pass on zeros on the model's device. What
+    an extraction batch streams through memory per image (`scoring.plan.extraction_batch`)."""
+    sizes: list[int] = []
+
+    def record(_module, _inputs, out) -> None:
+        if isinstance(out, torch.Tensor) and out.dim() > 0:
+            sizes.append(out[0].numel())
+
+    leaves = [m for m in model.modules() if next(m.children(), None) is None and not isinstance(m, TRIVIAL_MODULES)]
+    handles = [m.register_forward_hook(record) for m in leaves]
+    training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *in_shape, device=next(model.parameters(), torch.empty(0)).device))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(training)
+    return math.prod(in_shape) + sum(sizes)
 
 
 def list_layers(

@@ -26,7 +26,7 @@ from noisefix.data.images import ImageSource
 from noisefix.data.splits import stratified_holdout
 from noisefix.errors import TrainingError
 from noisefix.nn import distributed
-from noisefix.nn.device import resolve_device, seed_everything
+from noisefix.nn.device import channels_last, resolve_device, seed_everything, to_layout
 
 
 @dataclass
@@ -70,21 +70,21 @@ def evaluate(model: nn.Module, ev: EvalSet, *, device: torch.device, batch_size:
     model.eval()
     correct = 0
     labels = torch.as_tensor(ev.labels)
+    last = channels_last(model, device)
     for x, idx in ev.source.batches(batch_size, indices=ev.indices):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits = model(_to_device(x, device, ev.source.to_input))
+            logits = model(_to_device(x, device, ev.source.to_input, last))
         correct += int((logits.argmax(1).cpu() == labels[idx]).sum())
     model.train(was_training)
     n = len(ev.labels) if ev.indices is None else len(ev.indices)
     return correct / max(1, n)
 
 
-def _to_device(x: torch.Tensor, device: torch.device, to_input: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """uint8 batch -> the model's float input on `device` (`to_input`: the source's spec normalization)."""
-    x = to_input(x.to(device, non_blocking=True))
-    if device.type == "cuda" and x.dim() == 4:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
+def _to_device(x: torch.Tensor, device: torch.device, to_input: Callable[[torch.Tensor], torch.Tensor],
+               last: bool) -> torch.Tensor:
+    """uint8 batch -> the model's float input on `device` (`to_input`: the source's spec normalization), in
+    channels-last layout when `last` (`nn.device.channels_last`)."""
+    return to_layout(to_input(x.to(device, non_blocking=True)), last)
 
 
 def _epoch_batches(source: ImageSource, batch_size: int, indices: np.ndarray | None, seed: int):
@@ -116,6 +116,7 @@ class _Step:
     device: torch.device
     autocast: bool
     to_input: Callable[[torch.Tensor], torch.Tensor]  # uint8 batch -> model input (the source's spec)
+    channels_last: bool                   # batches in channels-last layout (nn.device.channels_last)
 
 
 def _train_epoch(step: _Step, batches) -> tuple[float, int, int, int]:
@@ -127,7 +128,7 @@ def _train_epoch(step: _Step, batches) -> tuple[float, int, int, int]:
     correct_clean = torch.zeros((), dtype=torch.long, device=device)
     seen = 0
     for x, idx in batches:
-        xb = _to_device(x, device, step.to_input)
+        xb = _to_device(x, device, step.to_input, step.channels_last)
         yb = step.labels[idx].to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=step.autocast):
             logits = step.net(xb)
@@ -171,14 +172,15 @@ def train_model(
     device = distributed.setup(resolve_device(cfg.device))
     gen = seed_everything(cfg.seed)
     model.to(device)
-    if device.type == "cuda":
+    last = channels_last(model, device)
+    if last:
         model.to(memory_format=torch.channels_last)
     net = distributed.data_parallel(model, device)  # `model` itself single-process
     autocast = cfg.bf16 and device.type == "cuda"
     step = _Step(net=net, opt=make_optimizer(model, cfg), loss_fn=nn.CrossEntropyLoss(),
                  labels=torch.as_tensor(labels, dtype=torch.long),
                  clean=torch.as_tensor(clean_labels, dtype=torch.long) if clean_labels is not None else None,
-                 device=device, autocast=autocast, to_input=source.to_input)
+                 device=device, autocast=autocast, to_input=source.to_input, channels_last=last)
     if save is not None and start_epoch == 0:
         save(0, model)
     history: list[EpochResult] = []

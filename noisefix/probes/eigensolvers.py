@@ -1,6 +1,6 @@
 """Top eigenpairs of symmetric PSD matrices for MASC's class subspaces (probes/masc.py): partial LAPACK, Lanczos
 or torch decompositions with fallbacks (`eigh_desc`), the energy rule for k (`n_keep`), the kept subspace
-(`subspace`), a start when no nearby basis is known (`range_basis`, a randomized range finder) and the refinement
+(`subspace`), a start when no nearby basis is known (`range_basis`, a randomized range finder; `single_precision_basis` for a wide subspace) and the refinement
 of a nearby basis by Rayleigh-Ritz with residual checks (`warm_subspace`).
 """
 
@@ -147,6 +147,13 @@ def range_basis(M: torch.Tensor, variance: float, hint: int | None) -> torch.Ten
         b = max(b, _RANGE_OVERSAMPLE * k + 8) if k is not None else 4 * b
         power = _RANGE_POWER
     return None
+
+
+def single_precision_basis(M: torch.Tensor, variance: float, hint: int | None) -> torch.Tensor:
+    """A start for `warm_subspace` where `range_basis` declines (a subspace wider than a third of M): the kept
+    eigenvectors of M decomposed in float32, as float64 (LAPACK in single precision is about twice as fast;
+    the float64 Rayleigh-Ritz and its residual checks then decide, as for any start)."""
+    return subspace(M.float(), variance, hint)[1].double()
 
 
 def warm_subspace(G: torch.Tensor, Z0: torch.Tensor, variance: float) -> tuple[np.ndarray, torch.Tensor] | None:

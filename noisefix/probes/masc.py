@@ -77,11 +77,12 @@ def _second_moment_subspace(S: torch.Tensor, variance: float, hint: int | None,
     whole = len(active) == len(S)
     A = S if whole else S[active][:, active]
     warm = None
-    if start is not None and 0 < start.shape[1] <= PARTIAL_FRACTION * len(A):  # else a full eigh is as cheap
+    if start is not None and 0 < start.shape[1] <= PARTIAL_FRACTION * len(A):
         warm = eigensolvers.warm_subspace(A, (start if whole else start[active.to(start.device)]).to(A), variance)
-    elif start is None and A.device.type == "cpu":
-        Z0 = eigensolvers.range_basis(A, variance, hint)                     # None: a wide subspace, decomposed
-        warm = None if Z0 is None else eigensolvers.warm_subspace(A, Z0, variance)
+    elif A.device.type == "cpu" and variance < 1:                            # no start, or a wide one
+        Z0 = eigensolvers.range_basis(A, variance, hint) if start is None else None
+        Z0 = eigensolvers.single_precision_basis(A, variance, hint) if Z0 is None else Z0
+        warm = eigensolvers.warm_subspace(A, Z0, variance)
     vals, vecs = subspace(A, variance, hint) if warm is None else warm
     if whole:
         return _ClassFit(vals, vecs, total)
@@ -108,7 +109,7 @@ def _gram_subspace(Xc: torch.Tensor, variance: float, hint: int | None = None, *
         warm = eigensolvers.warm_subspace(G, (Xc @ start.to(Xc)).double(), variance)
     elif G.device.type == "cpu" and variance < 1:
         Z0 = eigensolvers.range_basis(G, variance, hint)
-        Z0 = subspace(G.float(), variance, hint)[1].double() if Z0 is None else Z0
+        Z0 = eigensolvers.single_precision_basis(G, variance, hint) if Z0 is None else Z0
         warm = eigensolvers.warm_subspace(G, Z0, variance)
     else:
         warm = None

@@ -45,6 +45,7 @@ from noisefix.nn.extract import (
     ActivationExtractor,
     LayerInfo,
     apply_pooling,
+    forward_values,
     list_layers,
     resolve_layers,
 )
@@ -212,6 +213,7 @@ def probe_checkpoint(loaded: LoadedRun, checkpoint: str, cfg: ProbeConfig, *, tr
                       f"{escape(str(cache_root))} ({sum(p.disk_bytes for p in plans) / 2**30:.2f} GiB)")
     reporter.detail(f"routes: {', '.join(f'{p.info.name}: {p.route}' for p in plans)}")
     K, mine = len(train.classes), shards.train[distributed.rank()]
+    forward = forward_values(model, tuple(loaded.model_info["in_shape"])) if cfg.batch_size is None else 0
     train_logits = np.zeros((len(mine), K), dtype=np.float32)
     test_logits = np.zeros((len(shards.test[distributed.rank()]), K), dtype=np.float32) if test is not None else None
     results: list[ProbeScores] = []
@@ -221,7 +223,7 @@ def probe_checkpoint(loaded: LoadedRun, checkpoint: str, cfg: ProbeConfig, *, tr
         stats = {p.info.name: ClassStats(p.info.dim, K, cfg.folds, device=device, name=p.info.name,
                                          second_moments=p.second_moments) for p in plan_group}
         where = {p.info.name: cache_root / f"{checkpoint}-{p.info.name}" for p in plan_group if p.on_disk}
-        t0, batch = time.perf_counter(), extraction_batch(group, cfg.batch_size)
+        t0, batch = time.perf_counter(), extraction_batch(group, cfg.batch_size, forward_values=forward)
         try:
             X = _extract(model, extractor, train_source, group, device=device, batch_size=batch,
                          labels=train.targets[mine], folds=folds[mine], stats=stats,

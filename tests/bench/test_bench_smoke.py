@@ -126,3 +126,12 @@ def test_test_split_noise_check(tmp_path):
     r = _load("test_split_noise_check").check(str(out.train.run.path), halvings=2)
     assert 0.1 < r["true"] < 0.4 and all(0 <= r[k] <= 1 for k in ("estimate", "estimate_half", "eps"))
     assert r["corrected"] <= r["estimate_half"] + 1e-12
+
+
+def test_bench_layout_main(tmp_path):
+    out = tmp_path / "layout.md"
+    rows = _load("bench_layout").main(["--cases", "cnn:1x12x12", "--n", "16", "--batch", "8", "--train-batch", "8",
+                                       "--repeat", "1", "--out", str(out)])
+    assert len(rows) == 1 and rows[0]["diff"] < 1e-4                 # the same activations in either layout
+    assert all(rows[0][f"{what}_{k}"] > 0 for what in ("extract", "train") for k in ("channels_last", "contiguous"))
+    assert "| cnn:1x12x12 |" in out.read_text()

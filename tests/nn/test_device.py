@@ -1,9 +1,11 @@
-"""noisefix.nn.device: thread_map keeps order and leaves the BLAS thread limits as it found them."""
+"""noisefix.nn.device: thread_map keeps order and leaves the BLAS thread limits as it found them; the layout rule."""
 
 import numpy as np
+import torch
 from threadpoolctl import threadpool_info
 
-from noisefix.nn.device import one_blas_thread, thread_map
+from noisefix.nn.device import channels_last, one_blas_thread, thread_map, to_layout
+from noisefix.nn.models import build_model
 
 
 def _blas_threads() -> list[int]:
@@ -24,3 +26,14 @@ def test_thread_map_keeps_order_and_restores_blas_limits():
     assert all(all(n == 1 for n in threads) for threads in seen)   # one BLAS thread inside the map
     assert _blas_threads() == before                               # and as before afterwards
     assert thread_map(lambda x: x * 2, [3, 1], workers=1) == [6, 2] and thread_map(abs, []) == []
+
+
+def test_channels_last_for_conv_nets_on_cpu_and_everything_on_cuda():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    cnn = build_model("cnn", in_shape=(1, 28, 28), num_classes=10)
+    mlp = build_model("mlp_small", in_shape=(1, 28, 28), num_classes=10)
+    assert channels_last(cnn, cpu) and not channels_last(mlp, cpu)
+    assert channels_last(mlp, cuda)                                # no tensor is moved: only the rule
+    x = torch.rand(2, 3, 4, 4)
+    assert to_layout(x, True).is_contiguous(memory_format=torch.channels_last)
+    assert to_layout(x, False) is x and to_layout(x.reshape(2, -1), True).is_contiguous()

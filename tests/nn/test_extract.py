@@ -9,6 +9,7 @@ from noisefix.nn.extract import (
     ActivationExtractor,
     LayerInfo,
     apply_pooling,
+    forward_values,
     graph_nodes,
     list_layers,
     parse_pool,
@@ -166,6 +167,36 @@ def test_list_layers_shapes_and_dims():
     applied, pools = apply_pooling(list_layers(model, (1, 28, 28), ["block1.pool", "fc4"]), "avg:2")
     assert pools == {"block1.pool": 2, "fc4": None}
     assert applied == list(pooled.values())                 # the same dims as a pooled forward pass
+
+
+def test_conv_activations_are_channel_first_in_channels_last_layout():
+    torch.manual_seed(0)
+    model = build_model("cnn", in_shape=(1, 12, 12), num_classes=3).eval()
+    x = torch.rand(4, 1, 12, 12)
+    with torch.no_grad():
+        pool1 = model.block1(x)                                  # (4, 16, 6, 6), the usual layout
+        logits = model(x)
+    out, got_logits = ActivationExtractor(model, ["x", "block1.pool"], logits=True).with_logits(x)
+    assert model.block1.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(out["x"], x.reshape(4, -1))
+    torch.testing.assert_close(out["block1.pool"], pool1.reshape(4, -1))  # (C, H, W) order kept
+    torch.testing.assert_close(got_logits, logits)
+    assert all(a.is_contiguous() for a in out.values())
+    plain = ActivationExtractor(model, ["block1.pool"], layout="contiguous")(x)  # the weights back in NCHW
+    assert model.block1.conv1.weight.is_contiguous()
+    torch.testing.assert_close(plain["block1.pool"], pool1.reshape(4, -1))
+    with pytest.raises(ConfigError, match="layout must be one of auto, channels_last, contiguous"):
+        ActivationExtractor(model, ["x"], layout="nhwc")
+
+
+def test_forward_values_count_every_intermediate_map():
+    model = build_model("cnn", in_shape=(1, 28, 28), num_classes=10)
+    # x, then per block conv1, relu1, conv2, relu2 at full size and the pool at half size; then 3 x (fc, relu), fc4
+    blocks = sum(4 * c * s * s + c * (s // 2) ** 2 for c, s in ((16, 28), (32, 14), (64, 7)))
+    assert forward_values(model, (1, 28, 28)) == 784 + blocks + 6 * 250 + 10
+    assert model.training                                         # the mode is restored
+    mlp = build_model("mlp_small", in_shape=(1, 28, 28), num_classes=10)
+    assert forward_values(mlp, (1, 28, 28)) == 784 + 4 * 256 + 10
 
 
 def test_list_layers_reports_a_wrong_input_shape():

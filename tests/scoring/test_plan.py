@@ -79,6 +79,9 @@ def test_extraction_batch_grows_for_small_layers_only():
     mid = [LayerInfo("conv", (16, 16, 16), 4096)]            # 16 KB per image: 4,096 within 64 MiB
     assert extraction_batch(mid) == 4096 and extraction_batch(mid, 7) == 7
     assert low <= extraction_batch([LayerInfo("c", (32, 28, 28), 25088)]) < high
+    cnn = [LayerInfo("block3.pool", (64, 3, 3), 576), LayerInfo("relu1", (250,), 250)]  # small outputs ...
+    assert extraction_batch(cnn) == high
+    assert extraction_batch(cnn, forward_values=93_000) == low   # ... of a forward through 28 x 28 maps
 
 
 def _rows(path):
