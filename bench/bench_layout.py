@@ -3,7 +3,7 @@
 For each model and input shape, on random images, in one process, the two layouts alternating (`--repeat`
 rounds, the median kept):
 
-* extract: `ActivationExtractor` on every default layer (auto-pooled as `probe --pool auto`) at `--batch`,
+* extract: `ActivationExtractor` on every default layer (auto-pooled as `probe --pool auto`) at `--batch` (at most the images),
   with ``layout="channels_last"`` and ``layout="contiguous"``; seconds per `--n` images.
 * train: forward, cross-entropy, backward and an Adam step at batch `--train-batch` on a fresh copy of the
   model in each layout; seconds per `--n` images.
@@ -32,9 +32,9 @@ from bench_masc import machine, publish  # noqa: E402
 from noisefix.nn.extract import ActivationExtractor, apply_pooling, list_layers
 from noisefix.nn.models import build_model, default_layers
 
-#: model name and input shape (C, H, W) of each default case
-CASES = ("cnn:1x28x28", "cnn:3x32x32", "alexnet:3x32x32", "resnet18:3x32x32", "resnet18:3x64x64",
-         "resnet18:3x224x224", "mobilenet_v3_small:3x224x224")
+#: model name, input shape (C, H, W) and optionally the images per measurement (default --n) of each default case
+CASES = ("cnn:1x28x28", "cnn:3x32x32", "alexnet:3x32x32", "resnet18:3x32x32", "resnet18:3x64x64:512",
+         "resnet18:3x224x224:64", "mobilenet_v3_small:3x224x224:128")
 LAYOUTS = ("channels_last", "contiguous")
 
 
@@ -46,8 +46,10 @@ def _seconds(step, batches) -> float:
 
 
 def bench_case(case: str, *, n: int, batch: int, train_batch: int, repeat: int) -> dict:
-    name, shape_text = case.split(":")
+    name, shape_text, *count = case.split(":")
     shape = tuple(int(v) for v in shape_text.split("x"))
+    n = int(count[0]) if count else n
+    batch, train_batch = min(batch, n), min(train_batch, n)
     torch.manual_seed(0)
     model = build_model(name, in_shape=shape, num_classes=10, download=False).eval()
     layers = default_layers(model)
@@ -86,11 +88,11 @@ def bench_case(case: str, *, n: int, batch: int, train_batch: int, repeat: int) 
 
 
 def table(rows: list[dict], a) -> str:
-    head = (f"| model : input | extract s, channels-last / contiguous (batch {a.batch}) | ratio | train s, "
+    head = (f"| model : input : images | extract s, channels-last / contiguous (batch {a.batch}) | ratio | train s, "
             f"channels-last / contiguous (batch {a.train_batch}) | ratio | largest activation difference |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        lines.append(f"| {r['case']} | {r['extract_channels_last']:.2f} / {r['extract_contiguous']:.2f} | "
+        lines.append(f"| {r['case'].split(':')[0]} : {r['case'].split(':')[1]} : {r['n']} | {r['extract_channels_last']:.2f} / {r['extract_contiguous']:.2f} | "
                      f"{r['extract_channels_last'] / r['extract_contiguous']:.2f} | {r['train_channels_last']:.2f} / "
                      f"{r['train_contiguous']:.2f} | {r['train_channels_last'] / r['train_contiguous']:.2f} | "
                      f"{r['diff']:.1e} |")
@@ -99,7 +101,7 @@ def table(rows: list[dict], a) -> str:
 
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--cases", default=",".join(CASES), help="comma-separated model:CxHxW")
+    p.add_argument("--cases", default=",".join(CASES), help="comma-separated model:CxHxW[:images]")
     p.add_argument("--n", type=int, default=1024, help="random images per measurement")
     p.add_argument("--batch", type=int, default=256, help="extraction batch")
     p.add_argument("--train-batch", type=int, default=128)

@@ -15,13 +15,23 @@ def resolve_device(spec: str) -> torch.device:
     return torch.device(spec)
 
 
-def channels_last(model: torch.nn.Module, device: torch.device) -> bool:
-    """Whether `model` runs in the channels-last memory layout on `device`: always on CUDA (tensor cores), on CPU
-    when it has 2-D convolutions, whose oneDNN kernels are faster in that layout. Measured on 2 CPU cores
-    (docs/benchmarks.md, "Channels-last on CPU"): the paper's CNN extracts 2.3x and trains 1.2-1.3x as fast,
-    AlexNet, MobileNet, EfficientNet and ResNet-18 at 224 px extract 1.2-1.5x as fast; ResNet-18 at 32-64 px
-    is 7-17 % slower, the one loss measured."""
-    return device.type == "cuda" or any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+#: `channels_last` on CPU: conv nets whose convolutions all have at most THIN_CONV output channels, at any size,
+#: and every conv net on images whose shorter side is at least LARGE_SIDE pixels.
+THIN_CONV = 64
+LARGE_SIDE = 128
+
+
+def channels_last(model: torch.nn.Module, device: torch.device, size: tuple[int, int]) -> bool:
+    """Whether `model` runs in the channels-last memory layout on `device` for images of `size` (H, W): always
+    on CUDA (tensor cores); on CPU for conv nets where oneDNN's channels-last kernels were measured faster
+    (bench/bench_layout.py, docs/benchmarks.md "Channels-last on CPU", 2 cores): the paper's CNN extracts in
+    0.54-0.56 and trains in 0.69-0.70 of the time at 28-32 px; ResNet-18 at 128-224 px, AlexNet at 64 px,
+    MobileNet-V3 and EfficientNet-B0 at 224 px in 0.68-0.88. Left contiguous: ResNet-18 at 32-64 px (1.08-1.20
+    times the time in channels-last) and AlexNet at 32 px (training 1.45)."""
+    if device.type == "cuda":
+        return True
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    return bool(convs) and (min(size) >= LARGE_SIDE or max(m.out_channels for m in convs) <= THIN_CONV)
 
 
 def to_layout(x: torch.Tensor, last: bool) -> torch.Tensor:

@@ -181,9 +181,9 @@ class ActivationExtractor:
     first. ``autocast_dtype`` (e.g. torch.bfloat16) runs the forward under autocast on CUDA and is
     ignored on CPU. The model is moved to ``device`` and put in eval mode (BatchNorm uses its running
     statistics, so an image's activations do not depend on the rest of the batch) and, where ``layout``
-    says so, into channels-last layout: "auto" (`nn.device.channels_last`: conv nets on CPU, every model on
-    CUDA), "channels_last" or "contiguous". The batches follow; the flattened activations keep the usual
-    (C, H, W) order either way.
+    says so, into channels-last layout: "auto" (`nn.device.channels_last`, decided at the first batch from its
+    image size), "channels_last" or "contiguous". The batches follow; the flattened activations keep the
+    usual (C, H, W) order either way.
     """
 
     def __init__(
@@ -206,8 +206,8 @@ class ActivationExtractor:
         self.device = torch.device(device)
         self.autocast_dtype = autocast_dtype
         model.to(self.device).eval()
-        self._last = channels_last(model, self.device) if layout == "auto" else layout == "channels_last"
-        model.to(memory_format=torch.channels_last if self._last else torch.contiguous_format)
+        self._model, self._layout = model, layout
+        self._last: bool | None = None                                        # set by the first batch
         nodes = graph_nodes(model)
         self._concrete = _concrete_nodes(self.layers, nodes)
         self._output = nodes[-1] if logits and len(nodes) > 1 else None  # the graph's last node: the model output
@@ -222,8 +222,16 @@ class ActivationExtractor:
             return contextlib.nullcontext()
         return torch.autocast(device_type="cuda", dtype=self.autocast_dtype)
 
+    def _set_layout(self, x: torch.Tensor) -> None:
+        """At the first batch x (B, C, H, W): its layout, which the model's weights then follow."""
+        if self._last is None:
+            auto = x.dim() == 4 and channels_last(self._model, self.device, tuple(x.shape[-2:]))
+            self._last = auto if self._layout == "auto" else self._layout == "channels_last"
+            self._model.to(memory_format=torch.channels_last if self._last else torch.contiguous_format)
+
     def _nodes(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = x.to(self.device)
+        self._set_layout(x)
         outputs = {INPUT: x}
         if self._module is not None:
             with torch.no_grad(), self._autocast():

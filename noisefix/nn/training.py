@@ -70,7 +70,7 @@ def evaluate(model: nn.Module, ev: EvalSet, *, device: torch.device, batch_size:
     model.eval()
     correct = 0
     labels = torch.as_tensor(ev.labels)
-    last = channels_last(model, device)
+    last = channels_last(model, device, ev.source.spec.size)
     for x, idx in ev.source.batches(batch_size, indices=ev.indices):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             logits = model(_to_device(x, device, ev.source.to_input, last))
@@ -172,7 +172,7 @@ def train_model(
     device = distributed.setup(resolve_device(cfg.device))
     gen = seed_everything(cfg.seed)
     model.to(device)
-    last = channels_last(model, device)
+    last = channels_last(model, device, source.spec.size)
     if last:
         model.to(memory_format=torch.channels_last)
     net = distributed.data_parallel(model, device)  # `model` itself single-process

@@ -131,10 +131,10 @@ def write_report(out: Path, recipe: Recipe, results: list[dict[str, Any]], *, qu
 
 
 def _plot(path: Path, recipe: Recipe, results: list[dict[str, Any]]) -> None:
-    from noisefix.ui.plots import pyplot, savefig
+    from noisefix.ui.plots import savefig, subplots
 
     degrees = [r["degree"] for r in results]
-    fig, ax = pyplot().subplots(figsize=(6.5, 4.2))
+    fig, ax = subplots(figsize=(6.5, 4.2))
     series = [("model (final)", [r["model_test_acc"] for r in results], "k"),
               ("MASC oracle layer", [r["masc"]["oracle"] for r in results], "C0"),
               ("MASC label-only layer", [r["masc"]["label_only"] for r in results], "C1"),

@@ -20,24 +20,21 @@ REFERENCE_LABELS = {"test_acc": "test accuracy", "clean_acc": "accuracy vs clean
 def savefig(fig, path: Path) -> None:
     import io
 
-    import matplotlib.pyplot as plt
-
     from noisefix.io.atomic import write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
     write_bytes(path, buf.getvalue())
 
 
-def pyplot():
-    """matplotlib.pyplot on the Agg backend (files only, no display)."""
-    import matplotlib
+def subplots(*args, figsize: tuple[float, float], **kwargs):
+    """A new figure and its axes, as `pyplot.subplots` makes them, without pyplot: files only, no display, no
+    global figure registry to close, and the first plot of a process about 0.3 s sooner (pyplot's import and
+    backend set-up are most of a `clean` run's plotting time)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kwargs)
 
 
 def reference_metric(rows: list[dict[str, Any]]) -> str | None:
@@ -68,14 +65,13 @@ def plot_dynamics(path: Path, rows: list[dict[str, Any]], *, epochs: dict[str, i
 
     Checkpoints are evenly spaced on x and labelled by epoch (0 = the untrained network), not drawn to scale.
     """
-    plt = pyplot()
     rows = [r for r in rows if r["checkpoint"] in epochs]
     ckpts = sorted({r["checkpoint"] for r in rows}, key=lambda c: epochs[c])
     pos = {c: i for i, c in enumerate(ckpts)}
     probes = list(dict.fromkeys(r["probe"] for r in rows))
     layers = list(dict.fromkeys(r["layer"] for r in rows))
     ref = reference_metric(rows)
-    fig, axes = plt.subplots(1, len(probes), figsize=(3.6 * len(probes) + 1.6, 3.8), sharey=True, squeeze=False)
+    fig, axes = subplots(1, len(probes), figsize=(3.6 * len(probes) + 1.6, 3.8), sharey=True, squeeze=False)
     for ax, probe in zip(axes[0], probes):
         for i, layer in enumerate(layers):
             pts = sorted((pos[r["checkpoint"]], r) for r in rows if r["probe"] == probe and r["layer"] == layer)
@@ -125,10 +121,9 @@ def plot_layers(path: Path, rows: list[dict[str, Any]], *, criterion: str, model
                 title: str) -> None:
     """probe/layers.png: the criterion per layer (one line per probe) at one checkpoint, the model's own as a
     black line, the reference accuracy dashed when known; the pick starred when it is at this checkpoint."""
-    plt = pyplot()
     layers = list(dict.fromkeys(r["layer"] for r in rows))
     ref = reference_metric(rows)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(layers) + 2.5) + 2.2, 4.4))
+    fig, ax = subplots(figsize=(max(6.0, 0.9 * len(layers) + 2.5) + 2.2, 4.4))
     x = range(len(layers))
     for i, probe in enumerate(dict.fromkeys(r["probe"] for r in rows)):
         by_layer = {r["layer"]: r for r in rows if r["probe"] == probe}

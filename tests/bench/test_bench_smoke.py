@@ -134,4 +134,4 @@ def test_bench_layout_main(tmp_path):
                                        "--repeat", "1", "--out", str(out)])
     assert len(rows) == 1 and rows[0]["diff"] < 1e-4                 # the same activations in either layout
     assert all(rows[0][f"{what}_{k}"] > 0 for what in ("extract", "train") for k in ("channels_last", "contiguous"))
-    assert "| cnn:1x12x12 |" in out.read_text()
+    assert "| cnn : 1x12x12 : 16 |" in out.read_text()

@@ -185,6 +185,9 @@ def test_conv_activations_are_channel_first_in_channels_last_layout():
     plain = ActivationExtractor(model, ["block1.pool"], layout="contiguous")(x)  # the weights back in NCHW
     assert model.block1.conv1.weight.is_contiguous()
     torch.testing.assert_close(plain["block1.pool"], pool1.reshape(4, -1))
+    resnet = build_model("resnet18", in_shape=(3, 32, 32), num_classes=3, download=False).eval()
+    ActivationExtractor(resnet, ["layer1"])(torch.rand(2, 3, 32, 32))    # wide convs on small images: contiguous
+    assert resnet.conv1.weight.is_contiguous()
     with pytest.raises(ConfigError, match="layout must be one of auto, channels_last, contiguous"):
         ActivationExtractor(model, ["x"], layout="nhwc")
 
