@@ -3,8 +3,8 @@
 For each model and input shape, on random images, in one process, the two layouts alternating (`--repeat`
 rounds, the median kept):
 
-* extract: `ActivationExtractor` on every default layer (auto-pooled as `probe --pool auto`) at `--batch` (at most the images),
-  with ``layout="channels_last"`` and ``layout="contiguous"``; seconds per `--n` images.
+* extract: `ActivationExtractor` on every default layer (auto-pooled as `probe --pool auto`) at `--batch`
+  (at most the images), with ``layout="channels_last"`` and ``layout="contiguous"``; seconds per `--n` images.
 * train: forward, cross-entropy, backward and an Adam step at batch `--train-batch` on a fresh copy of the
   model in each layout; seconds per `--n` images.
 
@@ -84,7 +84,8 @@ def bench_case(case: str, *, n: int, batch: int, train_batch: int, repeat: int) 
             step(train_batches[0])                                                  # warm-up
             times["train"][layout].append(_seconds(step, train_batches))
     med = {what: {k: statistics.median(v) for k, v in per.items()} for what, per in times.items()}
-    return {"case": case, "n": n, "diff": diff, **{f"{what}_{k}": med[what][k] for what in med for k in LAYOUTS}}
+    seconds = {f"{what}_{k}": med[what][k] for what in med for k in LAYOUTS}
+    return {"model": name, "shape": shape_text, "n": n, "diff": diff, **seconds}
 
 
 def table(rows: list[dict], a) -> str:
@@ -92,10 +93,11 @@ def table(rows: list[dict], a) -> str:
             f"channels-last / contiguous (batch {a.train_batch}) | ratio | largest activation difference |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        lines.append(f"| {r['case'].split(':')[0]} : {r['case'].split(':')[1]} : {r['n']} | {r['extract_channels_last']:.2f} / {r['extract_contiguous']:.2f} | "
-                     f"{r['extract_channels_last'] / r['extract_contiguous']:.2f} | {r['train_channels_last']:.2f} / "
-                     f"{r['train_contiguous']:.2f} | {r['train_channels_last'] / r['train_contiguous']:.2f} | "
-                     f"{r['diff']:.1e} |")
+        cells = [f"{r['model']} : {r['shape']} : {r['n']}"]
+        for what in ("extract", "train"):
+            last, plain = r[f"{what}_channels_last"], r[f"{what}_contiguous"]
+            cells += [f"{last:.2f} / {plain:.2f}", f"{last / plain:.2f}"]
+        lines.append("| " + " | ".join([*cells, f"{r['diff']:.1e}"]) + " |")
     return "\n".join(lines)
 
 

@@ -1,7 +1,8 @@
 """Top eigenpairs of symmetric PSD matrices for MASC's class subspaces (probes/masc.py): partial LAPACK, Lanczos
 or torch decompositions with fallbacks (`eigh_desc`), the energy rule for k (`n_keep`), the kept subspace
-(`subspace`), a start when no nearby basis is known (`range_basis`, a randomized range finder; `single_precision_basis` for a wide subspace) and the refinement
-of a nearby basis by Rayleigh-Ritz with residual checks (`warm_subspace`).
+(`subspace`), a start when no nearby basis is known (`range_basis`, a randomized range finder;
+`single_precision_basis` for a wide subspace) and the refinement of a nearby basis by Rayleigh-Ritz with
+residual checks (`warm_subspace`).
 """
 
 from __future__ import annotations
@@ -125,9 +126,10 @@ def range_basis(M: torch.Tensor, variance: float, hint: int | None) -> torch.Ten
     """A start for `warm_subspace` when no nearby basis is known (an all-data fit), by a randomized range
     finder (Halko, Martinsson & Tropp 2011): float64 (n, m) leading Ritz vectors of M from a seeded Gaussian
     block of b columns after `_RANGE_POWER` power steps on M in float32 (m = k + k / 4 + 8 of the block's Ritz
-    values), or None once b would pass n / `_RANGE_MAX_FRACTION`. b is at least `_RANGE_OVERSAMPLE` times that k: without a hint, a first block
-    with no power step only sizes it (Ritz values are lower bounds of the leading eigenvalues, so their k is
-    at least the exact one). `hint`: a guess of k, as in `subspace`. None also under an integer `variance`."""
+    values), or None once b would pass n / `_RANGE_MAX_FRACTION`. b is at least `_RANGE_OVERSAMPLE` times that
+    k: without a hint, a first block with no power step only sizes it (Ritz values are lower bounds of the
+    leading eigenvalues, so their k is at least the exact one). `hint`: a guess of k, as in `subspace`. None
+    also under an integer `variance`."""
     n = M.shape[0]
     total = float(M.diagonal().sum())
     if total <= 0 or variance >= 1:

@@ -34,8 +34,9 @@ exact fold fit: the all-data basis (which saw the fold's images) only chooses wh
 The all-data fit (no start) on CPU, on either route, starts the same refinement from
 `eigensolvers.range_basis` when k_c is small against the matrix: a randomized range finder in float32 (a seeded
 Gaussian block of about 3 k_c columns, two power steps); the residual checks decide as for a fold, with the
-exact decomposition as the fallback. A wider subspace is decomposed: the Gram route's from the float32
-decomposition of G refined the same way, the second-moment route's exactly (docs/benchmarks.md 1b).
+exact decomposition as the fallback. A wider subspace (no start, or a start of more than `PARTIAL_FRACTION`
+of the matrix, e.g. raw pixels) starts from the float32 decomposition of its own matrix
+(`eigensolvers.single_precision_basis`), refined and checked the same way (docs/benchmarks.md 1b).
 """
 
 from __future__ import annotations
@@ -69,8 +70,10 @@ def _second_moment_subspace(S: torch.Tensor, variance: float, hint: int | None,
                             start: torch.Tensor | None = None) -> _ClassFit:
     """Subspace from S_c (d, d) float64; coordinates that are zero for every vector are dropped first.
     `start`: (d, m) basis near the subspace (the all-data one, for a fold), refined by `_warm_subspace` as
-    the Gram route does, with the exact decomposition when that does not converge; tried only for a start of
-    at most `PARTIAL_FRACTION` of d columns (raw MNIST pixels keep ~240 of 784: the refinement then fails)."""
+    the Gram route does, with the exact decomposition when that does not converge; used only for a start of
+    at most `PARTIAL_FRACTION` of d columns (raw MNIST pixels keep ~240 of 784: refined from there, it fails).
+    Without a usable start, on CPU, the refinement starts from `range_basis` or, for a wide subspace, from the
+    matrix's own float32 decomposition."""
     S = (S + S.T) / 2
     total = float(S.diagonal().sum())
     active = torch.nonzero(S.diagonal() > 0).flatten()
