@@ -192,7 +192,8 @@ class _Exact:
 
 def _recording_warm_subspace(monkeypatch):
     outcomes, warm_subspace = [], eigensolvers.warm_subspace
-    monkeypatch.setattr(eigensolvers, "warm_subspace", lambda *a: outcomes.append(warm_subspace(*a)) or outcomes[-1])
+    monkeypatch.setattr(eigensolvers, "warm_subspace",
+                        lambda *a, **kw: outcomes.append(warm_subspace(*a, **kw)) or outcomes[-1])
     return outcomes
 
 
@@ -244,10 +245,10 @@ def test_fold_fit_falls_back_to_the_exact_route_from_a_useless_start(monkeypatch
 def test_second_moment_route_refines_the_all_data_basis_to_the_exact_fold_fit(monkeypatch):
     """Fold fits from leave-fold-out statistics, started from the all-data bases: the exact fold fit (same k_c,
     eigenvalues and scores); dead units (zero coordinates) are dropped from the start as from the matrix."""
-    X, y = _relu_layer(3000, 200, 4), np.repeat([0, 1], 1500)
+    X, y = _relu_layer(3000, 300, 4), np.repeat([0, 1], 1500)
     X[y == 1, :7] = 0.0                                                               # dead for class 1
     folds = np.random.default_rng(5).integers(0, 5, 3000)
-    stats = ClassStats(200, 2, 5)
+    stats = ClassStats(300, 2, 5)
     stats.update(X, y, folds)
     full = MASC().fit_moments(stats.total())
     outcomes = _recording_warm_subspace(monkeypatch)

@@ -90,7 +90,8 @@ def test_gram_route_folds_refined_from_the_all_data_subspace_are_the_leave_fold_
     stats.update(X, y, folds)
     warm = []
     warm_subspace = eigensolvers.warm_subspace
-    monkeypatch.setattr(eigensolvers, "warm_subspace", lambda *a: warm.append(warm_subspace(*a)) or warm[-1])
+    monkeypatch.setattr(eigensolvers, "warm_subspace",
+                        lambda *a, **kw: warm.append(warm_subspace(*a, **kw)) or warm[-1])
     gram = cross_fit("masc", stats=stats, X=X, labels=y, folds=folds)
     assert len(warm) == 10 and all(w is not None for w in warm)              # (all data + 4 folds) x 2 classes
     for f in range(4):
