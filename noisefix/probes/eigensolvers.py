@@ -57,13 +57,14 @@ def orthonormal_columns(Z: torch.Tensor) -> torch.Tensor:
     for _ in range(2):
         R, info = torch.linalg.cholesky_ex(Q.T @ Q, upper=True)
         if int(info) != 0:
-            return torch.linalg.qr(Z.double()).Q.to(Z.dtype)
+            break
         Q = torch.linalg.solve_triangular(R, Q, upper=True, left=False)
-    E = Q.T @ Q
-    E.diagonal().sub_(1.0)
-    if not float(E.abs().max()) <= _ORTHO_TOL:                              # also catches NaN
-        return torch.linalg.qr(Z.double()).Q.to(Z.dtype)
-    return Q.to(Z.dtype)
+    else:
+        E = Q.T @ Q
+        E.diagonal().sub_(1.0)
+        if float(E.abs().max()) <= _ORTHO_TOL:                               # False for NaN too
+            return Q.to(Z.dtype)
+    return torch.linalg.qr(Z.double()).Q.to(Z.dtype)
 
 
 def _eigh_fallback(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

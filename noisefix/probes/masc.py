@@ -72,9 +72,10 @@ class _ClassFit(NamedTuple):
 def _second_moment_subspace(S: torch.Tensor, variance: float, hint: int | None,
                             start: torch.Tensor | None = None) -> _ClassFit:
     """Subspace from S_c (d, d) float64; coordinates that are zero for every vector are dropped first.
-    `start`: (d, m) basis near the subspace (the all-data one, for a fold), refined by `_warm_subspace` as
-    the Gram route does, with the exact decomposition when that does not converge; used only for a start of
-    at most `PARTIAL_FRACTION` of d columns (raw MNIST pixels keep ~240 of 784: refined from there, it fails).
+    `start`: (d, m) basis near the subspace (the all-data one, for a fold), refined by
+    `eigensolvers.warm_subspace` with its fold test as the Gram route does, with the exact decomposition when that
+    does not converge; used only for a start of at most `PARTIAL_FRACTION` of d columns (raw MNIST pixels keep
+    ~240 of 784: refined from there, it fails).
     Without a usable start, on CPU, the refinement starts from `range_basis` or, for a wide subspace, from the
     matrix's own float32 decomposition."""
     S = (S + S.T) / 2
@@ -106,8 +107,9 @@ def _gram_subspace(Xc: torch.Tensor, variance: float, hint: int | None = None, *
     The products with Xc are float32 GEMMs (as `ClassStats` forms second moments), the eigenproblem float64.
     `hint`: a guess of k_c (e.g. from an all-data fit), which saves the all-eigenvalues pass when it suffices.
     `G`: Xc Xc^T float64 when already known (a sub-block of a larger class's Gram matrix, for cross-fitting folds).
-    `start`: (d, m) basis near the subspace (the all-data one, for a fold): refined by `_warm_subspace`,
-    with the exact decomposition when that does not converge. Without one, on CPU, the start is
+    `start`: (d, m) basis near the subspace (the all-data one, for a fold): refined by
+    `eigensolvers.warm_subspace` with its fold test, with the exact decomposition when that does not converge.
+    Without one, on CPU, the start is
     `eigensolvers.range_basis` (a randomized range finder) or, for a wide subspace, G's float32 decomposition
     (LAPACK in single precision is about twice as fast), refined and checked the same way.
     """
