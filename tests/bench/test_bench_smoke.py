@@ -82,6 +82,21 @@ def test_bench_probe_main(tmp_path, make_image_folder):
     assert "| run | mlp | 60 / 15 |" in out.read_text()
 
 
+def test_bench_fold_exactness_main(tmp_path, make_image_folder):
+    from noisefix.config import TrainConfig
+    from noisefix.stages.train import run_train
+
+    data = make_image_folder(train_per_class=20, test_per_class=5)
+    run = tmp_path / "run"
+    run_train(data, TrainConfig.for_model("mlp", epochs=1, batch_size=16, holdout=0.0), out=run)
+    out = tmp_path / "folds.md"
+    rows = _load("bench_fold_exactness").main([str(run), "--folds", "2", "--out", str(out)])
+    assert rows and {r["route"] for r in rows} <= {"gram", "moments"}
+    for r in rows:
+        assert 0 <= r["differ"] <= 1 and np.isfinite(r["max_diff"]) and r["refined_s"] > 0 and r["exact_s"] > 0
+    assert "| run | " + rows[0]["layer"] + " |" in out.read_text()
+
+
 def test_bench_loader_main(tmp_path):
     out = tmp_path / "loader.md"
     rates, mems = _load("bench_loader").main(["--sizes", "40,80", "--real", "6", "--min-side", "20", "--max-side",
