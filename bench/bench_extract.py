@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_masc import machine, publish  # noqa: E402
+from bench_masc import machine, publish, table_head  # noqa: E402
 
 from noisefix.nn.extract import ActivationExtractor, apply_pooling, list_layers
 from noisefix.nn.models import build_model, default_layers
@@ -115,7 +115,7 @@ def bench_model(name: str, *, n: int, batch: int, device: torch.device, dtypes: 
 def table(rows: list[dict]) -> str:
     head = ("| model | forward dtype | batch | bare forward img/s | noisefix extract + stats img/s | "
             "extract / forward | paper-style (batch 1, keep all) img/s |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    lines = table_head(head)
     for r in rows:
         if "paper" in r:
             lines.append(f"| {r['model']} | {r['dtype']} | 1 | - | - | - | {r['paper']:,.0f} |")

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_masc import machine, publish  # noqa: E402
+from bench_masc import machine, publish, table_head  # noqa: E402
 
 from noisefix.config import ProbeConfig  # noqa: E402
 from noisefix.data.images import ImageSource
@@ -82,7 +82,7 @@ def compare(X: torch.Tensor, labels: np.ndarray, folds: np.ndarray, K: int, laye
 def table(rows: list[dict]) -> str:
     head = ("| run | layer | d | route | refined s | exact s | max score diff | predictions differing | "
             "agreement with given labels, refined / exact |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    lines = table_head(head)
     for r in rows:
         lines.append(f"| {r['run']} | {r['layer']} | {r['dim']:,} | {r['route']} | {r['refined_s']:.1f} | "
                      f"{r['exact_s']:.1f} | {r['max_diff']:.1e} | {100 * r['differ']:.2f} % | "

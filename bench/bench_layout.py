@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_masc import machine, publish  # noqa: E402
+from bench_masc import machine, publish, table_head  # noqa: E402
 
 from noisefix.nn.extract import ActivationExtractor, apply_pooling, list_layers
 from noisefix.nn.models import build_model, default_layers
@@ -91,7 +91,7 @@ def bench_case(case: str, *, n: int, batch: int, train_batch: int, repeat: int) 
 def table(rows: list[dict], a) -> str:
     head = (f"| model : input : images | extract s, channels-last / contiguous (batch {a.batch}) | ratio | train s, "
             f"channels-last / contiguous (batch {a.train_batch}) | ratio | largest activation difference |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    lines = table_head(head)
     for r in rows:
         cells = [f"{r['model']} : {r['shape']} : {r['n']}"]
         for what in ("extract", "train"):

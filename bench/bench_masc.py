@@ -268,6 +268,11 @@ def profile_eigh(d: int, K: int = 10, n: int = 8000, seed: int = 0) -> str:
 
 # ------------------------------------------------------------------------------------------- report
 
+def table_head(head: str) -> list[str]:
+    """A markdown table's first two lines: `head` ("| a | b |") and its separator row."""
+    return [head, "|" + "---|" * (head.count("|") - 1)]
+
+
 def publish(md: str, out: str | None) -> None:
     """Print a result section and append it to `out` (e.g. docs/benchmarks.md) when given."""
     print(md)
@@ -284,7 +289,7 @@ def table(rows: list[dict], K: int, folds: int) -> str:
     head = ("| d | N | noisefix s (accum + fit + predict) | paper s (cov + eigh + predict) | speed-up | "
             "peak MB noisefix | peak MB paper | prediction agreement | k_c equal (max abs diff) | mean k_c | "
             f"cross-fit {folds} folds s (accum + fit) | cross-fit / single | cross-fit peak MB |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    lines = table_head(head)
     for r in rows:
         nf = f"{r['nf_total']:.2f} ({r['nf_acc']:.2f} + {r['nf_fit']:.2f} + {r['nf_pred']:.2f})"
         if "p_total" in r:

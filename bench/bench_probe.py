@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_masc import PeakRSS, machine, paper_fit, paper_predict, publish  # noqa: E402
+from bench_masc import PeakRSS, machine, paper_fit, paper_predict, publish, table_head  # noqa: E402
 
 from noisefix.config import ProbeConfig  # noqa: E402
 from noisefix.data.images import ImageSource
@@ -104,7 +104,7 @@ def table(rows: list[dict], folds: int) -> str:
             "test) | noisefix screened s (ncm, MASC on the best 2) | paper-style s (batch 1, one fit) | "
             "speed-up (screened) | peak MB noisefix / screened / paper-style | pick noisefix / screened / "
             "paper-style (test acc) | MASC test acc per layer, noisefix / paper-style |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    lines = table_head(head)
     for r in rows:
         accs = ", ".join(f"{k} {100 * r['nf_acc'][k]:.1f}/{100 * r['p_acc'][k]:.1f}" for k in r["p_acc"]
                          if k in r["nf_acc"])
