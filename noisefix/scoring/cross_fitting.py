@@ -90,7 +90,7 @@ def _class_blocks(X: RowSource, labels: np.ndarray, keep: np.ndarray, K: int,
         if c not in grams:
             grams[c] = gram_matrix(Xc)                                                    # (n_c, n_c) float64
         sel = torch.from_numpy(np.flatnonzero(keep[rows])).to(Xc.device)
-        yield ClassBlock(Xc[sel], grams[c][sel][:, sel], start)
+        yield ClassBlock(Xc[sel], grams[c][sel[:, None], sel], start)                      # one gather, not two
 
 
 def _fit_by_class(probe: Probe, X: RowSource, labels: np.ndarray, keep: np.ndarray, K: int, *,
