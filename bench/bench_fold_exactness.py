@@ -53,10 +53,9 @@ def fit_activations(run: Path, checkpoint: str, layers: str) -> tuple[dict[str, 
     rows = np.flatnonzero(~loaded.holdout)
     blocks = {name: [] for name in names}
     source = ImageSource(train, loaded.spec)
-    with torch.no_grad():
-        for x, _ in source.batches(256):
-            for name, a in extractor(source.to_input(x)).items():
-                blocks[name].append(a.float())
+    for x, _ in source.batches(256):                                 # the extractor runs under no_grad itself
+        for name, a in extractor(source.to_input(x)).items():
+            blocks[name].append(a.float())
     X = {name: torch.cat(b)[torch.from_numpy(rows)] for name, b in blocks.items()}
     return X, train.targets[rows], len(train.classes)
 
