@@ -7,7 +7,9 @@ process and on the same noisy labels:
   scored, relabel from the best by held-out agreement), relabeled with `--flag noise-aware` (the default) and
   `--flag disagree` (the old rule) on the same probe outputs;
 - the paper's memorize-then-probe path (train up to `--memorize` epochs towards 100 % train accuracy, probe
-  the final model with MASC and NCM), relabeled with both rules;
+  the final model with MASC and NCM), relabeled with both rules; with `--memorize-scan` the same run also keeps
+  clean's checkpoints (2, 4, 8, ...) and probes every one, and extra rows relabel from the best of them by
+  held-out agreement (the follow-up paper's early peak; the final-checkpoint rows stay the paper's path);
 - confident learning: `cleanlab.filter.find_label_issues` (default `prune_by_noise_rate`) on 5-fold
   out-of-sample probabilities of a 784-256-256-K MLP (Adam 1e-3, batch 128, `--cl-epochs` 5 per fold), and
   `cleanlab.rank.get_label_quality_scores` for the ranking;
@@ -117,9 +119,9 @@ def cleanlab_row(method: str, given, clean, probs, seconds: float) -> dict:
             "seconds": seconds + time.perf_counter() - t0}
 
 
-def noisefix_rows(path: str, run: Path, seconds: float, ensemble: int) -> list[dict]:
-    """Relabel `run` with both flag rules from its `ensemble` best rows (as the path's own relabel does), and
-    cleanlab on the run's calibrated probabilities."""
+def noisefix_rows(path: str, run: Path, seconds: float, ensemble: int, checkpoint: str | None = None) -> list[dict]:
+    """Relabel `run` with both flag rules from its `ensemble` best rows (as the path's own relabel does; only
+    `checkpoint`'s rows when given), and cleanlab on the run's calibrated probabilities."""
     from noisefix.config import RelabelConfig
     from noisefix.scoring.quality import find_issues
     from noisefix.stages.relabel import relabel_evidence, run_relabel, temperature_sample
@@ -129,14 +131,14 @@ def noisefix_rows(path: str, run: Path, seconds: float, ensemble: int) -> list[d
     rows = []
     for flag in ("noise-aware", "disagree"):
         t0 = time.perf_counter()
-        s = run_relabel(loaded, RelabelConfig(flag=flag, ensemble=ensemble), force=True).summary
+        s = run_relabel(loaded, RelabelConfig(flag=flag, ensemble=ensemble, checkpoint=checkpoint), force=True).summary
         noise = s["noise"]
         rows.append({"method": f"noisefix {path}, --flag {flag}", "flagged": s["issue_rate"],
                      **s["issue_detection"], **s["label_quality_ranking"],
                      "estimated_wrong": noise["wrong_fraction"], "interval": noise["interval"],
                      "true_wrong": s["true_wrong_fraction"], "n_review": s["n_review"],
                      "seconds": seconds + time.perf_counter() - t0, "sources": s["sources"]})
-    evidence = relabel_evidence(loaded, RelabelConfig(ensemble=ensemble))
+    evidence = relabel_evidence(loaded, RelabelConfig(ensemble=ensemble, checkpoint=checkpoint))
     t0 = time.perf_counter()
     found = find_issues(evidence.mats, evidence.given, fit_mask=evidence.fit_mask, trusted=evidence.trusted,
                         temperature_mask=temperature_sample(evidence), n_boot=0)
@@ -161,7 +163,7 @@ def trained(run: Path, reuse: bool, train) -> float:
 def run_setting(name: str, root: Path, args) -> dict:
     from noisefix.config import ProbeConfig, RelabelConfig, TrainConfig
     from noisefix.data.folders import load_data
-    from noisefix.stages.pipeline import CLEAN_ENSEMBLE, run_clean, run_pipeline
+    from noisefix.stages.pipeline import CLEAN_ENSEMBLE, CLEAN_SCHEDULE, run_clean, run_pipeline
 
     dataset, p, noise, clean_model, memorize_model = SETTINGS[name]
     clean_model, memorize_model = args.model or clean_model, args.model or memorize_model
@@ -178,13 +180,19 @@ def run_setting(name: str, root: Path, args) -> dict:
     rows += noisefix_rows("clean", root / f"{name}-clean", seconds, CLEAN_ENSEMBLE)
     clean_model = json.loads((root / f"{name}-clean" / "model.json").read_text())["arch"]  # "auto" resolved
     if args.memorize:
+        # --memorize-scan: also keep clean's checkpoints (2, 4, 8, ...) of the memorizing run and probe them all
+        scan = {"save_epochs": tuple(e for e in CLEAN_SCHEDULE if e < args.memorize)} if args.memorize_scan else {}
         seconds = trained(root / f"{name}-memorize", args.reuse, lambda: run_pipeline(
             data, root / f"{name}-memorize", labels_file=labels,
             train_cfg=TrainConfig.for_model(memorize_model, epochs=args.memorize, seed=args.seed,
-                                            **MEMORIZE_RECIPES[args.memorize_recipe]),
-            probe_cfg=ProbeConfig(probes=probes.get("probes", ("masc", "ncm")), seed=args.seed),
+                                            **MEMORIZE_RECIPES[args.memorize_recipe], **scan),
+            probe_cfg=ProbeConfig(probes=probes.get("probes", ("masc", "ncm")), seed=args.seed,
+                                  checkpoints=("all",) if scan else ("final",)),
             relabel_cfg=RelabelConfig(), retrain_cfg=None, force=True))
-        rows += noisefix_rows("memorize-then-probe", root / f"{name}-memorize", seconds, RelabelConfig().ensemble)
+        ensemble = RelabelConfig().ensemble
+        rows += noisefix_rows("memorize-then-probe", root / f"{name}-memorize", seconds, ensemble, checkpoint="final")
+        if scan:
+            rows += noisefix_rows("memorize, every checkpoint probed", root / f"{name}-memorize", seconds, ensemble)
     t0 = time.perf_counter()
     probs = cleanlab_probs(pixels(noisy), given, K, folds=args.folds, epochs=args.cl_epochs, seed=args.seed)
     rows.append(cleanlab_row(f"cleanlab ({args.folds}-fold MLP x {args.cl_epochs} epochs)", given, clean, probs,
@@ -241,6 +249,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--memorize", type=int, default=100, help="memorize-then-probe epoch cap (0: skip the path)")
     ap.add_argument("--memorize-recipe", choices=list(MEMORIZE_RECIPES), default="paper",
                     help="memorize-then-probe training: the paper's optimizer, or Adam lr 1e-3 batch 128")
+    ap.add_argument("--memorize-scan", action="store_true",
+                    help="memorize-then-probe: also keep the run's checkpoints 2, 4, 8, ... and probe every one "
+                    "(extra rows relabel from the best of them; the final-checkpoint rows stay the paper's)")
     ap.add_argument("--probes", default=None, help="probes for both noisefix paths (default: clean's own; "
                     "masc,ncm for memorize-then-probe)")
     ap.add_argument("--cl-epochs", type=int, default=5, help="cleanlab: MLP epochs per fold")

@@ -182,6 +182,9 @@ def train(
     device: DeviceOpt = "auto",
     save_every: Annotated[int, typer.Option("--save-every", help="Also keep a checkpoint every E epochs (epoch 0 "
                                             "is always kept).")] = 0,
+    early: Annotated[bool, typer.Option("--early-checkpoints/--no-early-checkpoints", help="Keep the checkpoints of "
+                                        "epochs 2, 4, 8, ... 64, which `probe --checkpoints all` scans: the "
+                                        "true-label structure peaks early, before the labels are memorized.")] = True,
     weights: WeightsOpt = None,
     image_size: ImageSizeOpt = None,
     channels: ChannelsOpt = "auto",
@@ -195,11 +198,13 @@ def train(
     force: ForceOpt = False,
 ) -> None:
     """Train a model on a (possibly noisy) labeled image folder until it memorizes the labels."""
+    from noisefix.stages.pipeline import early_checkpoints
     from noisefix.stages.train import run_train
 
     cfg = TrainConfig.for_model(model, epochs=epochs, target_acc=target_acc, optimizer=optimizer, lr=lr,
                                 batch_size=batch_size, seed=seed, device=device, save_every=save_every,
-                                holdout=holdout, on_bad_image=on_bad_image)
+                                save_epochs=early_checkpoints(epochs) if early else (), holdout=holdout,
+                                on_bad_image=on_bad_image)
     result = run_train(data, cfg, labels_file=labels, out=out, weights=weights, force=force,
                        reporter=RichReporter(console), classes_file=classes,
                        image=_image_config(image_size, channels, workers, normalize))
@@ -208,7 +213,12 @@ def train(
                   f"{pct(result.best_test_acc)})" if result.test_acc is not None else
                   f"trained {result.epochs} epochs in {result.seconds:.0f}s: train acc {pct(result.train_acc)}")
     console.print(f"run: {bold(result.run.path)}")
-    next_step(f"noisefix probe {data} --run {result.run.path}")
+    saved = [e for e in cfg.save_epochs if e < result.epochs]
+    if saved:  # the early checkpoints first (what cleaning should read), the paper's final-model probe second
+        next_step(f"noisefix probe {data} --run {result.run.path} --checkpoints all --screen 2",
+                  f"noisefix probe {data} --run {result.run.path}")
+    else:
+        next_step(f"noisefix probe {data} --run {result.run.path}")
 
 
 @data_app.command("export")
@@ -273,54 +283,16 @@ def layers(
     cache: Annotated[str, typer.Option("--cache", help="Activation cache mode assumed by --memory (as for probe).")] = "auto",
 ) -> None:
     """List the probe-able layers of a run's model (FX node names, output shapes, flattened dims)."""
-    import numpy as np
-
-    from noisefix.nn.extract import apply_pooling, list_layers, resolve_layers
-    from noisefix.scoring.plan import MEMORY_BUDGET, plan_layer
-    from noisefix.stages.runs import load_run_model, open_run
+    from noisefix.stages.layers import list_layers_of_run
+    from noisefix.stages.runs import open_run
 
     loaded = open_run(run, model=model, reporter=RichReporter(console))
-    net, _ = load_run_model(loaded)
-    names = resolve_layers(net, "all" if all_nodes else "default")
-    in_shape = tuple(loaded.model_info["in_shape"])
-    infos = list_layers(net, in_shape, names)
-    cols = ["layer", "shape", "dim"]
-    rows = [[i.name, "x".join(map(str, i.shape)), i.dim] for i in infos]
-    if memory:
-        infos, _ = apply_pooling(infos, pool)
-        train, test = loaded.splits.train, loaded.splits.test
-        K = loaded.model_info["num_classes"]
-        counts = np.bincount(train.targets[~loaded.holdout], minlength=K)
-        n_test = len(test) if test is not None else 0
-        plans = [plan_layer(i, probes=_split(probes), class_counts=counts, folds=folds, n_train=len(train),
-                            n_test=n_test, cache=cache) for i in infos]
-        cols += ["probed dim", "route", "statistics", "activations", "probe work", "peak RAM"]
-        for row, p in zip(rows, plans):
-            acts = f"disk {_gib(p.disk_bytes)}" if p.on_disk else _gib(p.activation_bytes)
-            row += [p.info.dim, p.route, _gib(p.stats_bytes), acts, _gib(p.work_bytes),
-                    _gib(p.nbytes) + (" (over budget)" if p.nbytes > MEMORY_BUDGET else "")]
-    RichReporter(console).table(f"layers of {loaded.model_info['arch']} ({loaded.run.path})", cols, rows)
-    if memory:
-        console.print(
-            f"memory model (docs/benchmarks.md): K={K} classes, F={folds} folds, N={len(train) + n_test} images, "
-            f"largest class n_c={int(counts.max())}. Route gram: every class has fewer images than d, so MASC / VeLPIC "
-            "refit through n_c x n_c Gram matrices and no d^2 statistics are kept (statistics F*K*d*8 bytes); "
-            "d^2 moments: statistics F*K*d^2*8 bytes + 2*K*d^2*8 while cross-fitting. Activations N*d*4 bytes "
-            f"in RAM, or on disk in shards when over the {MEMORY_BUDGET / 2**30:.0f} GiB budget (probe --cache); "
-            "probe work: logreg copies its N*d*4 training rows, the Gram route one class block. Fixes: --pool avg:S "
-            "shrinks d, fewer --folds, --layers, --probes without logreg.", highlight=False)
-    next_step(f"noisefix probe --run {loaded.run.path} --layers {','.join(_spread(names, 4))}")
-
-
-def _spread(names: list[str], n: int) -> list[str]:
-    """At most `n` of `names`, evenly spread and always the last: a runnable example of --layers."""
-    if len(names) <= n:
-        return list(names)
-    return [names[round(i * (len(names) - 1) / (n - 1))] for i in range(n)]
-
-
-def _gib(nbytes: int) -> str:
-    return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**28 else f"{nbytes / 2**20:.1f} MiB"
+    listing = list_layers_of_run(loaded, all_nodes=all_nodes, memory=memory, folds=folds, probes=_split(probes),
+                                 pool=pool, cache=cache)
+    RichReporter(console).table(listing.title, listing.columns, listing.rows)
+    if listing.memory_note:
+        console.print(listing.memory_note, highlight=False)
+    next_step(f"noisefix probe --run {loaded.run.path} --layers {','.join(listing.example(4))}")
 
 
 @app.command()

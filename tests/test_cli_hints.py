@@ -55,3 +55,22 @@ def test_probe_screens_layers_and_refuses_a_screen_nothing_can_do(tiny_run):
     result = invoke("probe", "--run", tiny_run.run.path, "--probes", "masc", "--screen", "1", "--force")
     assert result.exit_code == 1 and "add ncm to the probes" in result.output and "--screen 0" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_train_keeps_early_checkpoints_and_its_hint_scans_them(tmp_path, make_image_folder):
+    data = make_image_folder(train_per_class=8)
+    result = invoke("train", data, "--model", "mlp", "--epochs", "5", "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    info = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert {2, 4} <= set(info["checkpoints"])
+    hint = re.search(r"next: (noisefix probe .*)", result.output).group(1)
+    assert hint.endswith("--checkpoints all --screen 2") and "  or: noisefix probe" in result.output
+    result = invoke(*hint.split()[1:], "--probes", "ncm,masc", "--folds", "2")          # the hint runs as printed
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "run" / "probe" / "scores.json").read_text())["rows"]
+    assert {"init", "2", "4", "final"} <= {r["checkpoint"] for r in rows}
+    result = invoke("train", data, "--model", "mlp", "--epochs", "5", "--out", tmp_path / "run2",
+                    "--no-early-checkpoints")
+    assert result.exit_code == 0, result.output
+    assert not {2, 4} & set(json.loads((tmp_path / "run2" / "model.json").read_text())["checkpoints"])
+    assert "--checkpoints all" not in result.output

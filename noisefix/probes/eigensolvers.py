@@ -1,5 +1,5 @@
-"""Top eigenpairs of symmetric PSD matrices for MASC's class subspaces (probes/masc.py): partial LAPACK, Lanczos
-or torch decompositions with fallbacks (`eigh_desc`), the energy rule for k (`n_keep`), the kept subspace
+"""Top eigenpairs of symmetric PSD matrices for MASC's class subspaces (probes/masc.py): Lanczos or torch's full
+decompositions with fallbacks (`eigh_desc`), the energy rule for k (`n_keep`), the kept subspace
 (`subspace`), a start when no nearby basis is known (`range_basis`, a randomized range finder;
 `single_precision_basis` for a wide subspace), the refinement of a nearby basis by Rayleigh-Ritz with
 residual checks (`warm_subspace`) and the orthonormal bases both use (`orthonormal_columns`).
@@ -18,14 +18,17 @@ from noisefix.nn.device import one_blas_thread
 
 #: Eigenvalues at or below RANK_RTOL times the largest one count as zero.
 RANK_RTOL = 1e-9
-#: Above this fraction of eigenpairs a full divide-and-conquer decomposition beats a partial one.
+#: A start basis wider than this fraction of its matrix is not refined (probes/masc.py): Davidson from it would
+#: pass half the matrix's size before converging; the fit starts from its own float32 decomposition instead.
 PARTIAL_FRACTION = 0.25
 #: From this size on, up to n / _LANCZOS_FRACTION top eigenpairs come from ARPACK's Lanczos iteration.
 _LANCZOS_MIN_DIM = 256
 _LANCZOS_FRACTION = 16
 #: Without a hint, first try this many leading eigenpairs before computing the whole spectrum.
 _FIRST_GUESS = 32
-#: Warm start (`warm_subspace`): Rayleigh-Ritz steps at most, the residual accepted relative to the largest
+#: Warm start (`warm_subspace`): Rayleigh-Ritz steps at most (the basis restarted from its best Ritz vectors
+#: when it would pass half the matrix's size; before, such a fit fell back to the exact decomposition: 6 of
+#: the 60 fits of a 3,136-wide conv layer's cross-fit at 1,800 images per class, 2.5 of its 22 s), the residual accepted relative to the largest
 #: eigenvalue and, for a start fitted on other rows too (a cross-fitting fold's), relative to the smallest kept
 #: one. 1e-5 of the largest alone let a fold keep its all-data start's tail directions: on a 2,048-wide ReLU layer
 #: (k ~ 85 of 1,440 rows) out-of-fold scores 6e-3 from the exact fold fits', 1.2 % of the predictions different
@@ -77,37 +80,45 @@ def _eigh_fallback(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def eigh_desc(M: torch.Tensor, m: int, *, vectors: bool = True) -> tuple[np.ndarray, torch.Tensor | None]:
-    """Top-m eigenpairs of symmetric PSD float64 M (n, n): values (m,) descending, vectors (n, m) on M's device.
+    """Top-m eigenpairs of symmetric PSD float32/float64 M (n, n): values (m,) descending, vectors (n, m) on M's
+    device.
 
-    GPU: torch.linalg.eigh. CPU: ARPACK Lanczos for a few eigenpairs of a large matrix, else scipy's LAPACK
-    drivers (partial MRRR when m is small) on one BLAS thread:
-    a second BLAS thread pool beside torch's oversubscribes the cores and was measured 10-25x slower. Either
-    falls back to numpy's eigh, then to an SVD, with a warning, when the first choice raises (`eigh` can fail
-    to converge on matrices with many zero eigenvalues).
+    ARPACK's Lanczos iteration on CPU for a few eigenpairs of a large matrix (`lanczos_suits`), else torch's
+    full decomposition (LAPACK's divide and conquer on torch's own threads, or the GPU's). On the 2-core CPU
+    torch's full float32 / float64 decomposition took 0.13 / 0.25 s at n = 1,440 and 1.16 / 2.20 s at 3,136,
+    against 0.20 / 0.43 and 1.61 / 3.25 s for scipy's partial MRRR driver on one BLAS thread even for only n / 4
+    pairs (a second BLAS thread pool beside torch's oversubscribes the cores, 10-25x slower, so scipy ran on
+    one). Falls back to numpy's eigh, then to an SVD, with a warning, when the first choice raises (`eigh` can
+    fail to converge on matrices with many zero eigenvalues).
     """
     n = M.shape[0]
     try:
-        if M.device.type != "cpu":
-            if not vectors:
-                return torch.linalg.eigvalsh(M).flip(0)[:m].cpu().numpy(), None
-            vals, vecs = torch.linalg.eigh(M)
-            return vals.flip(0)[:m].cpu().numpy(), vecs.flip(1)[:, :m]
-        partial = m <= PARTIAL_FRACTION * n
-        if vectors and n >= _LANCZOS_MIN_DIM and m <= n // _LANCZOS_FRACTION:  # few pairs: Lanczos, no O(n^3)
-            vals, vecs = eigsh(M.numpy(), k=m, which="LA")                   # reduction to tridiagonal form
+        if vectors and lanczos_suits(M, m):                                  # few pairs: no O(n^3) reduction
+            vals, vecs = eigsh(M.numpy(), k=m, which="LA")
             order = np.argsort(vals)[::-1]
             return vals[order].copy(), torch.from_numpy(vecs[:, order].copy())
-        with one_blas_thread():
-            if not vectors:
-                return sla.eigh(M.numpy(), eigvals_only=True, driver="ev", check_finite=False)[::-1][:m].copy(), None
-            vals, vecs = sla.eigh(M.numpy(), subset_by_index=[n - m, n - 1] if partial else None,
-                                  driver="evr" if partial else "evd", check_finite=False)
+        vals, vecs = full_eigh(M, vectors=vectors)
+        return vals.flip(0)[:m].cpu().numpy(), None if vecs is None else vecs.flip(1)[:, :m]
     except (np.linalg.LinAlgError, RuntimeError, ValueError) as err:
         warnings.warn(f"eigendecomposition of a {n}x{n} second-moment matrix failed ({err}); "
                       "falling back to numpy eigh / SVD", RuntimeWarning, stacklevel=3)
         with one_blas_thread():
             vals, vecs = _eigh_fallback(M.cpu().numpy())
     return vals[::-1][:m].copy(), torch.from_numpy(vecs[:, ::-1][:, :m].copy()).to(M.device)
+
+
+def full_eigh(M: torch.Tensor, *, vectors: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Every eigenvalue of symmetric M (n, n), ascending, and with `vectors` the eigenvectors (n, n), by torch."""
+    if not vectors:
+        return torch.linalg.eigvalsh(M), None
+    return torch.linalg.eigh(M)
+
+
+def lanczos_suits(M: torch.Tensor, m: int) -> bool:
+    """True when `eigh_desc` takes M's top m eigenpairs from ARPACK's Lanczos iteration: on CPU, for at most
+    n / _LANCZOS_FRACTION pairs of an n x n matrix with n >= _LANCZOS_MIN_DIM."""
+    n = M.shape[0]
+    return M.device.type == "cpu" and n >= _LANCZOS_MIN_DIM and 0 < m <= n // _LANCZOS_FRACTION
 
 
 def n_keep(vals: np.ndarray, total: float, variance: float, *, complete: bool) -> int | None:
@@ -137,15 +148,12 @@ def subspace(M: torch.Tensor, variance: float, hint: int | None) -> tuple[np.nda
         m = min(int(variance), n)
     else:
         guess = _FIRST_GUESS if hint is None else hint + hint // 4 + 8
-        if guess < PARTIAL_FRACTION * n:
+        if lanczos_suits(M, guess):                                          # a few pairs may be enough
             vals, vecs = eigh_desc(M, guess)
             k = n_keep(vals, total, variance, complete=False)
             if k is not None:
                 return vals[:k], vecs[:, :k]
-        if hint is not None and guess >= PARTIAL_FRACTION * n:  # a full decomposition anyway: no eigenvalues-only
-            m = n                                                 # pass to size it first
-        else:
-            m = n_keep(eigh_desc(M, n, vectors=False)[0], total, variance, complete=True)
+        m = n                                                                # else one full decomposition
     vals, vecs = eigh_desc(M, m)
     k = n_keep(vals, total, variance, complete=True)
     return vals[:k], vecs[:, :k]
@@ -180,11 +188,16 @@ def range_basis(M: torch.Tensor, variance: float, hint: int | None) -> torch.Ten
     return None
 
 
-def single_precision_basis(M: torch.Tensor, variance: float, hint: int | None) -> torch.Tensor:
+def single_precision_basis(M: torch.Tensor, variance: float) -> torch.Tensor:
     """A start for `warm_subspace` where `range_basis` declines (a subspace wider than a third of M): the kept
-    eigenvectors of M decomposed in float32, as float64 (LAPACK in single precision is about twice as fast;
-    the float64 Rayleigh-Ritz and its residual checks then decide, as for any start)."""
-    return subspace(M.float(), variance, hint)[1].double()
+    eigenvectors of M's full float32 decomposition, as float64 (LAPACK in single precision is about twice as
+    fast; the float64 Rayleigh-Ritz and its residual checks then decide, as for any start). No Lanczos first
+    guess: a subspace this wide never fits in one (on raw MNIST pixels it cost 0.07 s per class for nothing)."""
+    total = float(M.diagonal().sum())
+    if total <= 0:
+        return M.new_zeros((M.shape[0], 0), dtype=torch.float64)
+    vals, vecs = eigh_desc(M.float(), M.shape[0])
+    return vecs[:, :n_keep(vals, total, variance, complete=True)].double()
 
 
 def warm_subspace(G: torch.Tensor, Z0: torch.Tensor, variance: float, *,
@@ -217,8 +230,13 @@ def warm_subspace(G: torch.Tensor, Z0: torch.Tensor, variance: float, *,
         if k is not None and k > 0 and float(norms[:k].max()) <= tol:
             return vals[:k].copy(), Z[:, :k]
         W = residual[:, norms > tol]                                         # Davidson: grow by the unconverged
-        if step + 1 == _WARM_STEPS or W.shape[1] == 0 or Q.shape[1] + W.shape[1] > n // 2:
+        if step + 1 == _WARM_STEPS or W.shape[1] == 0:
             return None
+        if Q.shape[1] + W.shape[1] > n // 2:                                 # thick restart: keep the best Ritz
+            keep = min(Q.shape[1], tested + tested // 4)                     # vectors, a quarter beyond the tested
+            if keep + W.shape[1] > n // 2:
+                return None
+            Q, GQ = Q @ Y[:, :keep], GQ @ Y[:, :keep]
         for _ in range(2):                                                   # twice: orthogonal to Q to rounding
             W = W - Q @ (Q.T @ W)
         Qn = orthonormal_columns(W)

@@ -12,10 +12,9 @@ k_c is also capped at the numerical rank of X_c (eigenvalues above `eigensolvers
 zero-variance direction is arbitrary and cannot be recovered from the Gram matrix. With tau < 1 the
 cap only matters for tau within about 1e-9 * d of 1.
 
-Speed: S_c is eigendecomposed in float64. On CPU only the top eigenpairs are computed (LAPACK's
-MRRR driver through scipy, on one BLAS thread) when few are needed; the number needed comes from the
-eigenvalues alone or, given `k_hint` (e.g. the k_c of an all-data fit when fitting cross-validation
-folds), from a single partial decomposition. Coordinates that are zero for every vector of a class (dead ReLU units) are
+Speed: S_c is eigendecomposed in float64. On CPU a few top eigenpairs come from ARPACK's Lanczos iteration
+when they suffice (a first guess of k_c, or `k_hint`, e.g. the k_c of an all-data fit when fitting
+cross-validation folds), else one full decomposition by torch (`eigensolvers.eigh_desc`). Coordinates that are zero for every vector of a class (dead ReLU units) are
 dropped before the decomposition; their eigenvector entries are exactly zero. With n_c < d, `fit` (and
 `fit_by_class`, which cross-fitting feeds one class block at a time) decomposes the n_c x n_c Gram matrix
 X_c X_c^T instead and maps the eigenvectors back.
@@ -89,7 +88,7 @@ def _second_moment_subspace(S: torch.Tensor, variance: float, hint: int | None,
                                           fold=True)
     elif A.device.type == "cpu" and variance < 1:                            # no start, or a wide one
         Z0 = eigensolvers.range_basis(A, variance, hint) if start is None else None
-        Z0 = eigensolvers.single_precision_basis(A, variance, hint) if Z0 is None else Z0
+        Z0 = eigensolvers.single_precision_basis(A, variance) if Z0 is None else Z0
         warm = eigensolvers.warm_subspace(A, Z0, variance)
     vals, vecs = subspace(A, variance, hint) if warm is None else warm
     if whole:
@@ -118,7 +117,7 @@ def _gram_subspace(Xc: torch.Tensor, variance: float, hint: int | None = None, *
         warm = eigensolvers.warm_subspace(G, (Xc @ start.to(Xc)).double(), variance, fold=True)
     elif G.device.type == "cpu" and variance < 1:
         Z0 = eigensolvers.range_basis(G, variance, hint)
-        Z0 = eigensolvers.single_precision_basis(G, variance, hint) if Z0 is None else Z0
+        Z0 = eigensolvers.single_precision_basis(G, variance) if Z0 is None else Z0
         warm = eigensolvers.warm_subspace(G, Z0, variance)
     else:
         warm = None

@@ -122,12 +122,18 @@ SMALL_INPUT = 3 * 32 * 32   # `--model auto`: images of at most this many values
 CLOTHING1M_MODEL = ("resnet50", "DEFAULT")
 
 
+def early_checkpoints(epochs: int) -> tuple[int, ...]:
+    """The epochs of CLEAN_SCHEDULE below `epochs`: the early checkpoints `clean` probes, and those `train` keeps
+    by default so that a memorizing run can be probed before it memorized (docs/cleaning.md, "every checkpoint
+    probed": full MNIST at 5 % noise, F1 80.9 from the final model, 95.1 from the best early ones)."""
+    return tuple(e for e in CLEAN_SCHEDULE if e < epochs)
+
+
 def clean_train_config(model: str, *, epochs: int, seed: int, **overrides) -> TrainConfig:
     """`clean`'s recipe (CLEAN_TRAINING) for `model`, `epochs` epochs, checkpoints 2, 4, 8, ... below `epochs`;
     the non-None `overrides` (optimizer, lr, batch_size, device, on_bad_image, ...) replace its fields."""
     base = {**CLEAN_TRAINING, **{k: v for k, v in overrides.items() if v is not None}}
-    return TrainConfig(model=model, epochs=epochs, seed=seed,
-                       save_epochs=tuple(e for e in CLEAN_SCHEDULE if e < epochs), **base)
+    return TrainConfig(model=model, epochs=epochs, seed=seed, save_epochs=early_checkpoints(epochs), **base)
 
 
 def clean_model(data: Path, train, model: str, weights=None) -> tuple[str, object]:

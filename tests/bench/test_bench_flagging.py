@@ -17,11 +17,16 @@ def test_flagging_benchmark_runs_on_a_tiny_mnist_subset(tmp_path, noisefix_data)
     doc = tmp_path / "cleaning.md"
     doc.write_text("# cleaning\n\nearlier results\n")
     argv = ["--settings", "mnist-s60", "--train-subset", "300", "--test-subset", "100", "--epochs", "2",
-            "--memorize", "2", "--probes", "ncm", "--cl-epochs", "1", "--folds", "2", "--work", str(tmp_path / "work"),
+            "--memorize", "3", "--memorize-scan", "--probes", "ncm", "--cl-epochs", "1", "--folds", "2", "--work", str(tmp_path / "work"),
             "--results", str(tmp_path / "results"), "--doc", str(doc)]
     (result,) = bench.main(argv)
     methods = [r["method"] for r in result["rows"]]
-    assert len(methods) == 7 and methods[0] == "noisefix clean, --flag noise-aware" and methods[-1].startswith("cleanlab")
+    assert len(methods) == 10 and methods[0] == "noisefix clean, --flag noise-aware" and methods[-1].startswith("cleanlab")
+    paper, scanned = result["rows"][3], result["rows"][6]           # the memorizing run, final only / every checkpoint
+    assert paper["method"] == "noisefix memorize-then-probe, --flag noise-aware"
+    assert {s["checkpoint"] for s in paper["sources"]} == {"final"}
+    assert scanned["method"] == "noisefix memorize, every checkpoint probed, --flag noise-aware"
+    assert {s["checkpoint"] for s in scanned["sources"]} <= {"init", "2", "final"}
     assert 0.4 < result["true_wrong"] < 0.7 and result["n_train"] == 300
     for r in result["rows"]:
         assert 0 <= r["f1"] <= 1 and 0 <= r["flagged"] <= 1 and r["seconds"] > 0

@@ -126,7 +126,7 @@ def test_eigh_failure_falls_back(monkeypatch, also_numpy_fails):
     def fail(*args, **kwargs):
         raise np.linalg.LinAlgError("did not converge")
 
-    monkeypatch.setattr(eigensolvers.sla, "eigh", fail)
+    monkeypatch.setattr(eigensolvers, "full_eigh", fail)
     if also_numpy_fails:
         monkeypatch.setattr(np.linalg, "eigh", fail)                 # leaves the SVD
     with pytest.warns(RuntimeWarning, match="falling back"):
