@@ -214,8 +214,8 @@ def warm_subspace(G: torch.Tensor, Z0: torch.Tensor, variance: float, *,
         return None
     Q = orthonormal_columns(Z0)                                              # (n, m) orthonormal
     GQ = G @ Q
+    H = Q.T @ GQ                                                             # (m, m), grown block by block
     for step in range(_WARM_STEPS):
-        H = Q.T @ GQ
         theta, Y = torch.linalg.eigh((H + H.T) / 2)
         theta, Y = theta.flip(0), Y.flip(1)
         vals = theta.cpu().numpy()
@@ -236,9 +236,12 @@ def warm_subspace(G: torch.Tensor, Z0: torch.Tensor, variance: float, *,
             keep = min(Q.shape[1], tested + tested // 4)                     # vectors, a quarter beyond the tested
             if keep + W.shape[1] > n // 2:
                 return None
-            Q, GQ = Q @ Y[:, :keep], GQ @ Y[:, :keep]
+            Q, GQ, H = Q @ Y[:, :keep], GQ @ Y[:, :keep], Y[:, :keep].T @ H @ Y[:, :keep]
         for _ in range(2):                                                   # twice: orthogonal to Q to rounding
             W = W - Q @ (Q.T @ W)
         Qn = orthonormal_columns(W)
-        Q, GQ = torch.cat([Q, Qn], dim=1), torch.cat([GQ, G @ Qn], dim=1)
+        GQn = G @ Qn
+        C = Q.T @ GQn                                                        # the new rows and columns of H only
+        H = torch.cat([torch.cat([H, C], dim=1), torch.cat([C.T, Qn.T @ GQn], dim=1)], dim=0)
+        Q, GQ = torch.cat([Q, Qn], dim=1), torch.cat([GQ, GQn], dim=1)
     return None
