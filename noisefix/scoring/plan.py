@@ -77,11 +77,18 @@ class LayerPlan:
         return self.stats_bytes + self.activation_bytes + self.work_bytes
 
     @property
+    def method(self) -> str:
+        """How the probes are fitted, in a word: "gram" (per-class Gram matrices, no d^2 statistics), "moments"
+        (d^2 second moments) or "sums" (class sums only)."""
+        return "gram" if _gram_refits(self.refit) else ("moments" if self.second_moments else "sums")
+
+    @property
     def route(self) -> str:
-        """E.g. "d^2 moments, RAM" or "gram (no d^2), disk"."""
-        how = "gram (no d^2)" if _gram_refits(self.refit) else (
-            "d^2 moments" if self.second_moments else "sums only")
-        return f"{how}, {'disk' if self.on_disk else 'RAM'}"
+        """E.g. "d^2 moments, RAM" or "gram (no d^2), disk": the method and where the activations live."""
+        return f"{_METHOD_TEXT[self.method]}, {'disk' if self.on_disk else 'RAM'}"
+
+
+_METHOD_TEXT = {"gram": "gram (no d^2)", "moments": "d^2 moments", "sums": "sums only"}
 
 
 def plan_layer(info: LayerInfo, *, probes, class_counts, folds: int, n_train: int, n_test: int,

@@ -33,9 +33,10 @@ class LayerListing:
         return [self.names[round(i * (len(self.names) - 1) / (n - 1))] for i in range(n)]
 
 
-def gib(nbytes: int) -> str:
-    """A byte count as GiB, or MiB below a quarter GiB."""
-    return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**28 else f"{nbytes / 2**20:.1f} MiB"
+def mib(nbytes: int) -> str:
+    """A byte count in MiB: one decimal below 100 MiB, none above, thousands separated."""
+    value = nbytes / 2**20
+    return f"{value:.1f}" if value < 100 else f"{value:,.0f}"
 
 
 def list_layers_of_run(loaded: LoadedRun, *, all_nodes: bool = False, memory: bool = False, folds: int = 5,
@@ -50,11 +51,11 @@ def list_layers_of_run(loaded: LoadedRun, *, all_nodes: bool = False, memory: bo
     net, _ = load_run_model(loaded)
     names = resolve_layers(net, "all" if all_nodes else "default")
     infos = list_layers(net, tuple(loaded.model_info["in_shape"]), names)
-    columns = ["layer", "shape", "dim"]
-    rows = [[i.name, "x".join(map(str, i.shape)), i.dim] for i in infos]
     title = f"layers of {loaded.model_info['arch']} ({loaded.run.path})"
     if not memory:
-        return LayerListing(title, columns, rows, list(names))
+        rows = [[i.name, "x".join(map(str, i.shape)), i.dim] for i in infos]
+        return LayerListing(title, ["layer", "shape", "dim"], rows, list(names))
+    dims = [i.dim for i in infos]
     infos, _ = apply_pooling(infos, pool)
     train, test = loaded.splits.train, loaded.splits.test
     K = loaded.model_info["num_classes"]
@@ -62,11 +63,12 @@ def list_layers_of_run(loaded: LoadedRun, *, all_nodes: bool = False, memory: bo
     n_test = len(test) if test is not None else 0
     plans = [plan_layer(i, probes=probes, class_counts=counts, folds=folds, n_train=len(train), n_test=n_test,
                         cache=cache) for i in infos]
-    columns += ["probed dim", "route", "statistics", "activations", "probe work", "peak RAM"]
-    for row, p in zip(rows, plans):
-        acts = f"disk {gib(p.disk_bytes)}" if p.on_disk else gib(p.activation_bytes)
-        row += [p.info.dim, p.route, gib(p.stats_bytes), acts, gib(p.work_bytes),
-                gib(p.nbytes) + (" (over budget)" if p.nbytes > MEMORY_BUDGET else "")]
+    # sizes in MiB (said in the title), short headers: the table fits 80 columns
+    columns = ["layer", "dim", "probed", "route", "stats", "acts", "work", "peak"]
+    title += ", sizes in MiB"
+    rows = [[p.info.name, dim, p.info.dim, p.method, mib(p.stats_bytes),
+             f"{mib(p.disk_bytes)} disk" if p.on_disk else mib(p.activation_bytes), mib(p.work_bytes),
+             mib(p.nbytes) + (" over budget" if p.nbytes > MEMORY_BUDGET else "")] for dim, p in zip(dims, plans)]
     note = (f"memory model (docs/benchmarks.md): K={K} classes, F={folds} folds, N={len(train) + n_test} images, "
             f"largest class n_c={int(counts.max())}. Route gram: every class has fewer images than d, so MASC / "
             "VeLPIC refit through n_c x n_c Gram matrices and no d^2 statistics are kept (statistics F*K*d*8 bytes); "
@@ -74,4 +76,4 @@ def list_layers_of_run(loaded: LoadedRun, *, all_nodes: bool = False, memory: bo
             f"in RAM, or on disk in shards when over the {MEMORY_BUDGET / 2**30:.0f} GiB budget (probe --cache); "
             "probe work: logreg copies its N*d*4 training rows, the Gram route one class block. Fixes: --pool avg:S "
             "shrinks d, fewer --folds, --layers, --probes without logreg.")
-    return LayerListing(title, columns, rows, list(names), note)
+    return LayerListing(title, columns, rows, [p.info.name for p in plans], note)
