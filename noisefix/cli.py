@@ -215,7 +215,7 @@ def train(
     console.print(f"run: {bold(result.run.path)}")
     saved = [e for e in cfg.save_epochs if e < result.epochs]
     if saved:  # the early checkpoints first (what cleaning should read), the paper's final-model probe second
-        next_step(f"noisefix probe {data} --run {result.run.path} --checkpoints all --screen 2",
+        next_step(f"noisefix probe {data} --run {result.run.path} --checkpoints all --screen 2 --probes masc,ncm",
                   f"noisefix probe {data} --run {result.run.path}")
     else:
         next_step(f"noisefix probe {data} --run {result.run.path}")

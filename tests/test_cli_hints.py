@@ -64,8 +64,8 @@ def test_train_keeps_early_checkpoints_and_its_hint_scans_them(tmp_path, make_im
     info = json.loads((tmp_path / "run" / "model.json").read_text())
     assert {2, 4} <= set(info["checkpoints"])
     hint = re.search(r"next: (noisefix probe .*)", result.output).group(1)
-    assert hint.endswith("--checkpoints all --screen 2") and "  or: noisefix probe" in result.output
-    result = invoke(*hint.split()[1:], "--probes", "ncm,masc", "--folds", "2")          # the hint runs as printed
+    assert hint.endswith("--checkpoints all --screen 2 --probes masc,ncm") and "  or: noisefix probe" in result.output
+    result = invoke(*hint.split()[1:], "--folds", "2")                                   # the hint runs as printed
     assert result.exit_code == 0, result.output
     rows = json.loads((tmp_path / "run" / "probe" / "scores.json").read_text())["rows"]
     assert {"init", "2", "4", "final"} <= {r["checkpoint"] for r in rows}
