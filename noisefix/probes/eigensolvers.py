@@ -28,11 +28,12 @@ _LANCZOS_FRACTION = 16
 _FIRST_GUESS = 32
 #: Warm start (`warm_subspace`): Rayleigh-Ritz steps at most (the basis restarted from its best Ritz vectors
 #: when it would pass half the matrix's size; before, such a fit fell back to the exact decomposition: 6 of
-#: the 60 fits of a 3,136-wide conv layer's cross-fit at 1,800 images per class, 2.5 of its 22 s), the residual accepted relative to the largest
-#: eigenvalue and, for a start fitted on other rows too (a cross-fitting fold's), relative to the smallest kept
-#: one. 1e-5 of the largest alone let a fold keep its all-data start's tail directions: on a 2,048-wide ReLU layer
-#: (k ~ 85 of 1,440 rows) out-of-fold scores 6e-3 from the exact fold fits', 1.2 % of the predictions different
-#: and 0.36 points more agreement with the given labels; with 1e-3 of the smallest kept, 2.7e-6 and none.
+#: the 60 fits of a 3,136-wide conv layer's cross-fit at 1,800 images per class, 2.5 of its 22 s), the
+#: residual accepted relative to the largest eigenvalue and, for a start fitted on other rows too (a
+#: cross-fitting fold's), relative to the smallest kept one. 1e-5 of the largest alone let a fold keep its
+#: all-data start's tail directions: on a 2,048-wide ReLU layer (k ~ 85 of 1,440 rows) out-of-fold scores
+#: 6e-3 from the exact fold fits', 1.2 % of the predictions different and 0.36 points more agreement with the
+#: given labels; with 1e-3 of the smallest kept, 2.7e-6 and none.
 _WARM_STEPS = 8
 WARM_RTOL = 1e-5
 FOLD_RTOL = 1e-3
@@ -79,7 +80,7 @@ def _eigh_fallback(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return s[::-1].copy(), U[:, ::-1].copy()
 
 
-def eigh_desc(M: torch.Tensor, m: int, *, vectors: bool = True) -> tuple[np.ndarray, torch.Tensor | None]:
+def eigh_desc(M: torch.Tensor, m: int) -> tuple[np.ndarray, torch.Tensor]:
     """Top-m eigenpairs of symmetric PSD float32/float64 M (n, n): values (m,) descending, vectors (n, m) on M's
     device.
 
@@ -93,12 +94,12 @@ def eigh_desc(M: torch.Tensor, m: int, *, vectors: bool = True) -> tuple[np.ndar
     """
     n = M.shape[0]
     try:
-        if vectors and lanczos_suits(M, m):                                  # few pairs: no O(n^3) reduction
+        if lanczos_suits(M, m):                                              # few pairs: no O(n^3) reduction
             vals, vecs = eigsh(M.numpy(), k=m, which="LA")
             order = np.argsort(vals)[::-1]
             return vals[order].copy(), torch.from_numpy(vecs[:, order].copy())
-        vals, vecs = full_eigh(M, vectors=vectors)
-        return vals.flip(0)[:m].cpu().numpy(), None if vecs is None else vecs.flip(1)[:, :m]
+        vals, vecs = full_eigh(M)
+        return vals.flip(0)[:m].cpu().numpy(), vecs.flip(1)[:, :m]
     except (np.linalg.LinAlgError, RuntimeError, ValueError) as err:
         warnings.warn(f"eigendecomposition of a {n}x{n} second-moment matrix failed ({err}); "
                       "falling back to numpy eigh / SVD", RuntimeWarning, stacklevel=3)
@@ -107,10 +108,8 @@ def eigh_desc(M: torch.Tensor, m: int, *, vectors: bool = True) -> tuple[np.ndar
     return vals[::-1][:m].copy(), torch.from_numpy(vecs[:, ::-1][:, :m].copy()).to(M.device)
 
 
-def full_eigh(M: torch.Tensor, *, vectors: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Every eigenvalue of symmetric M (n, n), ascending, and with `vectors` the eigenvectors (n, n), by torch."""
-    if not vectors:
-        return torch.linalg.eigvalsh(M), None
+def full_eigh(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every eigenpair of symmetric M (n, n) by torch: values (n,) ascending, vectors (n, n)."""
     return torch.linalg.eigh(M)
 
 

@@ -14,10 +14,10 @@ cap only matters for tau within about 1e-9 * d of 1.
 
 Speed: S_c is eigendecomposed in float64. On CPU a few top eigenpairs come from ARPACK's Lanczos iteration
 when they suffice (a first guess of k_c, or `k_hint`, e.g. the k_c of an all-data fit when fitting
-cross-validation folds), else one full decomposition by torch (`eigensolvers.eigh_desc`). Coordinates that are zero for every vector of a class (dead ReLU units) are
-dropped before the decomposition; their eigenvector entries are exactly zero. With n_c < d, `fit` (and
-`fit_by_class`, which cross-fitting feeds one class block at a time) decomposes the n_c x n_c Gram matrix
-X_c X_c^T instead and maps the eigenvectors back.
+cross-validation folds), else one full decomposition by torch (`eigensolvers.eigh_desc`). Coordinates that
+are zero for every vector of a class (dead ReLU units) are dropped before the decomposition; their
+eigenvector entries are exactly zero. With n_c < d, `fit` (and `fit_by_class`, which cross-fitting feeds one
+class block at a time) decomposes the n_c x n_c Gram matrix X_c X_c^T instead and maps the eigenvectors back.
 
 Cross-validation folds (`ClassBlock.start`, `fit_moments(starts=)`): a fold's class subspace is a small
 perturbation of the all-data one, so both routes refine the all-data basis instead of decomposing the fold's
