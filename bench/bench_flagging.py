@@ -163,7 +163,7 @@ def trained(run: Path, reuse: bool, train) -> float:
 def run_setting(name: str, root: Path, args) -> dict:
     from noisefix.config import ProbeConfig, RelabelConfig, TrainConfig
     from noisefix.data.folders import load_data
-    from noisefix.stages.pipeline import CLEAN_ENSEMBLE, CLEAN_SCHEDULE, run_clean, run_pipeline
+    from noisefix.stages.pipeline import CLEAN_ENSEMBLE, early_checkpoints, run_clean, run_pipeline
 
     dataset, p, noise, clean_model, memorize_model = SETTINGS[name]
     clean_model, memorize_model = args.model or clean_model, args.model or memorize_model
@@ -181,7 +181,7 @@ def run_setting(name: str, root: Path, args) -> dict:
     clean_model = json.loads((root / f"{name}-clean" / "model.json").read_text())["arch"]  # "auto" resolved
     if args.memorize:
         # --memorize-scan: also keep clean's checkpoints (2, 4, 8, ...) of the memorizing run and probe them all
-        scan = {"save_epochs": tuple(e for e in CLEAN_SCHEDULE if e < args.memorize)} if args.memorize_scan else {}
+        scan = {"save_epochs": early_checkpoints(args.memorize)} if args.memorize_scan else {}
         seconds = trained(root / f"{name}-memorize", args.reuse, lambda: run_pipeline(
             data, root / f"{name}-memorize", labels_file=labels,
             train_cfg=TrainConfig.for_model(memorize_model, epochs=args.memorize, seed=args.seed,

@@ -76,4 +76,4 @@ def list_layers_of_run(loaded: LoadedRun, *, all_nodes: bool = False, memory: bo
             f"in RAM, or on disk in shards when over the {MEMORY_BUDGET / 2**30:.0f} GiB budget (probe --cache); "
             "probe work: logreg copies its N*d*4 training rows, the Gram route one class block. Fixes: --pool avg:S "
             "shrinks d, fewer --folds, --layers, --probes without logreg.")
-    return LayerListing(title, columns, rows, [p.info.name for p in plans], note)
+    return LayerListing(title, columns, rows, list(names), note)

@@ -112,9 +112,10 @@ class RichReporter:
         table = _compact_table(Text(title))  # titles and cells are plain text, not markup
         table.min_width = min(len(title), self.console.width)   # a narrow table does not break its title
         for j, col in enumerate(columns):
-            names = col in ("layer", "probe", "checkpoint", "pick")
-            widest = max((len(_fmt(row[j])) for row in rows), default=0)                 # names stay whole
-            table.add_column(col, justify="left" if names else "right", min_width=widest if names else None)
+            if col in ("layer", "probe", "checkpoint", "pick"):                           # names stay whole
+                table.add_column(col, justify="left", min_width=max((len(_fmt(row[j])) for row in rows), default=0))
+            else:
+                table.add_column(col, justify="right")
         for i, row in enumerate(rows):
             table.add_row(*(Text(_fmt(v)) for v in row), style="bold green" if i in highlight else None)
         self.console.print(table)

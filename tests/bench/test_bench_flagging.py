@@ -17,8 +17,8 @@ def test_flagging_benchmark_runs_on_a_tiny_mnist_subset(tmp_path, noisefix_data)
     doc = tmp_path / "cleaning.md"
     doc.write_text("# cleaning\n\nearlier results\n")
     argv = ["--settings", "mnist-s60", "--train-subset", "300", "--test-subset", "100", "--epochs", "2",
-            "--memorize", "3", "--memorize-scan", "--probes", "ncm", "--cl-epochs", "1", "--folds", "2", "--work", str(tmp_path / "work"),
-            "--results", str(tmp_path / "results"), "--doc", str(doc)]
+            "--memorize", "3", "--memorize-scan", "--probes", "ncm", "--cl-epochs", "1", "--folds", "2",
+            "--work", str(tmp_path / "work"), "--results", str(tmp_path / "results"), "--doc", str(doc)]
     (result,) = bench.main(argv)
     methods = [r["method"] for r in result["rows"]]
     assert len(methods) == 10 and methods[0] == "noisefix clean, --flag noise-aware" and methods[-1].startswith("cleanlab")
